@@ -1,0 +1,1 @@
+//! The embedded AMPS-protocol server (placeholder).
