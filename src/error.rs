@@ -59,3 +59,63 @@ pub enum UriError {
     #[error("bad percent-encoding in the URI's credentials")]
     BadPercentEncoding,
 }
+
+/// A publish store that cannot do what was asked.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A sequence was appended that is not above the last one assigned (a bug in the caller).
+    #[error("sequence {seq} is not above the last assigned {last}")]
+    SequenceNotIncreasing {
+        /// The offending sequence.
+        seq: u64,
+        /// The last one assigned.
+        last: u64,
+    },
+    /// The store is full and the full-store policy is to fail.
+    #[error("publish store full: {messages} messages, {bytes} bytes held (limits {max_messages} messages, {max_bytes} bytes)")]
+    Full {
+        /// Messages held.
+        messages: usize,
+        /// Bytes held.
+        bytes: usize,
+        /// Message limit.
+        max_messages: usize,
+        /// Byte limit.
+        max_bytes: usize,
+    },
+    /// A single message is larger than the store's byte capacity, so it could never fit.
+    #[error("message of {size} bytes exceeds the store's byte capacity of {max_bytes}")]
+    TooLarge {
+        /// The message's weight.
+        size: usize,
+        /// The byte capacity.
+        max_bytes: usize,
+    },
+    /// Another client holds the file store's lock.
+    #[error("publish store at {path} is locked by another client (pid {holder:?})")]
+    Locked {
+        /// The store directory.
+        path: std::path::PathBuf,
+        /// The pid recorded by the holder, when readable.
+        holder: Option<u32>,
+    },
+    /// The file store's files could not be read or written.
+    #[error("publish store i/o error at {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file store record is corrupt somewhere other than the tail.
+    #[error("publish store file {path} is corrupt at offset {offset}: {what}")]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What was wrong.
+        what: String,
+    },
+}

@@ -1,0 +1,3 @@
+//! The actor client (in progress).
+
+pub mod store;
