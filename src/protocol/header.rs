@@ -16,8 +16,6 @@
 //! bytes: a persisted ack (`c`, `a`, `s`, `status`, and a known `reason`) is parsed without
 //! allocating at all; string fields allocate only when present.
 
-use std::fmt::Write as _;
-
 use bytes::{BufMut, BytesMut};
 
 use super::ack::{AckTypes, Reason, Status};
@@ -188,106 +186,53 @@ pub struct Header {
     pub gseq: Option<u64>,
 }
 
-/// How a field's value is written.
-enum Value<'a> {
-    Str(&'a str),
-    Num(u64),
-}
-
 impl Header {
-    /// Calls `f` for every present field in the order the official clients write them.
-    fn for_each_field(&self, mut f: impl FnMut(&'static str, Value<'_>)) {
-        let mut w = |k: &'static str, v: Value<'_>| f(k, v);
+    /// Appends the header as compact JSON to `dst`, fields in the order the official clients
+    /// write them.
+    pub fn write_to(&self, dst: &mut BytesMut) {
+        let mut w = JsonObjectWriter::new(dst);
         if let Some(c) = &self.command {
-            w("c", Value::Str(c.as_str()));
+            w.str("c", c.as_str());
         }
-        macro_rules! str_field {
-            ($key:literal, $field:expr) => {
-                if let Some(v) = &$field {
-                    w($key, Value::Str(v));
-                }
-            };
-        }
-        macro_rules! num_as_str {
-            ($key:literal, $field:expr) => {
-                if let Some(v) = $field {
-                    let mut buf = itoa_buf::Buf::new();
-                    w($key, Value::Str(buf.format(v)));
-                }
-            };
-        }
-        macro_rules! num_field {
-            ($key:literal, $field:expr) => {
-                if let Some(v) = $field {
-                    w($key, Value::Num(v));
-                }
-            };
-        }
-        str_field!("cid", self.cid);
-        str_field!("t", self.topic);
-        str_field!("client_name", self.client_name);
-        str_field!("user_id", self.user_id);
-        str_field!("mt", self.message_type);
-        if !self.ack_type.is_empty() {
-            let mut list = String::with_capacity(32);
-            let _ = write!(list, "{}", self.ack_type);
-            w("a", Value::Str(&list));
-        }
-        str_field!("version", self.version);
+        w.opt_str("cid", &self.cid);
+        w.opt_str("t", &self.topic);
+        w.opt_str("client_name", &self.client_name);
+        w.opt_str("user_id", &self.user_id);
+        w.opt_str("mt", &self.message_type);
+        w.acks("a", self.ack_type);
+        w.opt_str("version", &self.version);
         if let Some(pw) = &self.password {
-            w("pw", Value::Str(pw.expose()));
+            w.str("pw", pw.expose());
         }
         if let Some(st) = &self.status {
-            w("status", Value::Str(st.as_str()));
+            w.str("status", st.as_str());
         }
         if let Some(r) = &self.reason {
-            w("reason", Value::Str(r.as_str()));
+            w.str("reason", r.as_str());
         }
-        num_as_str!("e", self.expiration);
-        str_field!("x", self.correlation_id);
-        num_field!("s", self.seq);
-        str_field!("bm", self.bookmark);
-        str_field!("k", self.sow_key);
-        str_field!("sow_keys", self.sow_keys);
-        str_field!("filter", self.filter);
-        str_field!("o", self.options);
-        str_field!("sub_id", self.sub_id);
-        str_field!("query_id", self.query_id);
-        str_field!("sids", self.sub_ids);
-        num_field!("matches", self.matches);
-        num_field!("records_deleted", self.records_deleted);
-        num_field!("topic_matches", self.topic_matches);
-        num_field!("records_returned", self.records_returned);
-        str_field!("ts", self.timestamp);
-        num_as_str!("l", self.length);
-        num_field!("bs", self.batch_size);
-        num_field!("top_n", self.top_n);
-        str_field!("orderby", self.order_by);
-        num_field!("lp", self.lp);
-        num_as_str!("gseq", self.gseq);
-    }
-
-    /// Appends the header as compact JSON to `dst`.
-    pub fn write_to(&self, dst: &mut BytesMut) {
-        dst.put_u8(b'{');
-        let mut first = true;
-        self.for_each_field(|key, value| {
-            if !first {
-                dst.put_u8(b',');
-            }
-            first = false;
-            dst.put_u8(b'"');
-            dst.put_slice(key.as_bytes());
-            dst.put_slice(b"\":");
-            match value {
-                Value::Str(s) => write_json_string(dst, s),
-                Value::Num(n) => {
-                    let mut buf = itoa_buf::Buf::new();
-                    dst.put_slice(buf.format(n).as_bytes());
-                }
-            }
-        });
-        dst.put_u8(b'}');
+        w.opt_num_as_str("e", self.expiration);
+        w.opt_str("x", &self.correlation_id);
+        w.opt_num("s", self.seq);
+        w.opt_str("bm", &self.bookmark);
+        w.opt_str("k", &self.sow_key);
+        w.opt_str("sow_keys", &self.sow_keys);
+        w.opt_str("filter", &self.filter);
+        w.opt_str("o", &self.options);
+        w.opt_str("sub_id", &self.sub_id);
+        w.opt_str("query_id", &self.query_id);
+        w.opt_str("sids", &self.sub_ids);
+        w.opt_num("matches", self.matches);
+        w.opt_num("records_deleted", self.records_deleted);
+        w.opt_num("topic_matches", self.topic_matches);
+        w.opt_num("records_returned", self.records_returned);
+        w.opt_str("ts", &self.timestamp);
+        w.opt_num_as_str("l", self.length);
+        w.opt_num("bs", self.batch_size);
+        w.opt_num("top_n", self.top_n);
+        w.opt_str("orderby", &self.order_by);
+        w.opt_num("lp", self.lp);
+        w.opt_num_as_str("gseq", self.gseq);
+        w.finish();
     }
 
     /// The header as a compact JSON string (for tests, logs and tools).
@@ -372,9 +317,7 @@ impl Header {
             b"matches" => self.matches = Some(p.u64_value("matches")?),
             b"records_deleted" => self.records_deleted = Some(p.u64_value("records_deleted")?),
             b"topic_matches" => self.topic_matches = Some(p.u64_value("topic_matches")?),
-            b"records_returned" => {
-                self.records_returned = Some(p.u64_value("records_returned")?)
-            }
+            b"records_returned" => self.records_returned = Some(p.u64_value("records_returned")?),
             b"ts" | b"timestamp" => self.timestamp = Some(p.string_value()?),
             b"l" => self.length = Some(p.u64_value("l")?),
             b"bs" | b"batch_size" => self.batch_size = Some(p.u64_value("bs")?),
@@ -385,6 +328,80 @@ impl Header {
             _ => p.skip_value(0)?,
         }
         Ok(())
+    }
+}
+
+/// Writes one flat JSON object field by field, compactly. The only way headers are written, so
+/// the typed [`Header`] and the borrowed publish header share one set of encoding rules.
+pub(crate) struct JsonObjectWriter<'a> {
+    dst: &'a mut BytesMut,
+    first: bool,
+}
+
+impl<'a> JsonObjectWriter<'a> {
+    pub(crate) fn new(dst: &'a mut BytesMut) -> JsonObjectWriter<'a> {
+        dst.put_u8(b'{');
+        JsonObjectWriter { dst, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.dst.put_u8(b',');
+        }
+        self.first = false;
+        self.dst.put_u8(b'"');
+        self.dst.put_slice(key.as_bytes());
+        self.dst.put_slice(b"\":");
+    }
+
+    pub(crate) fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_json_string(self.dst, value);
+    }
+
+    pub(crate) fn opt_str(&mut self, key: &str, value: &Option<impl AsRef<str>>) {
+        if let Some(v) = value {
+            self.str(key, v.as_ref());
+        }
+    }
+
+    pub(crate) fn num(&mut self, key: &str, value: u64) {
+        self.key(key);
+        let mut buf = itoa_buf::Buf::new();
+        self.dst.put_slice(buf.format(value).as_bytes());
+    }
+
+    pub(crate) fn opt_num(&mut self, key: &str, value: Option<u64>) {
+        if let Some(v) = value {
+            self.num(key, v);
+        }
+    }
+
+    /// A number written as a JSON string, as the official clients write `e` and `l`.
+    pub(crate) fn opt_num_as_str(&mut self, key: &str, value: Option<u64>) {
+        if let Some(v) = value {
+            let mut buf = itoa_buf::Buf::new();
+            self.str(key, buf.format(v));
+        }
+    }
+
+    pub(crate) fn acks(&mut self, key: &str, acks: AckTypes) {
+        if acks.is_empty() {
+            return;
+        }
+        self.key(key);
+        self.dst.put_u8(b'"');
+        for (i, t) in acks.iter().enumerate() {
+            if i > 0 {
+                self.dst.put_u8(b',');
+            }
+            self.dst.put_slice(t.as_str().as_bytes());
+        }
+        self.dst.put_u8(b'"');
+    }
+
+    pub(crate) fn finish(self) {
+        self.dst.put_u8(b'}');
     }
 }
 
@@ -400,7 +417,14 @@ fn write_json_string(dst: &mut BytesMut, s: &str) {
             0..=0x1f => {
                 dst.put_slice(&bytes[start..i]);
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                dst.put_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                dst.put_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
                 start = i + 1;
                 continue;
             }
@@ -430,7 +454,10 @@ const MAX_NESTING: usize = 32;
 
 impl<'a> Parser<'a> {
     fn error(&self, what: &'static str) -> ProtocolError {
-        ProtocolError::MalformedHeader { what, offset: self.pos }
+        ProtocolError::MalformedHeader {
+            what,
+            offset: self.pos,
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -475,7 +502,10 @@ impl<'a> Parser<'a> {
         loop {
             match self.next() {
                 Some(b'"') => {
-                    return Ok(RawStr { bytes: &self.input[start..self.pos - 1], escaped });
+                    return Ok(RawStr {
+                        bytes: &self.input[start..self.pos - 1],
+                        escaped,
+                    });
                 }
                 Some(b'\\') => {
                     escaped = true;
@@ -506,7 +536,9 @@ impl<'a> Parser<'a> {
         if self.peek() == Some(b'"') {
             let raw = self.string_raw()?;
             if raw.escaped {
-                Ok(std::borrow::Cow::Owned(unescape(raw.bytes, self)?.into_bytes()))
+                Ok(std::borrow::Cow::Owned(
+                    unescape(raw.bytes, self)?.into_bytes(),
+                ))
             } else {
                 Ok(std::borrow::Cow::Borrowed(raw.bytes))
             }
@@ -554,7 +586,11 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'"') => self.string_raw().map(drop),
             Some(b'{') | Some(b'[') => {
-                let close = if self.peek() == Some(b'{') { b'}' } else { b']' };
+                let close = if self.peek() == Some(b'{') {
+                    b'}'
+                } else {
+                    b']'
+                };
                 let is_obj = close == b'}';
                 self.pos += 1;
                 self.skip_ws();
@@ -598,7 +634,9 @@ fn unescape(raw: &[u8], p: &Parser<'_>) -> Result<String, ProtocolError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     let hex4 = |at: usize| -> Result<u32, ProtocolError> {
-        let h = raw.get(at..at + 4).ok_or_else(|| p.error("short \\u escape"))?;
+        let h = raw
+            .get(at..at + 4)
+            .ok_or_else(|| p.error("short \\u escape"))?;
         let s = std::str::from_utf8(h).map_err(|_| p.error("bad \\u escape"))?;
         u32::from_str_radix(s, 16).map_err(|_| p.error("bad \\u escape"))
     };
@@ -609,7 +647,9 @@ fn unescape(raw: &[u8], p: &Parser<'_>) -> Result<String, ProtocolError> {
             i += 1;
             continue;
         }
-        let e = *raw.get(i + 1).ok_or_else(|| p.error("string ends inside an escape"))?;
+        let e = *raw
+            .get(i + 1)
+            .ok_or_else(|| p.error("string ends inside an escape"))?;
         i += 2;
         let ch = match e {
             b'"' => '"',
@@ -702,7 +742,10 @@ mod tests {
 
     #[test]
     fn escapes_quotes_backslashes_and_controls() {
-        let h = Header { topic: Some("a\"b\\c\nd".into()), ..Header::default() };
+        let h = Header {
+            topic: Some("a\"b\\c\nd".into()),
+            ..Header::default()
+        };
         let json = h.to_json();
         assert_eq!(json, r#"{"t":"a\"b\\c\u000ad"}"#);
         assert_eq!(parse(&json).topic.as_deref(), Some("a\"b\\c\nd"));
@@ -738,9 +781,21 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_typed_errors() {
-        for bad in [&b""[..], b"[", b"{\"c\"", b"{\"c\":}", b"{\"s\":\"x\"}", b"{\"s\":99999999999999999999}", b"{c:1}", b"{\"a\":1,"] {
+        for bad in [
+            &b""[..],
+            b"[",
+            b"{\"c\"",
+            b"{\"c\":}",
+            b"{\"s\":\"x\"}",
+            b"{\"s\":99999999999999999999}",
+            b"{c:1}",
+            b"{\"a\":1,",
+        ] {
             assert!(
-                matches!(Header::parse(bad), Err(ProtocolError::MalformedHeader { .. })),
+                matches!(
+                    Header::parse(bad),
+                    Err(ProtocolError::MalformedHeader { .. })
+                ),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -756,7 +811,10 @@ mod tests {
 
     #[test]
     fn debug_hides_password_but_wire_carries_it() {
-        let h = Header { password: Some(Password::new("secret")), ..Header::default() };
+        let h = Header {
+            password: Some(Password::new("secret")),
+            ..Header::default()
+        };
         assert!(!format!("{h:?}").contains("secret"));
         assert_eq!(h.to_json(), r#"{"pw":"secret"}"#);
     }

@@ -9,10 +9,12 @@ pub mod ack;
 pub mod codec;
 pub mod frame;
 pub mod header;
+pub mod publish;
 pub mod uri;
 
 pub use ack::{AckType, AckTypes, Reason, Status};
 pub use codec::{decode_frame, AmpsCodec, DEFAULT_MAX_FRAME};
 pub use frame::{encode_parts, Frame};
 pub use header::{Command, Header};
+pub use publish::PublishHeader;
 pub use uri::{parse_uri, parse_uri_list, AmpsUri, Password};

@@ -1,0 +1,120 @@
+//! The publish path's header, borrowed: encoding a stored message must not allocate.
+//!
+//! [`Header`](super::Header) owns its strings, which suits parsing and rare commands. A publish
+//! store encodes every message it sends (and again on replay), so [`PublishHeader`] borrows the
+//! topic and options from the stored message and writes the same compact JSON through the same
+//! writer, in the official field order `c, cid, t, a, e, x, s, k, sow_keys, filter, sub_id,
+//! query_id`.
+
+use bytes::{BufMut, BytesMut};
+
+use super::ack::AckTypes;
+use super::header::{Command, JsonObjectWriter};
+
+/// The header of a publish, delta_publish or sow_delete, borrowing its strings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PublishHeader<'a> {
+    /// The command (`Command::Publish` is written `p`).
+    pub command: Option<&'a Command>,
+    /// `cid`, for commands whose processed/stats acks someone waits for.
+    pub cid: Option<&'a str>,
+    /// `t`
+    pub topic: &'a str,
+    /// `a`
+    pub ack_type: AckTypes,
+    /// `e`
+    pub expiration: Option<u64>,
+    /// `x`
+    pub correlation_id: Option<&'a str>,
+    /// `s`
+    pub seq: Option<u64>,
+    /// `k`
+    pub sow_key: Option<&'a str>,
+    /// `sow_keys`
+    pub sow_keys: Option<&'a str>,
+    /// `filter`
+    pub filter: Option<&'a str>,
+}
+
+impl PublishHeader<'_> {
+    /// Appends `[len][header][body]` to `dst`. For a sow_delete with a `cid`, `sub_id` and
+    /// `query_id` repeat the cid, as the official client writes them.
+    pub fn encode(&self, body: &[u8], dst: &mut BytesMut) {
+        let start = dst.len();
+        dst.reserve(4 + 96 + self.topic.len() + body.len());
+        dst.put_u32(0);
+        let mut w = JsonObjectWriter::new(dst);
+        if let Some(c) = self.command {
+            w.str("c", c.as_str());
+        }
+        w.opt_str("cid", &self.cid);
+        w.str("t", self.topic);
+        w.acks("a", self.ack_type);
+        w.opt_num_as_str("e", self.expiration);
+        w.opt_str("x", &self.correlation_id);
+        w.opt_num("s", self.seq);
+        w.opt_str("k", &self.sow_key);
+        w.opt_str("sow_keys", &self.sow_keys);
+        w.opt_str("filter", &self.filter);
+        if self.command == Some(&Command::SowDelete) {
+            w.opt_str("sub_id", &self.cid);
+            w.opt_str("query_id", &self.cid);
+        }
+        w.finish();
+        dst.put_slice(body);
+        let len = u32::try_from(dst.len() - start - 4).unwrap_or(u32::MAX);
+        dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{decode_frame, AckType};
+
+    #[test]
+    fn matches_the_official_publish_form() {
+        let mut buf = BytesMut::new();
+        PublishHeader {
+            command: Some(&Command::Publish),
+            topic: "orders",
+            ack_type: AckTypes::PERSISTED,
+            expiration: Some(30),
+            correlation_id: Some("corr-1"),
+            seq: Some(1795489793738000001),
+            sow_key: Some("key-1"),
+            ..PublishHeader::default()
+        }
+        .encode(br#"{"id":1}"#, &mut buf);
+        let expected = br#"{"c":"p","t":"orders","a":"persisted","e":"30","x":"corr-1","s":1795489793738000001,"k":"key-1"}{"id":1}"#;
+        assert_eq!(&buf[4..], &expected[..]);
+        assert_eq!(
+            u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize,
+            expected.len()
+        );
+    }
+
+    #[test]
+    fn sow_delete_form_round_trips() {
+        let mut buf = BytesMut::new();
+        PublishHeader {
+            command: Some(&Command::SowDelete),
+            cid: Some("7"),
+            topic: "orders",
+            ack_type: AckTypes::PROCESSED
+                .with(AckType::Persisted)
+                .with(AckType::Stats),
+            seq: Some(9),
+            filter: Some("/id = 1"),
+            ..PublishHeader::default()
+        }
+        .encode(b"", &mut buf);
+        assert_eq!(
+            &buf[4..],
+            &br#"{"c":"sow_delete","cid":"7","t":"orders","a":"processed,persisted,stats","s":9,"filter":"/id = 1","sub_id":"7","query_id":"7"}"#[..]
+        );
+        let f = decode_frame(buf.split_off(4).freeze()).unwrap();
+        assert_eq!(f.header.filter.as_deref(), Some("/id = 1"));
+        assert_eq!(f.header.seq, Some(9));
+    }
+}
