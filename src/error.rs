@@ -119,3 +119,172 @@ pub enum StoreError {
         what: String,
     },
 }
+
+/// A write the client could not accept into its store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The store is at capacity and the full-store policy is to fail.
+    #[error("publish store full: {messages} messages and {bytes} bytes unacknowledged (limits {max_messages} messages, {max_bytes} bytes)")]
+    StoreFull {
+        /// Messages held.
+        messages: usize,
+        /// Bytes held.
+        bytes: usize,
+        /// Message limit.
+        max_messages: usize,
+        /// Byte limit.
+        max_bytes: usize,
+    },
+    /// The message alone is larger than the store's byte capacity or the maximum frame size.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit it exceeds.
+        max: usize,
+    },
+    /// The topic is empty.
+    #[error("empty topic")]
+    EmptyTopic,
+    /// The store failed (a file store's disk, for example). The message was not stored.
+    #[error("publish store error: {0}")]
+    Store(#[from] StoreError),
+    /// The client runs without a store and is not connected: the write cannot be kept.
+    #[error("not connected, and the client has no publish store to keep the write")]
+    NotConnected,
+    /// The client gave up reconnecting; a write waiting for room can no longer be stored.
+    #[error("client gave up reconnecting: {reason}")]
+    GaveUp {
+        /// Why it gave up.
+        reason: String,
+    },
+    /// The client has stopped (or is stopping) and takes no more writes.
+    #[error("client is stopped")]
+    Stopped,
+}
+
+/// A [`PublishFlush`](crate::client::PublishFlush) that did not complete.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The deadline passed first.
+    #[error("flush timed out after {waited_ms} ms with {unacknowledged} message(s) still unacknowledged{}", if *.connected { "" } else { " (not connected)" })]
+    Timeout {
+        /// Messages stored before the flush that are still unacknowledged.
+        unacknowledged: usize,
+        /// How long the call waited, in milliseconds.
+        waited_ms: u64,
+        /// Whether the client was logged on when the deadline passed.
+        connected: bool,
+    },
+    /// The client stopped retrying (maximum retry time, refused credentials, publish gap).
+    #[error(
+        "client gave up reconnecting ({reason}) with {unacknowledged} message(s) unacknowledged"
+    )]
+    GaveUp {
+        /// Why it gave up.
+        reason: String,
+        /// Messages still unacknowledged.
+        unacknowledged: usize,
+    },
+    /// The client has stopped.
+    #[error("client is stopped")]
+    Stopped,
+}
+
+/// A [`SowDeleteAndWait`](crate::client::SowDeleteAndWait) that did not produce stats.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SowDeleteError {
+    /// The server refused the delete.
+    #[error("sow_delete failed: {reason}")]
+    Failed {
+        /// The server's reason (e.g. `bad filter`).
+        reason: crate::protocol::Reason,
+    },
+    /// The stats ack did not come in time.
+    #[error("sow_delete timed out waiting for the stats ack")]
+    Timeout,
+    /// The connection dropped before the stats ack came (with a store, the delete is replayed).
+    #[error("disconnected before the sow_delete's stats ack arrived")]
+    Disconnected,
+    /// The delete could not be stored.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// A connection or logon attempt that failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// TCP connect failed.
+    #[error("connecting to {uri} failed: {source}")]
+    Io {
+        /// The server (password masked).
+        uri: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// TCP connect did not finish in time.
+    #[error("connecting to {uri} timed out")]
+    ConnectTimeout {
+        /// The server (password masked).
+        uri: String,
+    },
+    /// The logon ack did not come in time.
+    #[error("logon to {uri} timed out")]
+    LogonTimeout {
+        /// The server (password masked).
+        uri: String,
+    },
+    /// The server refused the logon.
+    #[error("logon to {uri} refused: {reason}")]
+    LogonRefused {
+        /// The server (password masked).
+        uri: String,
+        /// The server's reason (`auth failure`, `name in use`, ...).
+        reason: crate::protocol::Reason,
+    },
+    /// The server's last sequence is below what the store already discarded: messages were lost
+    /// server-side (e.g. failover to a replica that was behind).
+    #[error("publish gap: the server's last sequence is {server_last} but the store already discarded up to {discarded}")]
+    PublishGap {
+        /// The server's last persisted sequence for this client name.
+        server_last: u64,
+        /// The highest sequence the store had discarded as acknowledged.
+        discarded: u64,
+    },
+    /// The server sent bytes that are not AMPS.
+    #[error("protocol error from {uri}: {source}")]
+    Protocol {
+        /// The server (password masked).
+        uri: String,
+        /// What was wrong.
+        source: ProtocolError,
+    },
+    /// `tcps://` was asked for but this build has no TLS support; never falls back to plaintext.
+    #[error("{uri} asks for TLS, which this build does not support (no plaintext fallback)")]
+    TlsUnavailable {
+        /// The server (password masked).
+        uri: String,
+    },
+    /// The connection closed before the logon ack arrived.
+    #[error("{uri} closed the connection during logon")]
+    ClosedDuringLogon {
+        /// The server (password masked).
+        uri: String,
+    },
+}
+
+/// The client could not start.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration names no server URI.
+    #[error("no server URI configured")]
+    NoUri,
+    /// The publish store could not be opened.
+    #[error("cannot open the publish store: {0}")]
+    Store(#[from] StoreError),
+}

@@ -1,3 +1,362 @@
-//! The actor client (in progress).
+//! The actor client.
+//!
+//! # The model
+//!
+//! Users talk to one actor, the [`ClientActor`], which they start with
+//! [`ClientConfig::start`]. Behind it, four actors each own one concern and exchange typed
+//! messages (see `DESIGN.md`):
+//!
+//! - the **publish store actor** numbers every write, keeps it until the server acknowledges
+//!   it, sends it, replays it after a reconnect, answers flushes and applies backpressure;
+//! - the **connection actor** owns the socket: connect, logon, heartbeats, reconnect;
+//! - the **ack actor** ([`AckRouter`](ack_router::AckRouter)) classifies every frame from the
+//!   server: persisted acks go to the store as `AckReceived`, acks for waited-on commands
+//!   complete them, the rest is unclaimed;
+//! - the **handler registry** delivers failed writes to failed-write subscribers, or with none
+//!   to last-chance subscribers, or with neither logs a warning.
+//!
+//! A write resolves when the store holds it, never later: [`Publish`] returns the sequence
+//! number at once. Its fate is reported afterwards: persisted (it leaves the store, counted in
+//! [`ClientStats`]) or failed (a [`FailedWrite`] enriched with the stored message). A
+//! [`PublishFlush`] resolves when everything before it has one of those two fates.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use actix::prelude::*;
+//! use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+//! use std::time::Duration;
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let client = ClientConfig::new("pub-1")
+//!         .uri("tcp://127.0.0.1:9007/amps/json")?
+//!         .start()?;
+//!     let seq = client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+//!     println!("stored as {seq:?}");
+//!     client.send(PublishFlush { timeout: Duration::from_secs(5) }).await??;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Inside a plain tokio runtime, start the client within a `tokio::task::LocalSet` (actix actors
+//! run on the current thread); `examples/tokio_localset.rs` shows it.
 
+pub mod ack_router;
+mod backoff;
+pub mod config;
+pub mod connection;
+pub mod handlers;
+mod internal;
+pub mod messages;
 pub mod store;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+pub use config::{Backoff, ClientConfig, FullPolicy, ReconnectPolicy, StoreKind};
+pub use connection::CLIENT_VERSION;
+pub use messages::*;
+pub use store::{MessageOptions, Operation, StoredMessage};
+
+use crate::error::{FlushError, PublishError, SowDeleteError, StartError};
+use crate::protocol::{AckType, Status};
+use ack_router::AckRouter;
+use connection::ConnectionActor;
+use handlers::HandlerRegistry;
+use internal::{
+    ExpectAck, NewWrite, ReconnectCount, StartFlush, StopActor, StoreStats, StoreWrites,
+};
+use store::actor::{Limits, PublishStoreActor};
+use store::{MemoryStore, Store};
+
+/// The facade actor users message. Cloneable [`Addr`]s of it can be shared freely.
+pub struct ClientActor {
+    store: Addr<PublishStoreActor>,
+    connection: Addr<ConnectionActor>,
+    router: Addr<AckRouter>,
+    registry: Addr<HandlerRegistry>,
+    next_cid: u64,
+}
+
+impl ClientConfig {
+    /// Opens the store and starts the client's actors on the current actix arbiter (inside an
+    /// actix `System`, or a tokio `LocalSet`). Connecting starts at once, in the background.
+    pub fn start(self) -> Result<Addr<ClientActor>, StartError> {
+        if self.uris.is_empty() {
+            return Err(StartError::NoUri);
+        }
+        let store: Option<Box<dyn Store>> = match &self.store {
+            StoreKind::None => None,
+            StoreKind::Memory => Some(Box::new(MemoryStore::new())),
+        };
+        let limits = Limits {
+            max_messages: self.max_messages,
+            max_bytes: self.max_bytes,
+            when_full: self.when_full,
+            max_frame: self.max_frame,
+            error_on_publish_gap: self.error_on_publish_gap,
+        };
+        let config = Arc::new(self);
+        tracing::info!(
+            client_name = %config.client_name,
+            servers = %config.uris.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            store = ?config.store,
+            "starting client"
+        );
+        // The actors know each other's addresses before any of them runs.
+        let store_ctx = Context::<PublishStoreActor>::new();
+        let conn_ctx = Context::<ConnectionActor>::new();
+        let router_ctx = Context::<AckRouter>::new();
+        let registry = HandlerRegistry::default().start();
+        let (store_addr, conn_addr, router_addr) = (
+            store_ctx.address(),
+            conn_ctx.address(),
+            router_ctx.address(),
+        );
+        let router = router_ctx.run(AckRouter::new(store_addr.clone(), registry.clone()));
+        let store_addr = store_ctx.run(PublishStoreActor::new(
+            store,
+            limits,
+            conn_addr.clone(),
+            router_addr,
+            registry.clone(),
+        ));
+        let connection = conn_ctx.run(ConnectionActor::new(
+            config,
+            store_addr.clone(),
+            router.clone(),
+            registry.clone(),
+        ));
+        Ok(ClientActor {
+            store: store_addr,
+            connection,
+            router,
+            registry,
+            next_cid: 0,
+        }
+        .start())
+    }
+}
+
+impl Actor for ClientActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.connection.do_send(StopActor);
+        self.store.do_send(StopActor);
+        self.router.do_send(StopActor);
+        self.registry.do_send(StopActor);
+    }
+}
+
+fn new_write(operation: Operation, p: Publish) -> NewWrite {
+    let options = (p.correlation_id.is_some() || p.expiration.is_some() || p.sow_key.is_some())
+        .then(|| {
+            Box::new(MessageOptions {
+                correlation_id: p.correlation_id,
+                expiration: p.expiration,
+                sow_key: p.sow_key,
+                filter: None,
+                sow_keys: None,
+            })
+        });
+    NewWrite {
+        operation,
+        topic: p.topic,
+        data: p.data,
+        options,
+    }
+}
+
+fn sow_delete_write(topic: String, selector: SowDeleteSelector) -> NewWrite {
+    let mut options = MessageOptions::default();
+    let data = match selector {
+        SowDeleteSelector::Filter(f) => {
+            options.filter = Some(f);
+            bytes::Bytes::new()
+        }
+        SowDeleteSelector::Keys(k) => {
+            options.sow_keys = Some(k);
+            bytes::Bytes::new()
+        }
+        SowDeleteSelector::Data(d) => d,
+    };
+    let options = (options != MessageOptions::default()).then(|| Box::new(options));
+    NewWrite {
+        operation: Operation::SowDelete,
+        topic,
+        data,
+        options,
+    }
+}
+
+fn store_writes(
+    store: &Addr<PublishStoreActor>,
+    writes: Vec<NewWrite>,
+    cid: Option<String>,
+) -> impl std::future::Future<Output = Result<Option<(u64, u64)>, PublishError>> + 'static {
+    let req = store.send(StoreWrites { writes, cid });
+    async move { req.await.unwrap_or(Err(PublishError::Stopped)) }
+}
+
+impl Handler<Publish> for ClientActor {
+    type Result = ResponseFuture<Result<Option<u64>, PublishError>>;
+
+    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
+        let f = store_writes(&self.store, vec![new_write(Operation::Publish, msg)], None);
+        Box::pin(async move { f.await.map(|r| r.map(|(s, _)| s)) })
+    }
+}
+
+impl Handler<DeltaPublish> for ClientActor {
+    type Result = ResponseFuture<Result<Option<u64>, PublishError>>;
+
+    fn handle(&mut self, msg: DeltaPublish, _: &mut Context<Self>) -> Self::Result {
+        let f = store_writes(
+            &self.store,
+            vec![new_write(Operation::DeltaPublish, msg.0)],
+            None,
+        );
+        Box::pin(async move { f.await.map(|r| r.map(|(s, _)| s)) })
+    }
+}
+
+impl Handler<PublishBatch> for ClientActor {
+    type Result = ResponseFuture<Result<Option<(u64, u64)>, PublishError>>;
+
+    fn handle(&mut self, msg: PublishBatch, _: &mut Context<Self>) -> Self::Result {
+        let op = if msg.delta {
+            Operation::DeltaPublish
+        } else {
+            Operation::Publish
+        };
+        let writes = msg.messages.into_iter().map(|p| new_write(op, p)).collect();
+        Box::pin(store_writes(&self.store, writes, None))
+    }
+}
+
+impl Handler<SowDelete> for ClientActor {
+    type Result = ResponseFuture<Result<Option<u64>, PublishError>>;
+
+    fn handle(&mut self, msg: SowDelete, _: &mut Context<Self>) -> Self::Result {
+        let f = store_writes(
+            &self.store,
+            vec![sow_delete_write(msg.topic, msg.selector)],
+            None,
+        );
+        Box::pin(async move { f.await.map(|r| r.map(|(s, _)| s)) })
+    }
+}
+
+impl Handler<SowDeleteAndWait> for ClientActor {
+    type Result = ResponseFuture<Result<SowDeleteStats, SowDeleteError>>;
+
+    fn handle(&mut self, msg: SowDeleteAndWait, _: &mut Context<Self>) -> Self::Result {
+        self.next_cid += 1;
+        let cid = format!("sd-{}", self.next_cid);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Registered before the command can be sent, so the ack cannot arrive first.
+        self.router.do_send(ExpectAck {
+            cid: cid.clone(),
+            completes_on: AckType::Stats,
+            tx,
+        });
+        let stored = store_writes(
+            &self.store,
+            vec![sow_delete_write(msg.topic, msg.selector)],
+            Some(cid),
+        );
+        let timeout = msg.timeout;
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            tokio::time::timeout_at(deadline, stored)
+                .await
+                .map_err(|_| SowDeleteError::Timeout)??;
+            let ack = tokio::time::timeout_at(deadline, rx)
+                .await
+                .map_err(|_| SowDeleteError::Timeout)?
+                .map_err(|_| SowDeleteError::Disconnected)?;
+            if ack.status == Some(Status::Failure) {
+                let reason = ack
+                    .reason
+                    .unwrap_or(crate::protocol::Reason::Other(String::new()));
+                return Err(SowDeleteError::Failed { reason });
+            }
+            Ok(SowDeleteStats {
+                matches: ack.matches.unwrap_or(0),
+                records_deleted: ack.records_deleted.unwrap_or(0),
+                topic_matches: ack.topic_matches.unwrap_or(0),
+            })
+        })
+    }
+}
+
+impl Handler<PublishFlush> for ClientActor {
+    type Result = ResponseFuture<Result<(), FlushError>>;
+
+    fn handle(&mut self, msg: PublishFlush, _: &mut Context<Self>) -> Self::Result {
+        let deadline = tokio::time::Instant::now() + msg.timeout;
+        let req = self.store.send(StartFlush { deadline });
+        Box::pin(async move { req.await.unwrap_or(Err(FlushError::Stopped)) })
+    }
+}
+
+impl Handler<SubscribeFailedWrites> for ClientActor {
+    type Result = ResponseFuture<SubscriptionId>;
+
+    fn handle(&mut self, msg: SubscribeFailedWrites, _: &mut Context<Self>) -> Self::Result {
+        let req = self.registry.send(msg);
+        Box::pin(async move { req.await.unwrap_or(SubscriptionId(0)) })
+    }
+}
+
+impl Handler<SubscribeUnexpected> for ClientActor {
+    type Result = ResponseFuture<SubscriptionId>;
+
+    fn handle(&mut self, msg: SubscribeUnexpected, _: &mut Context<Self>) -> Self::Result {
+        let req = self.registry.send(msg);
+        Box::pin(async move { req.await.unwrap_or(SubscriptionId(0)) })
+    }
+}
+
+impl Handler<SubscribeConnectionEvents> for ClientActor {
+    type Result = ResponseFuture<SubscriptionId>;
+
+    fn handle(&mut self, msg: SubscribeConnectionEvents, _: &mut Context<Self>) -> Self::Result {
+        let req = self.registry.send(msg);
+        Box::pin(async move { req.await.unwrap_or(SubscriptionId(0)) })
+    }
+}
+
+impl Handler<Unsubscribe> for ClientActor {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
+        let req = self.registry.send(msg);
+        Box::pin(async move { req.await.unwrap_or(false) })
+    }
+}
+
+impl Handler<GetStats> for ClientActor {
+    type Result = ResponseFuture<ClientStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let stats = self.store.send(StoreStats);
+        let reconnects = self.connection.send(ReconnectCount);
+        Box::pin(async move {
+            let mut s = stats.await.unwrap_or_default();
+            s.reconnects = reconnects.await.unwrap_or(0);
+            s
+        })
+    }
+}
+
+impl Handler<Shutdown> for ClientActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -12,6 +12,7 @@
 //! client process). Both keep the unacknowledged messages in memory for lookup and replay; the
 //! file store additionally writes them to disk.
 
+pub mod actor;
 pub mod memory;
 
 use std::sync::Arc;

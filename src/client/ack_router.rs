@@ -1,0 +1,121 @@
+//! `AckRouter`, the ack actor: every frame the server sends (after logon) passes here once.
+//!
+//! Classification, in order:
+//! - an ack whose `a` is exactly `persisted` is the publish store's business: `AckReceived` to
+//!   the store actor (which discards, or enriches a failure and reports it);
+//! - an ack with a `cid` someone registered with `ExpectAck` (a flush, a sow_delete awaiting its
+//!   stats) completes that waiter; intermediate acks of a registered command are consumed;
+//! - anything else (an ack for a command id nobody waits for, an unknown command) is unclaimed
+//!   and goes to the registry's last-chance subscribers.
+//!
+//! Waiters are dropped when the connection is lost: their command will not be answered on the
+//! next connection.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::client::handlers::HandlerRegistry;
+use crate::client::internal::{
+    AckReceived, ConnectionLost, ExpectAck, Inbound, StopActor, Unexpected,
+};
+use crate::client::messages::{UnexpectedKind, UnexpectedMessage};
+use crate::client::store::actor::PublishStoreActor;
+use crate::protocol::{AckType, Command, Header, Status};
+
+struct Waiter {
+    completes_on: AckType,
+    tx: oneshot::Sender<Header>,
+}
+
+/// The ack actor.
+pub struct AckRouter {
+    store: Addr<PublishStoreActor>,
+    registry: Addr<HandlerRegistry>,
+    waiters: HashMap<String, Waiter>,
+}
+
+impl AckRouter {
+    pub(crate) fn new(store: Addr<PublishStoreActor>, registry: Addr<HandlerRegistry>) -> Self {
+        AckRouter {
+            store,
+            registry,
+            waiters: HashMap::new(),
+        }
+    }
+
+    fn unclaimed(&self, kind: UnexpectedKind, frame: crate::protocol::Frame) {
+        self.registry
+            .do_send(Unexpected(UnexpectedMessage { kind, frame }));
+    }
+}
+
+impl Actor for AckRouter {
+    type Context = Context<Self>;
+}
+
+impl Handler<Inbound> for AckRouter {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(frame): Inbound, _: &mut Context<Self>) {
+        let h = &frame.header;
+        if h.command != Some(Command::Ack) {
+            self.unclaimed(UnexpectedKind::Unclaimed, frame);
+            return;
+        }
+        if h.ack_type.is_only(AckType::Persisted) && h.cid.is_none() {
+            self.store.do_send(AckReceived { ack: frame.header });
+            return;
+        }
+        let Some(cid) = h.cid.as_deref() else {
+            self.unclaimed(UnexpectedKind::Unclaimed, frame);
+            return;
+        };
+        let Some(waiter) = self.waiters.get(cid) else {
+            self.unclaimed(UnexpectedKind::UnknownCommandId, frame);
+            return;
+        };
+        let failed = matches!(h.status, Some(Status::Failure));
+        if failed || h.ack_type.is_only(waiter.completes_on) {
+            if let Some(waiter) = self.waiters.remove(cid) {
+                // The waiter may have timed out and gone; nothing to tell then.
+                let _ = waiter.tx.send(frame.header);
+            }
+        }
+    }
+}
+
+impl Handler<ExpectAck> for AckRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExpectAck, _: &mut Context<Self>) {
+        // Forget waiters whose callers gave up, so the map cannot grow without bound.
+        if self.waiters.len() >= 64 {
+            self.waiters.retain(|_, w| !w.tx.is_closed());
+        }
+        self.waiters.insert(
+            msg.cid,
+            Waiter {
+                completes_on: msg.completes_on,
+                tx: msg.tx,
+            },
+        );
+    }
+}
+
+impl Handler<ConnectionLost> for AckRouter {
+    type Result = ();
+
+    fn handle(&mut self, _: ConnectionLost, _: &mut Context<Self>) {
+        self.waiters.clear();
+    }
+}
+
+impl Handler<StopActor> for AckRouter {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,221 @@
+//! Client configuration: what to connect to, how to store, how to behave when things go wrong.
+//!
+//! Build it with [`ClientConfig::new`] and the chained setters, then start the client with
+//! [`ClientConfig::start`] (inside an actix `System` or a tokio `LocalSet`). Defaults are chosen
+//! for a publisher that must not lose data: a memory store, wait-when-full backpressure,
+//! exponential reconnect backoff with no time limit.
+
+use std::time::Duration;
+
+use crate::error::UriError;
+use crate::protocol::uri::{parse_uri, AmpsUri, Password};
+use crate::protocol::DEFAULT_MAX_FRAME;
+
+/// Which publish store the client uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// No store: publishes carry no sequence and ask for no ack; nothing is replayed and failures
+    /// cannot be detected. For fire-and-forget data only.
+    None,
+    /// Unacknowledged messages in memory: survives reconnects, not the process.
+    Memory,
+}
+
+/// What a publish does when the store is at capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// The publish resolves once acknowledgements free room (backpressure); publishes stay in
+    /// order.
+    #[default]
+    Wait,
+    /// The publish fails at once with [`PublishError::StoreFull`](crate::error::PublishError).
+    Error,
+}
+
+/// How the connection waits between attempts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backoff {
+    /// First attempt to a server immediately, then `initial` doubling up to `max`, each delay
+    /// with up to `jitter` (a fraction, 0.0..=1.0) randomly added or removed.
+    Exponential {
+        /// First delay after an immediate attempt (AMPS HAClient: 200 ms).
+        initial: Duration,
+        /// Largest delay (AMPS HAClient: 20 s).
+        max: Duration,
+        /// Fraction of each delay randomised.
+        jitter: f64,
+    },
+    /// The same delay between every attempt (the first one still immediate).
+    Fixed(Duration),
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::Exponential {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(20),
+            jitter: 0.2,
+        }
+    }
+}
+
+/// Reconnect behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct ReconnectPolicy {
+    /// Delay schedule.
+    pub backoff: Backoff,
+    /// Give up after this long without a logged-on connection: pending flushes then fail with
+    /// [`FlushError::RetryTimeExceeded`](crate::error::FlushError). `None`: retry forever.
+    pub max_retry_time: Option<Duration>,
+    /// Stop retrying after an `auth failure` logon instead of trying the same credentials again.
+    pub stop_on_auth_failure: bool,
+}
+
+/// Everything the client needs to run.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Client name: must be stable across restarts for a durable store (the server tracks the
+    /// last sequence per name).
+    pub client_name: String,
+    /// Servers, tried round robin.
+    pub uris: Vec<AmpsUri>,
+    /// Credentials that override those in the URIs.
+    pub user: Option<String>,
+    /// Password that overrides the URIs'.
+    pub password: Option<Password>,
+    /// The publish store.
+    pub store: StoreKind,
+    /// Most unacknowledged messages the store holds.
+    pub max_messages: usize,
+    /// Most unacknowledged bytes (topic + body + options) the store holds.
+    pub max_bytes: usize,
+    /// Behaviour at capacity.
+    pub when_full: FullPolicy,
+    /// How long a logon may take before the attempt is abandoned.
+    pub logon_timeout: Duration,
+    /// Heartbeat interval (whole seconds on the wire); `None` disables heartbeats.
+    pub heartbeat: Option<Duration>,
+    /// The `ack_conflation` logon option; `None` leaves the server's default.
+    pub ack_conflation: Option<Duration>,
+    /// Largest frame accepted from or sent to the server.
+    pub max_frame: usize,
+    /// How long a TCP connect may take.
+    pub connect_timeout: Duration,
+    /// Reconnect behaviour.
+    pub reconnect: ReconnectPolicy,
+    /// Fail the logon when the server's last sequence is below what the store already
+    /// discarded (messages lost server-side); the default ignores it, as AMPS clients do.
+    pub error_on_publish_gap: bool,
+}
+
+impl ClientConfig {
+    /// A configuration for `client_name` with no servers yet and the defaults: memory store,
+    /// 1,000,000 messages / 1 GiB capacity, wait when full, 10 s logon timeout, heartbeats every
+    /// 10 s, server-default ack conflation, 64 MiB frames, exponential reconnect forever.
+    pub fn new(client_name: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            client_name: client_name.into(),
+            uris: Vec::new(),
+            user: None,
+            password: None,
+            store: StoreKind::Memory,
+            max_messages: 1_000_000,
+            max_bytes: 1 << 30,
+            when_full: FullPolicy::Wait,
+            logon_timeout: Duration::from_secs(10),
+            heartbeat: Some(Duration::from_secs(10)),
+            ack_conflation: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            connect_timeout: Duration::from_secs(5),
+            reconnect: ReconnectPolicy::default(),
+            error_on_publish_gap: false,
+        }
+    }
+
+    /// Adds a server URI (`tcp://[user[:password]@]host:port/amps/json`).
+    pub fn uri(mut self, uri: &str) -> Result<ClientConfig, UriError> {
+        self.uris.push(parse_uri(uri)?);
+        Ok(self)
+    }
+
+    /// Adds an already parsed URI.
+    pub fn parsed_uri(mut self, uri: AmpsUri) -> ClientConfig {
+        self.uris.push(uri);
+        self
+    }
+
+    /// Credentials used for every server (override the URIs').
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self.password = Some(Password::new(password));
+        self
+    }
+
+    /// Sets the publish store.
+    pub fn store(mut self, store: StoreKind) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Sets the capacity bound: most messages and most bytes held unacknowledged.
+    pub fn capacity(mut self, max_messages: usize, max_bytes: usize) -> Self {
+        self.max_messages = max_messages.max(1);
+        self.max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// Sets the behaviour at capacity.
+    pub fn when_full(mut self, policy: FullPolicy) -> Self {
+        self.when_full = policy;
+        self
+    }
+
+    /// Sets the logon timeout.
+    pub fn logon_timeout(mut self, d: Duration) -> Self {
+        self.logon_timeout = d;
+        self
+    }
+
+    /// Sets (or with `None` disables) heartbeats.
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat = interval;
+        self
+    }
+
+    /// Asks the server for conflated persisted acks at this interval.
+    pub fn ack_conflation(mut self, d: Duration) -> Self {
+        self.ack_conflation = Some(d);
+        self
+    }
+
+    /// Sets the largest frame accepted or sent.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Sets the reconnect policy.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Turns publish-gap detection on or off.
+    pub fn error_on_publish_gap(mut self, on: bool) -> Self {
+        self.error_on_publish_gap = on;
+        self
+    }
+
+    /// The logon options string (`o`), if any.
+    pub(crate) fn logon_options(&self) -> Option<String> {
+        self.ack_conflation
+            .map(|d| format!("ack_conflation={}ms", d.as_millis().max(1)))
+    }
+}

@@ -1,0 +1,528 @@
+//! `ConnectionActor`: the socket, logon, heartbeats, and reconnecting.
+//!
+//! The model: the actor is always in one of three states, *down* (waiting to reconnect),
+//! *logging on* (TCP up, logon sent, waiting for its ack) and *up* (logged on). Each TCP
+//! connection gets a new **epoch**; bytes the store sends are tagged with the epoch they were
+//! meant for and dropped if that connection is gone, so nothing reaches a new connection before
+//! its logon and replay.
+//!
+//! - **Writing** happens in a task that owns the socket's write half and takes `Bytes` (whole
+//!   encoded frames, usually many) from a channel, gathering everything queued into one
+//!   vectored write: no copy of the bodies, one system call per burst.
+//! - **Reading** is a `FramedRead` with [`AmpsCodec`] added to the actor as a stream. The logon
+//!   ack and heartbeats are handled here; every other frame goes to the ack actor.
+//! - **Logon** sends client name, `version` `<crate version>:rust`, credentials from the URI or
+//!   the config (never logged), the message type and the `ack_conflation` option; the server's
+//!   last sequence comes from `bm` (`<hash>|<seq>|`), falling back to `s`. The store then
+//!   discards, replays and goes live.
+//! - **Heartbeats**: after logon the actor sends `start,<secs>`, a `beat` whenever it has sent
+//!   nothing for an interval, and treats 2 x interval without any frame from the server as a
+//!   dead connection. It never answers the server's beats (PROTOCOL.md section 9: no storms).
+//! - **Reconnect**: a dropped connection is retried on the same server first; a failed attempt
+//!   moves to the next URI, with the per-server backoff of [`super::backoff`]. With a maximum
+//!   retry time, the actor gives up after that long without a logon, and pending flushes fail.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::stream::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+
+use crate::client::ack_router::AckRouter;
+use crate::client::backoff::Reconnects;
+use crate::client::config::ClientConfig;
+use crate::client::handlers::HandlerRegistry;
+use crate::client::internal::{
+    ConnectionLost, GaveUp, Inbound, LoggedOn, ReconnectCount, SendFrames, StopActor,
+};
+use crate::client::messages::ConnectionEvent;
+use crate::client::store::actor::PublishStoreActor;
+use crate::error::{ConnectError, ProtocolError};
+use crate::protocol::{AckTypes, AmpsCodec, AmpsUri, Command, Frame, Header, Reason, Status};
+
+/// The logon's `version`: `<crate version>:rust`.
+pub const CLIENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), ":rust");
+
+enum State {
+    Down,
+    LoggingOn { cid: String },
+    Up,
+}
+
+/// The connection actor (see the module docs).
+pub struct ConnectionActor {
+    config: Arc<ClientConfig>,
+    store: Addr<PublishStoreActor>,
+    router: Addr<AckRouter>,
+    registry: Addr<HandlerRegistry>,
+    state: State,
+    epoch: u64,
+    server: usize,
+    reconnects: Reconnects,
+    writer: Option<mpsc::UnboundedSender<Bytes>>,
+    tasks: Vec<SpawnHandle>,
+    last_sent: Instant,
+    last_received: Instant,
+    down_since: Instant,
+    logons: u64,
+    stopping: bool,
+    gave_up: bool,
+}
+
+/// One item from the read half, tagged with its connection; `None` when the socket closed.
+type ReadItem = (u64, Option<Result<Frame, ProtocolError>>);
+
+/// The write task reports how the socket's write half ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterEnded {
+    epoch: u64,
+    error: Option<std::io::Error>,
+}
+
+impl ConnectionActor {
+    pub(crate) fn new(
+        config: Arc<ClientConfig>,
+        store: Addr<PublishStoreActor>,
+        router: Addr<AckRouter>,
+        registry: Addr<HandlerRegistry>,
+    ) -> Self {
+        let servers = config.uris.len();
+        ConnectionActor {
+            config,
+            store,
+            router,
+            registry,
+            state: State::Down,
+            epoch: 0,
+            server: 0,
+            reconnects: Reconnects::new(servers),
+            writer: None,
+            tasks: Vec::new(),
+            last_sent: Instant::now(),
+            last_received: Instant::now(),
+            down_since: Instant::now(),
+            logons: 0,
+            stopping: false,
+            gave_up: false,
+        }
+    }
+
+    fn uri(&self) -> &AmpsUri {
+        &self.config.uris[self.server % self.config.uris.len()]
+    }
+
+    fn write(&mut self, bytes: Bytes) {
+        if let Some(w) = &self.writer {
+            self.last_sent = Instant::now();
+            // A closed channel means the write task ended; WriterEnded handles that.
+            let _ = w.send(bytes);
+        }
+    }
+
+    fn write_frame(&mut self, header: Header) {
+        self.write(Frame::header_only(header).to_bytes());
+    }
+
+    /// Starts the next attempt after the server's backoff delay (or gives up).
+    fn schedule_connect(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.gave_up {
+            return;
+        }
+        if let Some(max) = self.config.reconnect.max_retry_time {
+            if self.down_since.elapsed() >= max {
+                self.give_up(format!("no logon within the maximum retry time of {max:?}"));
+                return;
+            }
+        }
+        let delay = self
+            .reconnects
+            .delay(&self.config.reconnect.backoff, self.server);
+        tracing::debug!(server = %self.uri(), ?delay, "connecting");
+        let epoch = self.epoch;
+        if delay.is_zero() {
+            self.connect(ctx);
+        } else {
+            ctx.run_later(delay, move |act, ctx| {
+                if act.epoch == epoch && matches!(act.state, State::Down) {
+                    act.connect(ctx);
+                }
+            });
+        }
+    }
+
+    fn give_up(&mut self, reason: String) {
+        tracing::error!(%reason, "giving up on connecting");
+        self.gave_up = true;
+        self.registry.do_send(ConnectionEvent::GaveUp {
+            reason: reason.clone(),
+        });
+        self.store.do_send(GaveUp { reason });
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let uri = self.uri().clone();
+        if uri.tls {
+            let err = ConnectError::TlsUnavailable {
+                uri: uri.to_string(),
+            };
+            self.attempt_failed(err, ctx);
+            return;
+        }
+        let timeout = self.config.connect_timeout;
+        let authority = uri.authority();
+        let fut = async move { tokio::time::timeout(timeout, TcpStream::connect(authority)).await };
+        ctx.spawn(fut::wrap_future::<_, Self>(fut).map(move |res, act, ctx| {
+            if act.epoch != epoch || act.stopping {
+                return;
+            }
+            match res {
+                Ok(Ok(stream)) => act.connected(stream, uri, ctx),
+                Ok(Err(source)) => act.attempt_failed(
+                    ConnectError::Io {
+                        uri: uri.to_string(),
+                        source,
+                    },
+                    ctx,
+                ),
+                Err(_) => act.attempt_failed(
+                    ConnectError::ConnectTimeout {
+                        uri: uri.to_string(),
+                    },
+                    ctx,
+                ),
+            }
+        }));
+    }
+
+    fn connected(&mut self, stream: TcpStream, uri: AmpsUri, ctx: &mut Context<Self>) {
+        let epoch = self.epoch;
+        // Latency matters more than packet count: frames are already batched by the store.
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.writer = Some(tx);
+        let writer = ctx.spawn(
+            fut::wrap_future::<_, Self>(write_loop(write, rx))
+                .map(move |error, act, ctx| act.writer_ended(WriterEnded { epoch, error }, ctx)),
+        );
+        let frames = FramedRead::new(read, AmpsCodec::new(self.config.max_frame))
+            .map(move |r| (epoch, Some(r)))
+            .chain(futures_util::stream::once(async move { (epoch, None) }));
+        let reader = ctx.add_stream(frames);
+        self.tasks = vec![writer, reader];
+        self.last_received = Instant::now();
+        tracing::info!(server = %uri, "connected");
+        self.registry
+            .do_send(ConnectionEvent::Connected { uri: uri.clone() });
+
+        let cid = format!("logon-{epoch}");
+        let user = self.config.user.clone().or_else(|| uri.user.clone());
+        let password = self
+            .config
+            .password
+            .clone()
+            .or_else(|| uri.password.clone());
+        self.write_frame(Header {
+            command: Some(Command::Logon),
+            cid: Some(cid.clone()),
+            client_name: Some(self.config.client_name.clone()),
+            user_id: user,
+            message_type: Some(uri.message_type.clone()),
+            ack_type: AckTypes::PROCESSED,
+            version: Some(CLIENT_VERSION.to_owned()),
+            password,
+            options: self.config.logon_options(),
+            ..Header::default()
+        });
+        self.state = State::LoggingOn { cid };
+        ctx.run_later(self.config.logon_timeout, move |act, ctx| {
+            if act.epoch == epoch && matches!(act.state, State::LoggingOn { .. }) {
+                let err = ConnectError::LogonTimeout {
+                    uri: act.uri().to_string(),
+                };
+                act.attempt_failed(err, ctx);
+            }
+        });
+    }
+
+    /// Closes the current socket, if any, and tells the store and the ack actor.
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        for h in self.tasks.drain(..) {
+            ctx.cancel_future(h);
+        }
+        self.writer = None;
+        let was = std::mem::replace(&mut self.state, State::Down);
+        if !matches!(was, State::Down) {
+            self.store.do_send(ConnectionLost { epoch: self.epoch });
+            self.router.do_send(ConnectionLost { epoch: self.epoch });
+        }
+        // Invalidate timers and stragglers of this connection.
+        self.epoch += 1;
+    }
+
+    /// An attempt (connect or logon) failed: move to the next server and back off.
+    fn attempt_failed(&mut self, err: ConnectError, ctx: &mut Context<Self>) {
+        tracing::warn!(error = %err, "connection attempt failed");
+        let was_connected = !matches!(self.state, State::Down);
+        self.close(ctx);
+        if was_connected {
+            self.registry.do_send(ConnectionEvent::Disconnected {
+                reason: err.to_string(),
+            });
+        }
+        self.reconnects.failed(self.server);
+        self.server = (self.server + 1) % self.config.uris.len();
+        self.schedule_connect(ctx);
+    }
+
+    /// An established connection dropped: retry the same server first.
+    fn dropped(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if !matches!(self.state, State::Up) {
+            let err = ConnectError::ClosedDuringLogon {
+                uri: self.uri().to_string(),
+            };
+            self.attempt_failed(err, ctx);
+            return;
+        }
+        tracing::warn!(server = %self.uri(), %reason, "disconnected");
+        self.close(ctx);
+        self.down_since = Instant::now();
+        self.registry
+            .do_send(ConnectionEvent::Disconnected { reason });
+        self.schedule_connect(ctx);
+    }
+
+    fn writer_ended(&mut self, msg: WriterEnded, ctx: &mut Context<Self>) {
+        if msg.epoch != self.epoch {
+            return;
+        }
+        let reason = match msg.error {
+            Some(e) => format!("write failed: {e}"),
+            None => "write half closed".to_owned(),
+        };
+        self.dropped(reason, ctx);
+    }
+
+    fn logon_ack(&mut self, ack: Header, ctx: &mut Context<Self>) {
+        let uri = self.uri().to_string();
+        if matches!(ack.status, Some(Status::Failure) | Some(Status::Retry)) {
+            let reason = ack.reason.unwrap_or(Reason::Other("logon refused".into()));
+            let auth = reason == Reason::AuthFailure;
+            let err = ConnectError::LogonRefused { uri, reason };
+            if auth && self.config.reconnect.stop_on_auth_failure {
+                tracing::error!(error = %err, "logon refused");
+                self.close(ctx);
+                self.give_up(err.to_string());
+                return;
+            }
+            self.attempt_failed(err, ctx);
+            return;
+        }
+        let server_last = ack
+            .bookmark
+            .as_deref()
+            .and_then(|bm| bm.split('|').nth(1))
+            .and_then(|s| s.parse::<u64>().ok())
+            .or(ack.seq)
+            .unwrap_or(0);
+        self.state = State::Up;
+        self.logons += 1;
+        self.reconnects.reset();
+        tracing::info!(server = %uri, server_last, server_version = ack.version.as_deref(), "logged on");
+        self.registry.do_send(ConnectionEvent::LoggedOn {
+            server_last_sequence: server_last,
+        });
+        if let Some(interval) = self.config.heartbeat {
+            self.start_heartbeat(interval, ctx);
+        }
+        let epoch = self.epoch;
+        let registry = self.registry.clone();
+        ctx.spawn(
+            fut::wrap_future::<_, Self>(self.store.send(LoggedOn { epoch, server_last })).map(
+                move |res, act, ctx| match res {
+                    Ok(Ok(messages)) => registry.do_send(ConnectionEvent::Replayed { messages }),
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "logon rejected by the publish store");
+                        if act.epoch == epoch {
+                            act.close(ctx);
+                        }
+                        act.give_up(err.to_string());
+                    }
+                    Err(_) => {}
+                },
+            ),
+        );
+    }
+
+    fn start_heartbeat(&mut self, interval: Duration, ctx: &mut Context<Self>) {
+        let secs = interval.as_secs().max(1);
+        let interval = Duration::from_secs(secs);
+        self.write_frame(Header {
+            command: Some(Command::Heartbeat),
+            options: Some(format!("start,{secs}")),
+            ..Header::default()
+        });
+        let epoch = self.epoch;
+        let handle = ctx.run_interval(interval / 4, move |act, ctx| {
+            if act.epoch != epoch {
+                return;
+            }
+            if act.last_received.elapsed() >= interval * 2 {
+                act.dropped(
+                    format!(
+                        "no frame from the server for {:?} (heartbeat)",
+                        interval * 2
+                    ),
+                    ctx,
+                );
+                return;
+            }
+            if act.last_sent.elapsed() >= interval {
+                act.write_frame(Header {
+                    command: Some(Command::Heartbeat),
+                    options: Some("beat".into()),
+                    ..Header::default()
+                });
+            }
+        });
+        self.tasks.push(handle);
+    }
+}
+
+/// Owns the write half: writes everything queued in one vectored write per wakeup.
+async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+) -> Option<std::io::Error> {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(b) => batch.push(b),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write_all_vectored(&mut socket, &mut batch).await {
+            return Some(e);
+        }
+        batch.clear();
+    }
+    let _ = socket.shutdown().await;
+    None
+}
+
+async fn write_all_vectored(
+    socket: &mut OwnedWriteHalf,
+    bufs: &mut [Bytes],
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < bufs.len() {
+        let slices: Vec<IoSlice<'_>> = bufs[first..]
+            .iter()
+            .take(64)
+            .map(|b| IoSlice::new(b))
+            .collect();
+        let mut n = socket.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while first < bufs.len() && n >= bufs[first].len() {
+            n -= bufs[first].len();
+            first += 1;
+        }
+        if n > 0 {
+            let rest = bufs[first].slice(n..);
+            bufs[first] = rest;
+        }
+    }
+    Ok(())
+}
+
+impl Actor for ConnectionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.down_since = Instant::now();
+        self.schedule_connect(ctx);
+    }
+}
+
+impl StreamHandler<ReadItem> for ConnectionActor {
+    fn handle(&mut self, (epoch, item): ReadItem, ctx: &mut Context<Self>) {
+        if epoch != self.epoch {
+            return;
+        }
+        self.last_received = Instant::now();
+        let frame = match item {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                let err = ConnectError::Protocol {
+                    uri: self.uri().to_string(),
+                    source: e,
+                };
+                tracing::error!(error = %err, "closing the connection");
+                self.dropped(err.to_string(), ctx);
+                return;
+            }
+            None => {
+                self.dropped("server closed the connection".into(), ctx);
+                return;
+            }
+        };
+        match &self.state {
+            State::LoggingOn { cid }
+                if frame.header.command == Some(Command::Ack)
+                    && frame.header.cid.as_deref() == Some(cid.as_str()) =>
+            {
+                self.logon_ack(frame.header, ctx);
+            }
+            _ if frame.header.command == Some(Command::Heartbeat) => {}
+            _ => self.router.do_send(Inbound(frame)),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The tagged `None` item already reported the close; the actor keeps running.
+    }
+}
+
+impl Handler<SendFrames> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendFrames, _: &mut Context<Self>) {
+        if msg.epoch == self.epoch && matches!(self.state, State::Up) {
+            self.write(msg.bytes);
+        }
+    }
+}
+
+impl Handler<ReconnectCount> for ConnectionActor {
+    type Result = u64;
+
+    fn handle(&mut self, _: ReconnectCount, _: &mut Context<Self>) -> u64 {
+        self.logons.saturating_sub(1)
+    }
+}
+
+impl Handler<StopActor> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        // Let the write task finish what is queued, then shut the socket down.
+        self.writer = None;
+        ctx.stop();
+    }
+}

@@ -1,0 +1,122 @@
+//! The typed messages the client's own actors exchange. Users never see these.
+//!
+//! ```text
+//! ClientActor --StoreWrites/StartFlush--> PublishStoreActor --SendFrames--> ConnectionActor
+//! ConnectionActor --Inbound--> AckRouter --AckReceived--> PublishStoreActor
+//! ConnectionActor --LoggedOn/ConnectionLost--> PublishStoreActor, AckRouter
+//! PublishStoreActor --WriteFailed--> HandlerRegistry; AckRouter --Unexpected--> HandlerRegistry
+//! ```
+//! Frames sent on a connection carry the connection's epoch so that bytes meant for a dead
+//! connection are never written to its successor before that one has logged on and replayed.
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::client::messages::{ClientStats, FailedWrite, UnexpectedMessage};
+use crate::client::store::{MessageOptions, Operation};
+use crate::error::{ConnectError, FlushError, PublishError};
+use crate::protocol::{AckType, Frame, Header};
+
+/// One write to store and send.
+#[derive(Debug)]
+pub(crate) struct NewWrite {
+    pub operation: Operation,
+    pub topic: String,
+    pub data: Bytes,
+    pub options: Option<Box<MessageOptions>>,
+}
+
+/// Writes for the store, in order. Resolves to the first and last sequence assigned.
+#[derive(Message)]
+#[rtype(result = "Result<Option<(u64, u64)>, PublishError>")]
+pub(crate) struct StoreWrites {
+    pub writes: Vec<NewWrite>,
+    /// For a sow_delete whose caller waits for the stats: the command id to put on the frame.
+    pub cid: Option<String>,
+}
+
+/// Bytes holding whole encoded frames, for the connection of `epoch` only.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SendFrames {
+    pub epoch: u64,
+    pub bytes: Bytes,
+}
+
+/// The connection `epoch` logged on; the server's last sequence for this client name.
+/// The store discards, replays and answers whether the logon stands (publish-gap check).
+#[derive(Message)]
+#[rtype(result = "Result<usize, ConnectError>")]
+pub(crate) struct LoggedOn {
+    pub epoch: u64,
+    pub server_last: u64,
+}
+
+/// The connection `epoch` is gone.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct ConnectionLost {
+    pub epoch: u64,
+}
+
+/// The connection will not be retried any more.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub(crate) struct GaveUp {
+    pub reason: String,
+}
+
+/// A frame from the server (everything but logon acks and heartbeats).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Inbound(pub Frame);
+
+/// A persisted ack, for the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AckReceived {
+    pub ack: Header,
+}
+
+/// Wait for the ack of command `cid`: completes with the first ack of type `completes_on`, or the
+/// first ack with status failure. Dropped (receiver errors) when the connection is lost.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ExpectAck {
+    pub cid: String,
+    pub completes_on: AckType,
+    pub tx: oneshot::Sender<Header>,
+}
+
+/// A failed write for the registry to route.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WriteFailed(pub FailedWrite);
+
+/// An unclaimed frame for the registry (last chance).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Unexpected(pub UnexpectedMessage);
+
+/// Flush request for the store.
+#[derive(Message)]
+#[rtype(result = "Result<(), FlushError>")]
+pub(crate) struct StartFlush {
+    pub deadline: tokio::time::Instant,
+}
+
+/// The store's counters (all but reconnects).
+#[derive(Message)]
+#[rtype(result = "ClientStats")]
+pub(crate) struct StoreStats;
+
+/// The connection's count of reconnects.
+#[derive(Message)]
+#[rtype(result = "u64")]
+pub(crate) struct ReconnectCount;
+
+/// Stop an internal actor.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct StopActor;

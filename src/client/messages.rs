@@ -1,0 +1,307 @@
+//! The messages users send to the [`ClientActor`](super::ClientActor) and the events the client
+//! sends to subscribers.
+//!
+//! Writes ([`Publish`], [`DeltaPublish`], [`PublishBatch`], [`SowDelete`]) resolve as soon as the
+//! publish store holds the message, with its sequence number; they never wait for the server.
+//! What happens to each write later is reported: success silently (it leaves the store and the
+//! statistics count it), failure as a [`FailedWrite`] to every failed-write subscriber, or, with
+//! none, as an [`UnexpectedMessage`] to the last-chance subscribers. [`PublishFlush`] waits for
+//! everything stored before it.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::client::store::{Operation, StoredMessage};
+use crate::error::{FlushError, PublishError, SowDeleteError};
+use crate::protocol::ack::{Reason, Status};
+use crate::protocol::{AmpsUri, Frame, Header};
+
+/// Publishes `data` to `topic`. Resolves to the sequence number once the store holds the message
+/// (`None` when the client runs without a store).
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Option<u64>, PublishError>")]
+pub struct Publish {
+    /// Topic.
+    pub topic: String,
+    /// Body.
+    pub data: Bytes,
+    /// Expiration in seconds (`e`).
+    pub expiration: Option<u64>,
+    /// Correlation id (`x`), opaque, in the base64 character set.
+    pub correlation_id: Option<String>,
+    /// SOW key (`k`); otherwise the server derives it from the body.
+    pub sow_key: Option<String>,
+}
+
+impl Publish {
+    /// A publish with no options.
+    pub fn new(topic: impl Into<String>, data: impl Into<Bytes>) -> Publish {
+        Publish {
+            topic: topic.into(),
+            data: data.into(),
+            expiration: None,
+            correlation_id: None,
+            sow_key: None,
+        }
+    }
+
+    /// Sets the expiration in seconds.
+    pub fn expiration(mut self, seconds: u64) -> Self {
+        self.expiration = Some(seconds);
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the SOW key.
+    pub fn sow_key(mut self, key: impl Into<String>) -> Self {
+        self.sow_key = Some(key.into());
+        self
+    }
+}
+
+/// A delta publish: the server merges the body's fields into the stored SOW record. Same
+/// fields and result as [`Publish`].
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Option<u64>, PublishError>")]
+pub struct DeltaPublish(pub Publish);
+
+impl DeltaPublish {
+    /// A delta publish with no options.
+    pub fn new(topic: impl Into<String>, data: impl Into<Bytes>) -> DeltaPublish {
+        DeltaPublish(Publish::new(topic, data))
+    }
+}
+
+/// Many publishes in one actor message (one mailbox hop for the lot). Resolves to the first and
+/// last sequence assigned (consecutive), `None` without a store or for an empty batch.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Option<(u64, u64)>, PublishError>")]
+pub struct PublishBatch {
+    /// The messages, stored and sent in this order.
+    pub messages: Vec<Publish>,
+    /// Send them as delta publishes.
+    pub delta: bool,
+}
+
+impl PublishBatch {
+    /// A batch of plain publishes.
+    pub fn new(messages: Vec<Publish>) -> PublishBatch {
+        PublishBatch {
+            messages,
+            delta: false,
+        }
+    }
+}
+
+/// What a sow_delete removes. The three selectors are mutually exclusive on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SowDeleteSelector {
+    /// Records matching a content filter, e.g. `/id = 1`.
+    Filter(String),
+    /// Records with these SOW keys (comma list).
+    Keys(String),
+    /// The record this body would update (its key is derived from the body).
+    Data(Bytes),
+}
+
+/// Deletes SOW records. Stored, sequenced and replayed like a publish when the client has a
+/// store; its outcome is reported like a publish's. Resolves to the sequence number.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Option<u64>, PublishError>")]
+pub struct SowDelete {
+    /// Topic.
+    pub topic: String,
+    /// What to delete.
+    pub selector: SowDeleteSelector,
+}
+
+/// Deletes SOW records and waits for the server's `stats` ack (one deadline for the whole call).
+///
+/// With a store, the delete is also stored and sequenced, so it is replayed after a reconnect;
+/// but if the connection drops before the stats arrive, this call fails with
+/// [`SowDeleteError::Disconnected`] (the replayed delete's outcome is then reported like a
+/// publish's: persisted silently or as a failed write).
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<SowDeleteStats, SowDeleteError>")]
+pub struct SowDeleteAndWait {
+    /// Topic.
+    pub topic: String,
+    /// What to delete.
+    pub selector: SowDeleteSelector,
+    /// Deadline for the stats ack.
+    pub timeout: Duration,
+}
+
+/// The server's counters for a sow_delete.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SowDeleteStats {
+    /// Records the selector matched.
+    pub matches: u64,
+    /// Records removed.
+    pub records_deleted: u64,
+    /// Records in the topic that were considered.
+    pub topic_matches: u64,
+}
+
+/// Resolves when every write stored before it is acknowledged (persisted or failed) and the
+/// server has acknowledged a flush; fails after `timeout` (one deadline for the whole call) with
+/// the count still unacknowledged.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "Result<(), FlushError>")]
+pub struct PublishFlush {
+    /// Deadline for the whole call.
+    pub timeout: Duration,
+}
+
+/// Identifies a subscription, for unsubscribing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u64);
+
+/// Subscribes an actor to [`FailedWrite`] events.
+#[derive(Message)]
+#[rtype(result = "SubscriptionId")]
+pub struct SubscribeFailedWrites(pub Recipient<FailedWrite>);
+
+/// Subscribes an actor to [`UnexpectedMessage`] events (the last-chance handler).
+#[derive(Message)]
+#[rtype(result = "SubscriptionId")]
+pub struct SubscribeUnexpected(pub Recipient<UnexpectedMessage>);
+
+/// Subscribes an actor to [`ConnectionEvent`]s.
+#[derive(Message)]
+#[rtype(result = "SubscriptionId")]
+pub struct SubscribeConnectionEvents(pub Recipient<ConnectionEvent>);
+
+/// Removes a subscription of any kind; resolves to whether it existed.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "bool")]
+pub struct Unsubscribe(pub SubscriptionId);
+
+/// Asks for the client's counters.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "ClientStats")]
+pub struct GetStats;
+
+/// The client's counters since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Writes stored (publish, delta_publish, sow_delete).
+    pub published: u64,
+    /// Writes acknowledged as persisted.
+    pub persisted: u64,
+    /// Writes reported failed.
+    pub failed: u64,
+    /// Writes held in the store, not yet acknowledged.
+    pub unacknowledged: u64,
+    /// Successful logons after the first.
+    pub reconnects: u64,
+}
+
+/// Stops the client: the connection closes and the actors stop. Unacknowledged messages stay in
+/// a file store for the next run; a memory store's are lost, so flush first.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// A write the server refused, with the stored message it refers to.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct FailedWrite {
+    /// The sequence number the failure ack names.
+    pub sequence: u64,
+    /// Why the write failed, as the server said it.
+    pub reason: Reason,
+    /// The ack's status.
+    pub status: Status,
+    /// The stored message (operation, topic, data, correlation id, expiration, SOW key, filter,
+    /// keys). `None` when the store held no message with that sequence: nothing is invented.
+    pub message: Option<StoredMessage>,
+    /// The ack itself.
+    pub ack: Header,
+}
+
+impl FailedWrite {
+    /// The operation, if the message was found.
+    pub fn operation(&self) -> Option<Operation> {
+        self.message.as_ref().map(|m| m.operation)
+    }
+
+    /// The topic, if the message was found.
+    pub fn topic(&self) -> Option<&str> {
+        self.message.as_ref().map(|m| &*m.topic)
+    }
+
+    /// The body, if the message was found.
+    pub fn data(&self) -> Option<&Bytes> {
+        self.message.as_ref().map(|m| &m.data)
+    }
+
+    /// The correlation id, if the message was found and had one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.message
+            .as_ref()
+            .and_then(|m| m.opts().correlation_id.as_deref())
+    }
+}
+
+/// Why a frame reached the last-chance subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnexpectedKind {
+    /// A failed-write ack, with no failed-write subscriber to take it.
+    UnhandledFailedWrite,
+    /// An ack whose command id nobody is waiting for.
+    UnknownCommandId,
+    /// Any other frame nothing claimed.
+    Unclaimed,
+}
+
+/// A frame nothing else handled: the last-chance event. Carries only the frame, no store
+/// information.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct UnexpectedMessage {
+    /// Why it is here.
+    pub kind: UnexpectedKind,
+    /// The frame as received.
+    pub frame: Frame,
+}
+
+/// The connection's life, for subscribers.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// TCP connected to this server.
+    Connected {
+        /// The server (password masked in `Display`).
+        uri: AmpsUri,
+    },
+    /// Logon accepted.
+    LoggedOn {
+        /// The last sequence the server had persisted for this client name.
+        server_last_sequence: u64,
+    },
+    /// Replay after logon finished.
+    Replayed {
+        /// Messages re-sent.
+        messages: usize,
+    },
+    /// The connection ended (it will be retried unless the client stopped or gave up).
+    Disconnected {
+        /// Why, in words.
+        reason: String,
+    },
+    /// The client gave up reconnecting (max retry time, refused credentials, publish gap).
+    GaveUp {
+        /// Why, in words.
+        reason: String,
+    },
+}

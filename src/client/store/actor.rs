@@ -1,0 +1,767 @@
+//! `PublishStoreActor`: sequence numbers, the store, acks, replay, flush, backpressure.
+//!
+//! The model, in the order things happen to one message:
+//! 1. **Store.** `StoreWrites` assigns the next sequence number, appends the message to the
+//!    [`Store`] and resolves the caller's request with the sequence. When the store is at
+//!    capacity the write waits (FIFO, so order is kept) or fails, as configured.
+//! 2. **Send.** If a connection is logged on and replayed ("live"), the message is encoded into
+//!    an outbound buffer; a self-notification hands the buffer to the connection once the
+//!    mailbox is drained, so a burst of publishes becomes one socket write.
+//! 3. **Ack.** The ack actor sends `AckReceived` for each persisted ack. Success for `N`
+//!    discards everything `<= N`. Failure for `N` (status `failure`, or reason `duplicate` /
+//!    `not entitled`) looks `N` up, discards `<= N`, and sends a [`FailedWrite`] enriched with
+//!    the stored message to the handler registry. A failure is reported, never retried.
+//! 4. **Replay.** After every logon the store discards up to the server's last sequence and
+//!    re-sends the rest in order, before any new message, then goes live.
+//!
+//! A [`PublishFlush`](crate::client::PublishFlush) records the highest sequence stored before it,
+//! sends a `flush` command, and resolves when the store holds nothing at or below that sequence
+//! and the flush ack has arrived; one timer fails it at its deadline with the count still held.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Operation, Store, StoredMessage};
+use crate::client::ack_router::AckRouter;
+use crate::client::config::FullPolicy;
+use crate::client::connection::ConnectionActor;
+use crate::client::handlers::HandlerRegistry;
+use crate::client::internal::{
+    AckReceived, ConnectionLost, ExpectAck, GaveUp, LoggedOn, NewWrite, SendFrames, StartFlush,
+    StopActor, StoreStats, StoreWrites, Unexpected, WriteFailed,
+};
+use crate::client::messages::{ClientStats, FailedWrite, UnexpectedKind, UnexpectedMessage};
+use crate::error::{ConnectError, FlushError, PublishError, StoreError};
+use crate::protocol::{AckType, AckTypes, Command, Frame, Header, PublishHeader, Status};
+
+static PUBLISH: Command = Command::Publish;
+static DELTA_PUBLISH: Command = Command::DeltaPublish;
+static SOW_DELETE: Command = Command::SowDelete;
+
+/// Replay is sent in chunks of about this many bytes.
+const REPLAY_CHUNK: usize = 1 << 20;
+
+/// Capacity and size limits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub when_full: FullPolicy,
+    pub max_frame: usize,
+    pub error_on_publish_gap: bool,
+}
+
+type WriteResult = Result<Option<(u64, u64)>, PublishError>;
+
+/// Writes waiting for room, with the caller's responder.
+struct WaitingWrites {
+    writes: VecDeque<NewWrite>,
+    cid: Option<String>,
+    first: Option<u64>,
+    last: u64,
+    tx: oneshot::Sender<WriteResult>,
+}
+
+struct PendingFlush {
+    id: u64,
+    /// Everything `<= target` must be acknowledged.
+    target: u64,
+    /// The flush command in flight on the current connection, if any.
+    cid: Option<String>,
+    acked: bool,
+    started: Instant,
+    tx: oneshot::Sender<Result<(), FlushError>>,
+}
+
+/// The publish-store actor (see the module docs).
+pub struct PublishStoreActor {
+    store: Option<Box<dyn Store>>,
+    next_seq: u64,
+    limits: Limits,
+    conn: Addr<ConnectionActor>,
+    router: Addr<AckRouter>,
+    registry: Addr<HandlerRegistry>,
+    /// Epoch of the logged-on, replayed connection.
+    live: Option<u64>,
+    out: BytesMut,
+    out_scheduled: bool,
+    waiting: VecDeque<WaitingWrites>,
+    waiting_count: usize,
+    flushes: Vec<PendingFlush>,
+    next_id: u64,
+    last_topic: Option<Arc<str>>,
+    /// Highest sequence acknowledged as persisted (for publish-gap detection).
+    highest_persisted: u64,
+    gave_up: Option<String>,
+    published: u64,
+    persisted: u64,
+    failed: u64,
+}
+
+impl PublishStoreActor {
+    pub(crate) fn new(
+        store: Option<Box<dyn Store>>,
+        limits: Limits,
+        conn: Addr<ConnectionActor>,
+        router: Addr<AckRouter>,
+        registry: Addr<HandlerRegistry>,
+    ) -> Self {
+        let (next_seq, highest_persisted) = match &store {
+            Some(s) if s.last_assigned() > 0 => (s.last_assigned() + 1, s.last_discarded()),
+            _ => {
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                (now_ms.saturating_mul(1_000_000) + 1, 0)
+            }
+        };
+        PublishStoreActor {
+            store,
+            next_seq,
+            limits,
+            conn,
+            router,
+            registry,
+            live: None,
+            out: BytesMut::with_capacity(64 * 1024),
+            out_scheduled: false,
+            waiting: VecDeque::new(),
+            waiting_count: 0,
+            flushes: Vec::new(),
+            next_id: 0,
+            last_topic: None,
+            highest_persisted,
+            gave_up: None,
+            published: 0,
+            persisted: 0,
+            failed: 0,
+        }
+    }
+
+    fn validate(&self, w: &NewWrite) -> Result<(), PublishError> {
+        if w.topic.is_empty() {
+            return Err(PublishError::EmptyTopic);
+        }
+        // Header fields cost at most a few hundred bytes beyond the variable parts.
+        let size = w.topic.len() + w.data.len() + options_len(w) + 256;
+        if size > self.limits.max_frame {
+            return Err(PublishError::TooLarge {
+                size,
+                max: self.limits.max_frame,
+            });
+        }
+        if self.store.is_some() {
+            let weight = w.topic.len() + w.data.len() + options_len(w);
+            if weight > self.limits.max_bytes {
+                return Err(PublishError::TooLarge {
+                    size: weight,
+                    max: self.limits.max_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn has_room(&self, w: &NewWrite) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        let weight = w.topic.len() + w.data.len() + options_len(w);
+        store.len() < self.limits.max_messages
+            && store.bytes().saturating_add(weight) <= self.limits.max_bytes
+    }
+
+    fn fits_all(&self, writes: &[NewWrite]) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        let weight: usize = writes
+            .iter()
+            .map(|w| w.topic.len() + w.data.len() + options_len(w))
+            .sum();
+        self.waiting.is_empty()
+            && store.len() + writes.len() <= self.limits.max_messages
+            && store.bytes().saturating_add(weight) <= self.limits.max_bytes
+    }
+
+    fn full_error(&self) -> PublishError {
+        let (messages, bytes) = self.store.as_ref().map_or((0, 0), |s| (s.len(), s.bytes()));
+        PublishError::StoreFull {
+            messages,
+            bytes,
+            max_messages: self.limits.max_messages,
+            max_bytes: self.limits.max_bytes,
+        }
+    }
+
+    fn intern(&mut self, topic: String) -> Arc<str> {
+        match &self.last_topic {
+            Some(t) if **t == *topic => t.clone(),
+            _ => {
+                let t: Arc<str> = topic.into();
+                self.last_topic = Some(t.clone());
+                t
+            }
+        }
+    }
+
+    /// Stores one write (room already checked) and queues it for sending; returns its sequence.
+    fn admit(
+        &mut self,
+        w: NewWrite,
+        cid: Option<&str>,
+        ctx: &mut Context<Self>,
+    ) -> Result<u64, StoreError> {
+        let seq = self.next_seq;
+        let msg = StoredMessage {
+            seq,
+            operation: w.operation,
+            topic: self.intern(w.topic),
+            data: w.data,
+            options: w.options,
+        };
+        let mark = self.out.len();
+        if self.live.is_some() {
+            encode(&msg, cid, &mut self.out);
+        }
+        if let Some(store) = &mut self.store {
+            if let Err(e) = store.append(msg) {
+                // Not stored, so not sent either: the caller is told the write failed.
+                self.out.truncate(mark);
+                return Err(e);
+            }
+        }
+        if self.live.is_some() {
+            self.schedule_send(ctx);
+        }
+        self.next_seq += 1;
+        self.published += 1;
+        Ok(seq)
+    }
+
+    /// Sends a write without a store (no sequence, no ack unless a cid waits for one).
+    fn send_unstored(&mut self, w: &NewWrite, cid: Option<&str>, ctx: &mut Context<Self>) {
+        let opts = w.options.as_deref();
+        PublishHeader {
+            command: Some(command_of(w.operation)),
+            cid,
+            topic: &w.topic,
+            ack_type: if cid.is_some() {
+                AckTypes::PROCESSED.with(AckType::Stats)
+            } else {
+                AckTypes::NONE
+            },
+            expiration: opts.and_then(|o| o.expiration),
+            correlation_id: opts.and_then(|o| o.correlation_id.as_deref()),
+            seq: None,
+            sow_key: opts.and_then(|o| o.sow_key.as_deref()),
+            sow_keys: opts.and_then(|o| o.sow_keys.as_deref()),
+            filter: opts.and_then(|o| o.filter.as_deref()),
+        }
+        .encode(&w.data, &mut self.out);
+        self.published += 1;
+        self.schedule_send(ctx);
+    }
+
+    fn schedule_send(&mut self, ctx: &mut Context<Self>) {
+        if !self.out_scheduled {
+            self.out_scheduled = true;
+            ctx.notify(FlushOutbound);
+        }
+    }
+
+    /// Admits waiting writes, in order, while there is room; resolves each waiting request once
+    /// all its writes are stored.
+    fn admit_waiting(&mut self, ctx: &mut Context<Self>) {
+        'entries: while let Some(mut entry) = self.waiting.pop_front() {
+            while let Some(w) = entry.writes.front() {
+                if !self.has_room(w) {
+                    self.waiting.push_front(entry);
+                    return;
+                }
+                let Some(w) = entry.writes.pop_front() else {
+                    break;
+                };
+                self.waiting_count -= 1;
+                let cid = entry.cid.take();
+                match self.admit(w, cid.as_deref(), ctx) {
+                    Ok(seq) => {
+                        entry.first.get_or_insert(seq);
+                        entry.last = seq;
+                    }
+                    Err(e) => {
+                        self.waiting_count -= entry.writes.len();
+                        let _ = entry.tx.send(Err(e.into()));
+                        continue 'entries;
+                    }
+                }
+            }
+            let _ = entry.tx.send(Ok(entry.first.map(|f| (f, entry.last))));
+        }
+    }
+
+    /// Messages at or below `target` not yet acknowledged (stored or waiting for room).
+    fn unacknowledged_through(&self, target: u64) -> usize {
+        let stored = self
+            .store
+            .as_ref()
+            .map_or(0, |s| s.iter().take_while(|m| m.seq <= target).count());
+        let waiting_first = self.next_seq;
+        let waiting = if target >= waiting_first {
+            ((target - waiting_first + 1) as usize).min(self.waiting_count)
+        } else {
+            0
+        };
+        stored + waiting
+    }
+
+    fn drained_through(&self, target: u64) -> bool {
+        let store_clear = self
+            .store
+            .as_ref()
+            .is_none_or(|s| s.iter().next().is_none_or(|m| m.seq > target));
+        store_clear && (self.waiting_count == 0 || target < self.next_seq)
+    }
+
+    fn check_flushes(&mut self) {
+        let mut i = 0;
+        while i < self.flushes.len() {
+            let f = &self.flushes[i];
+            if f.acked && self.drained_through(f.target) {
+                let f = self.flushes.swap_remove(i);
+                tracing::debug!(target_seq = f.target, "publish flush complete");
+                let _ = f.tx.send(Ok(()));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn send_flush_command(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Some(epoch) = self.live else { return };
+        let Some(f) = self.flushes.iter_mut().find(|f| f.id == id) else {
+            return;
+        };
+        self.next_id += 1;
+        let cid = format!("flush-{}", self.next_id);
+        let ack = if self.store.is_some() {
+            AckType::Persisted
+        } else {
+            AckType::Processed
+        };
+        let header = Header {
+            command: Some(Command::Flush),
+            cid: Some(cid.clone()),
+            ack_type: AckTypes::only(ack),
+            ..Header::default()
+        };
+        f.cid = Some(cid.clone());
+        let (tx, rx) = oneshot::channel();
+        self.router.do_send(ExpectAck {
+            cid: cid.clone(),
+            completes_on: ack,
+            tx,
+        });
+        Frame::header_only(header).encode_into(&mut self.out);
+        self.schedule_send(ctx);
+        let _ = epoch;
+        ctx.spawn(fut::wrap_future::<_, Self>(rx).map(move |res, act, ctx| {
+            let Some(f) = act.flushes.iter_mut().find(|f| f.id == id) else {
+                return;
+            };
+            if f.cid.as_deref() != Some(cid.as_str()) {
+                return;
+            }
+            match res {
+                Ok(ack) if ack.status != Some(Status::Failure) => {
+                    f.acked = true;
+                    act.check_flushes();
+                }
+                Ok(ack) => {
+                    tracing::warn!(reason = ?ack.reason, "server refused the flush; retrying");
+                    f.cid = None;
+                    act.send_flush_command(id, ctx);
+                }
+                // The connection was lost: the flush is sent again after the next logon.
+                Err(_) => f.cid = None,
+            }
+        }));
+    }
+
+    fn expire_flush(&mut self, id: u64) {
+        let Some(pos) = self.flushes.iter().position(|f| f.id == id) else {
+            return;
+        };
+        let f = self.flushes.swap_remove(pos);
+        let unacknowledged = self.unacknowledged_through(f.target);
+        let err = FlushError::Timeout {
+            unacknowledged,
+            waited_ms: f.started.elapsed().as_millis() as u64,
+            connected: self.live.is_some(),
+        };
+        tracing::warn!(%err, "publish flush timed out");
+        let _ = f.tx.send(Err(err));
+    }
+
+    fn on_success(&mut self, seq: u64) {
+        let Some(store) = &mut self.store else { return };
+        match store.discard_up_to(seq) {
+            Ok(n) => self.persisted += n as u64,
+            Err(e) => tracing::error!(%e, "publish store failed to discard acknowledged messages"),
+        }
+        self.highest_persisted = self.highest_persisted.max(seq);
+    }
+
+    fn on_failure(&mut self, seq: u64, ack: Header) {
+        let message = self.store.as_ref().and_then(|s| s.get(seq).cloned());
+        if let Some(store) = &mut self.store {
+            match store.discard_up_to(seq) {
+                Ok(n) => {
+                    let below = n as u64 - u64::from(message.is_some());
+                    self.persisted += below;
+                }
+                Err(e) => tracing::error!(%e, "publish store failed to discard a failed message"),
+            }
+        }
+        if message.is_some() {
+            self.failed += 1;
+        }
+        let reason = ack
+            .reason
+            .clone()
+            .unwrap_or(crate::protocol::Reason::Other(String::new()));
+        let status = ack.status.clone().unwrap_or_default();
+        self.registry.do_send(WriteFailed(FailedWrite {
+            sequence: seq,
+            reason,
+            status,
+            message,
+            ack,
+        }));
+    }
+}
+
+fn options_len(w: &NewWrite) -> usize {
+    w.options.as_deref().map_or(0, |o| {
+        [&o.correlation_id, &o.sow_key, &o.filter, &o.sow_keys]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum()
+    })
+}
+
+fn command_of(op: Operation) -> &'static Command {
+    match op {
+        Operation::Publish => &PUBLISH,
+        Operation::DeltaPublish => &DELTA_PUBLISH,
+        Operation::SowDelete => &SOW_DELETE,
+    }
+}
+
+/// Encodes a stored message as sent and replayed: persisted ack requested, original fields.
+/// A live sow_delete whose caller waits also asks for `processed` and `stats` under its cid.
+fn encode(msg: &StoredMessage, cid: Option<&str>, dst: &mut BytesMut) {
+    let o = msg.opts();
+    let ack_type = if cid.is_some() {
+        AckTypes::PROCESSED
+            .with(AckType::Persisted)
+            .with(AckType::Stats)
+    } else {
+        AckTypes::PERSISTED
+    };
+    PublishHeader {
+        command: Some(command_of(msg.operation)),
+        cid,
+        topic: &msg.topic,
+        ack_type,
+        expiration: o.expiration,
+        correlation_id: o.correlation_id.as_deref(),
+        seq: Some(msg.seq),
+        sow_key: o.sow_key.as_deref(),
+        sow_keys: o.sow_keys.as_deref(),
+        filter: o.filter.as_deref(),
+    }
+    .encode(&msg.data, dst);
+}
+
+impl Actor for PublishStoreActor {
+    type Context = Context<Self>;
+}
+
+/// Hands the outbound buffer to the connection (self-notification, after the mailbox drains).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FlushOutbound;
+
+impl Handler<FlushOutbound> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FlushOutbound, _: &mut Context<Self>) {
+        self.out_scheduled = false;
+        if self.out.is_empty() {
+            return;
+        }
+        let bytes = self.out.split().freeze();
+        match self.live {
+            Some(epoch) => self.conn.do_send(SendFrames { epoch, bytes }),
+            None => drop(bytes),
+        }
+    }
+}
+
+impl Handler<StoreWrites> for PublishStoreActor {
+    type Result = Response<WriteResult>;
+
+    fn handle(&mut self, msg: StoreWrites, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(reason) = &self.gave_up {
+            return Response::reply(Err(PublishError::GaveUp {
+                reason: reason.clone(),
+            }));
+        }
+        if let Err(e) = msg.writes.iter().try_for_each(|w| self.validate(w)) {
+            return Response::reply(Err(e));
+        }
+        if msg.writes.is_empty() {
+            return Response::reply(Ok(None));
+        }
+        if self.store.is_none() {
+            if self.live.is_none() {
+                return Response::reply(Err(PublishError::NotConnected));
+            }
+            for w in &msg.writes {
+                self.send_unstored(w, msg.cid.as_deref(), ctx);
+            }
+            return Response::reply(Ok(None));
+        }
+        if self.limits.when_full == FullPolicy::Error && !self.fits_all(&msg.writes) {
+            // All or nothing: a batch is never half stored.
+            return Response::reply(Err(self.full_error()));
+        }
+        let mut writes: VecDeque<NewWrite> = msg.writes.into();
+        let mut cid = msg.cid;
+        let mut first = None;
+        let mut last = 0;
+        if self.waiting.is_empty() {
+            while let Some(w) = writes.front() {
+                if !self.has_room(w) {
+                    break;
+                }
+                let Some(w) = writes.pop_front() else { break };
+                match self.admit(w, cid.take().as_deref(), ctx) {
+                    Ok(seq) => {
+                        first.get_or_insert(seq);
+                        last = seq;
+                    }
+                    Err(e) => return Response::reply(Err(e.into())),
+                }
+            }
+            if writes.is_empty() {
+                return Response::reply(Ok(first.map(|f| (f, last))));
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting_count += writes.len();
+        self.waiting.push_back(WaitingWrites {
+            writes,
+            cid,
+            first,
+            last,
+            tx,
+        });
+        Response::fut(async move { rx.await.unwrap_or(Err(PublishError::Stopped)) })
+    }
+}
+
+impl Handler<AckReceived> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, AckReceived { ack }: AckReceived, ctx: &mut Context<Self>) {
+        let Some(seq) = ack.seq else {
+            self.registry.do_send(Unexpected(UnexpectedMessage {
+                kind: UnexpectedKind::Unclaimed,
+                frame: Frame::header_only(ack),
+            }));
+            return;
+        };
+        let failed = ack.status == Some(Status::Failure)
+            || ack.reason.as_ref().is_some_and(|r| r.marks_failed_write());
+        if failed {
+            self.on_failure(seq, ack);
+        } else if self.store.is_some() {
+            self.on_success(seq);
+        } else {
+            self.registry.do_send(Unexpected(UnexpectedMessage {
+                kind: UnexpectedKind::Unclaimed,
+                frame: Frame::header_only(ack),
+            }));
+        }
+        self.admit_waiting(ctx);
+        self.check_flushes();
+    }
+}
+
+impl Handler<LoggedOn> for PublishStoreActor {
+    type Result = Result<usize, ConnectError>;
+
+    fn handle(&mut self, msg: LoggedOn, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(store) = &mut self.store {
+            if self.limits.error_on_publish_gap && msg.server_last < self.highest_persisted {
+                return Err(ConnectError::PublishGap {
+                    server_last: msg.server_last,
+                    discarded: self.highest_persisted,
+                });
+            }
+            match store.discard_up_to(msg.server_last) {
+                Ok(n) => self.persisted += n as u64,
+                Err(e) => tracing::error!(%e, "publish store failed to discard at logon"),
+            }
+            self.highest_persisted = self.highest_persisted.max(msg.server_last);
+        }
+        self.next_seq = self.next_seq.max(msg.server_last.saturating_add(1));
+        // Anything still buffered belonged to an older connection; the store replays it.
+        self.out.clear();
+        let mut replayed = 0;
+        if let Some(store) = &self.store {
+            let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
+            for m in store.iter() {
+                encode(m, None, &mut chunk);
+                replayed += 1;
+                if chunk.len() >= REPLAY_CHUNK {
+                    self.conn.do_send(SendFrames {
+                        epoch: msg.epoch,
+                        bytes: chunk.split().freeze(),
+                    });
+                }
+            }
+            if !chunk.is_empty() {
+                self.conn.do_send(SendFrames {
+                    epoch: msg.epoch,
+                    bytes: chunk.freeze(),
+                });
+            }
+        }
+        tracing::info!(
+            server_last = msg.server_last,
+            replayed,
+            "logged on; replayed the publish store"
+        );
+        self.live = Some(msg.epoch);
+        let resend: Vec<u64> = self
+            .flushes
+            .iter()
+            .filter(|f| !f.acked)
+            .map(|f| f.id)
+            .collect();
+        for id in resend {
+            self.send_flush_command(id, ctx);
+        }
+        self.admit_waiting(ctx);
+        self.check_flushes();
+        Ok(replayed)
+    }
+}
+
+impl Handler<ConnectionLost> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionLost, _: &mut Context<Self>) {
+        if self.live == Some(msg.epoch) {
+            self.live = None;
+            self.out.clear();
+        }
+        for f in &mut self.flushes {
+            f.cid = None;
+        }
+    }
+}
+
+impl Handler<GaveUp> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GaveUp, _: &mut Context<Self>) {
+        self.live = None;
+        for f in self.flushes.drain(..) {
+            let unacknowledged = self
+                .store
+                .as_ref()
+                .map_or(0, |s| s.iter().take_while(|m| m.seq <= f.target).count());
+            let _ = f.tx.send(Err(FlushError::GaveUp {
+                reason: msg.reason.clone(),
+                unacknowledged,
+            }));
+        }
+        for w in self.waiting.drain(..) {
+            let _ = w.tx.send(Err(PublishError::GaveUp {
+                reason: msg.reason.clone(),
+            }));
+        }
+        self.waiting_count = 0;
+        self.gave_up = Some(msg.reason);
+    }
+}
+
+impl Handler<StartFlush> for PublishStoreActor {
+    type Result = Response<Result<(), FlushError>>;
+
+    fn handle(&mut self, msg: StartFlush, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(reason) = &self.gave_up {
+            let unacknowledged = self.store.as_ref().map_or(0, |s| s.len());
+            return Response::reply(Err(FlushError::GaveUp {
+                reason: reason.clone(),
+                unacknowledged,
+            }));
+        }
+        // Everything stored before the flush, and every write queued for room before it.
+        let target = (self.next_seq - 1).saturating_add(self.waiting_count as u64);
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, rx) = oneshot::channel();
+        self.flushes.push(PendingFlush {
+            id,
+            target,
+            cid: None,
+            acked: false,
+            started: Instant::now(),
+            tx,
+        });
+        tracing::debug!(target_seq = target, "publish flush started");
+        self.send_flush_command(id, ctx);
+        let wait = msg.deadline.saturating_duration_since(Instant::now());
+        ctx.run_later(wait, move |act, _| act.expire_flush(id));
+        Response::fut(async move { rx.await.unwrap_or(Err(FlushError::Stopped)) })
+    }
+}
+
+impl Handler<StoreStats> for PublishStoreActor {
+    type Result = MessageResult<StoreStats>;
+
+    fn handle(&mut self, _: StoreStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ClientStats {
+            published: self.published,
+            persisted: self.persisted,
+            failed: self.failed,
+            unacknowledged: (self.store.as_ref().map_or(0, |s| s.len()) + self.waiting_count)
+                as u64,
+            reconnects: 0,
+        })
+    }
+}
+
+impl Handler<StopActor> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        if let Some(store) = &mut self.store {
+            if let Err(e) = store.sync() {
+                tracing::error!(%e, "publish store failed to sync at shutdown");
+            }
+        }
+        ctx.stop();
+    }
+}
