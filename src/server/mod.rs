@@ -1,1 +1,3 @@
 //! The embedded AMPS-protocol server (placeholder).
+
+pub mod filter;
