@@ -1,1 +1,4 @@
 //! The embedded AMPS-protocol server (placeholder).
+
+pub mod filter;
+pub mod sow;
