@@ -8,16 +8,18 @@
 //! sequence and replays the rest in order. The actor enforces the capacity bound using
 //! [`Store::len`] and [`Store::bytes`].
 //!
-//! Two implementations: [`MemoryStore`] (survives reconnects) and `FileStore` (also survives the
+//! Two implementations: [`MemoryStore`] (survives reconnects) and [`FileStore`] (also survives the
 //! client process). Both keep the unacknowledged messages in memory for lookup and replay; the
 //! file store additionally writes them to disk.
 
+pub mod file;
 pub mod memory;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use file::{FileStore, FileStoreConfig, FsyncPolicy};
 pub use memory::MemoryStore;
 
 use crate::error::StoreError;
