@@ -236,11 +236,7 @@ impl FileStore {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let lock = lock_dir(dir)?;
 
-        let tmp = dir.join(META_TMP_FILE);
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&tmp)(e)),
-            _ => {}
-        }
+        remove_if_present(&dir.join(META_TMP_FILE))?;
         let meta = Meta::read(&dir.join(META_FILE))?;
 
         let mut mem = MemoryStore::resume(0, meta.last_discarded);
@@ -356,12 +352,7 @@ impl FileStore {
             if segment.last_seq > mark {
                 break;
             }
-            match fs::remove_file(&segment.path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_error(&segment.path)(e))
-                }
-                _ => {}
-            }
+            remove_if_present(&segment.path)?;
             self.finished.pop_front();
         }
         Ok(())
@@ -444,6 +435,13 @@ fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> StoreError {
     }
 }
 
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Takes the directory's lock and records this process's pid in it.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join(LOCK_FILE);
@@ -522,14 +520,11 @@ impl Meta {
         if crc32fast::hash(body).to_le_bytes() != crc {
             return Err(corrupt(path, 0, "metadata CRC mismatch"));
         }
-        let word = |at: usize| {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(&body[at..at + 8]);
-            u64::from_le_bytes(le)
-        };
+        let mut r = Reader(&body[8..]);
+        let mut word = || r.u64_le().map_err(|what| corrupt(path, 0, what));
         Ok(Meta {
-            last_assigned: word(8),
-            last_discarded: word(16),
+            last_assigned: word()?,
+            last_discarded: word()?,
         })
     }
 
@@ -843,9 +838,7 @@ impl<'a> Reader<'a> {
     }
 
     fn u64_le(&mut self) -> Result<u64, &'static str> {
-        let bytes = self.take(8)?;
-        let mut le = [0u8; 8];
-        le.copy_from_slice(bytes);
+        let le = <[u8; 8]>::try_from(self.take(8)?).map_err(|_| "short u64")?;
         Ok(u64::from_le_bytes(le))
     }
 
