@@ -16,12 +16,17 @@ fn wire(header_json: &str, body: &[u8]) -> BytesMut {
 }
 
 fn decode_one(bytes: &mut BytesMut) -> Frame {
-    AmpsCodec::default().decode(bytes).expect("decodes").expect("a whole frame")
+    AmpsCodec::default()
+        .decode(bytes)
+        .expect("decodes")
+        .expect("a whole frame")
 }
 
 fn encode(frame: &Frame) -> BytesMut {
     let mut out = BytesMut::new();
-    AmpsCodec::default().encode(frame, &mut out).expect("encodes");
+    AmpsCodec::default()
+        .encode(frame, &mut out)
+        .expect("encodes");
     out
 }
 
@@ -53,7 +58,10 @@ fn logon_ack_from_the_server() {
     assert!(f.header.ack_type.is_only(AckType::Processed));
     assert_eq!(f.header.status, Some(Status::Success));
     assert_eq!(f.header.seq, Some(1795489811140000003));
-    assert_eq!(f.header.bookmark.as_deref(), Some("7094790850998930143|1795489811140000003|"));
+    assert_eq!(
+        f.header.bookmark.as_deref(),
+        Some("7094790850998930143|1795489811140000003|")
+    );
     assert_eq!(f.header.version.as_deref(), Some("5.3.5.0"));
     assert!(f.body.is_empty());
 }
@@ -61,10 +69,17 @@ fn logon_ack_from_the_server() {
 #[test]
 fn publish_without_store_and_with_store() {
     let bare = Frame::new(
-        Header { command: Some(Command::Publish), topic: Some("orders".into()), ..Header::default() },
+        Header {
+            command: Some(Command::Publish),
+            topic: Some("orders".into()),
+            ..Header::default()
+        },
         &br#"{"id":1}"#[..],
     );
-    assert_eq!(encode(&bare), wire(r#"{"c":"p","t":"orders"}"#, br#"{"id":1}"#));
+    assert_eq!(
+        encode(&bare),
+        wire(r#"{"c":"p","t":"orders"}"#, br#"{"id":1}"#)
+    );
 
     let json = r#"{"c":"p","t":"orders","a":"persisted","e":"30","x":"corr-1","s":1795489793738000001,"k":"key-1"}"#;
     let f = decode_one(&mut wire(json, br#"{"id":1}"#));
@@ -110,7 +125,14 @@ fn sow_delete_official_form_and_stats_ack() {
 
     let stats = r#"{"c":"ack","cid":"7","a":"stats","status":"success","matches":2,"records_deleted":2,"topic_matches":10}"#;
     let f = decode_one(&mut wire(stats, b""));
-    assert_eq!((f.header.matches, f.header.records_deleted, f.header.topic_matches), (Some(2), Some(2), Some(10)));
+    assert_eq!(
+        (
+            f.header.matches,
+            f.header.records_deleted,
+            f.header.topic_matches
+        ),
+        (Some(2), Some(2), Some(10))
+    );
     assert_eq!(encode(&f), wire(stats, b""));
 }
 
@@ -138,15 +160,28 @@ fn persisted_acks_success_and_failure() {
 fn flush_and_heartbeats() {
     for (h, json) in [
         (
-            Header { command: Some(Command::Flush), cid: Some("auto3".into()), ack_type: AckTypes::PROCESSED, ..Header::default() },
+            Header {
+                command: Some(Command::Flush),
+                cid: Some("auto3".into()),
+                ack_type: AckTypes::PROCESSED,
+                ..Header::default()
+            },
             r#"{"c":"flush","cid":"auto3","a":"processed"}"#,
         ),
         (
-            Header { command: Some(Command::Heartbeat), options: Some("start,10".into()), ..Header::default() },
+            Header {
+                command: Some(Command::Heartbeat),
+                options: Some("start,10".into()),
+                ..Header::default()
+            },
             r#"{"c":"heartbeat","o":"start,10"}"#,
         ),
         (
-            Header { command: Some(Command::Heartbeat), options: Some("beat".into()), ..Header::default() },
+            Header {
+                command: Some(Command::Heartbeat),
+                options: Some("beat".into()),
+                ..Header::default()
+            },
             r#"{"c":"heartbeat","o":"beat"}"#,
         ),
     ] {
@@ -181,7 +216,10 @@ fn zero_length_frames_are_skipped_and_partial_frames_wait() {
     let mut partial = BytesMut::from(&full[..full.len() - 3]);
     assert!(codec.decode(&mut partial).unwrap().is_none());
     let mut whole = full;
-    assert_eq!(codec.decode(&mut whole).unwrap().unwrap().header.seq, Some(1));
+    assert_eq!(
+        codec.decode(&mut whole).unwrap().unwrap().header.seq,
+        Some(1)
+    );
     assert!(whole.is_empty());
 }
 
@@ -192,12 +230,18 @@ fn oversized_frames_are_a_typed_error_before_buffering() {
     buf.put_u32(1025);
     buf.put_slice(b"{");
     match codec.decode(&mut buf) {
-        Err(ProtocolError::FrameTooLarge { len: 1025, max: 1024 }) => {}
+        Err(ProtocolError::FrameTooLarge {
+            len: 1025,
+            max: 1024,
+        }) => {}
         other => panic!("expected FrameTooLarge, got {other:?}"),
     }
     let big = Frame::new(Header::default(), vec![b'x'; 2048]);
     let mut out = BytesMut::new();
-    assert!(matches!(codec.encode(&big, &mut out), Err(ProtocolError::FrameTooLarge { .. })));
+    assert!(matches!(
+        codec.encode(&big, &mut out),
+        Err(ProtocolError::FrameTooLarge { .. })
+    ));
     assert!(out.is_empty(), "nothing half-written");
 }
 

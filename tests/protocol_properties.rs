@@ -32,27 +32,29 @@ fn header() -> impl Strategy<Value = Header> {
         opt_string(),
         proptest::option::of(any::<u64>()),
     )
-        .prop_map(|(command, cid, topic, acks, seq, corr, status, exp, key, filter, matches)| {
-            let ack_type = AckType::ALL
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| acks & (1 << i) != 0)
-                .fold(AckTypes::NONE, |s, (_, t)| s.with(*t));
-            Header {
-                command,
-                cid,
-                topic,
-                ack_type,
-                seq,
-                correlation_id: corr,
-                status,
-                expiration: exp,
-                sow_key: key,
-                filter,
-                matches,
-                ..Header::default()
-            }
-        })
+        .prop_map(
+            |(command, cid, topic, acks, seq, corr, status, exp, key, filter, matches)| {
+                let ack_type = AckType::ALL
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| acks & (1 << i) != 0)
+                    .fold(AckTypes::NONE, |s, (_, t)| s.with(*t));
+                Header {
+                    command,
+                    cid,
+                    topic,
+                    ack_type,
+                    seq,
+                    correlation_id: corr,
+                    status,
+                    expiration: exp,
+                    sow_key: key,
+                    filter,
+                    matches,
+                    ..Header::default()
+                }
+            },
+        )
 }
 
 proptest! {

@@ -5,7 +5,10 @@
 //! for a publisher that must not lose data: a memory store, wait-when-full backpressure,
 //! exponential reconnect backoff with no time limit.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::client::store::FsyncPolicy;
 
 use crate::error::UriError;
 use crate::protocol::uri::{parse_uri, AmpsUri, Password};
@@ -20,6 +23,25 @@ pub enum StoreKind {
     None,
     /// Unacknowledged messages in memory: survives reconnects, not the process.
     Memory,
+    /// Unacknowledged messages in a directory of segment files: survives the process.
+    /// A write resolves only once it is on disk per the fsync policy (see
+    /// [`FileStore`](crate::client::store::FileStore)).
+    File {
+        /// The store directory (locked while the client runs).
+        dir: PathBuf,
+        /// When appended messages reach the disk.
+        fsync: FsyncPolicy,
+    },
+}
+
+impl StoreKind {
+    /// A file store in `dir` with the default `batch` fsync policy (group commit).
+    pub fn file(dir: impl Into<PathBuf>) -> StoreKind {
+        StoreKind::File {
+            dir: dir.into(),
+            fsync: FsyncPolicy::Batch,
+        }
+    }
 }
 
 /// What a publish does when the store is at capacity.

@@ -58,7 +58,7 @@ use actix::prelude::*;
 pub use config::{Backoff, ClientConfig, FullPolicy, ReconnectPolicy, StoreKind};
 pub use connection::CLIENT_VERSION;
 pub use messages::*;
-pub use store::{MessageOptions, Operation, StoredMessage};
+pub use store::{FsyncPolicy, MessageOptions, Operation, StoredMessage};
 
 use crate::error::{FlushError, PublishError, SowDeleteError, StartError};
 use crate::protocol::{AckType, Status};
@@ -69,7 +69,7 @@ use internal::{
     ExpectAck, NewWrite, ReconnectCount, StartFlush, StopActor, StoreStats, StoreWrites,
 };
 use store::actor::{Limits, PublishStoreActor};
-use store::{MemoryStore, Store};
+use store::{FileStore, FileStoreConfig, MemoryStore, Store};
 
 /// The facade actor users message. Cloneable [`Addr`]s of it can be shared freely.
 pub struct ClientActor {
@@ -90,6 +90,11 @@ impl ClientConfig {
         let store: Option<Box<dyn Store>> = match &self.store {
             StoreKind::None => None,
             StoreKind::Memory => Some(Box::new(MemoryStore::new())),
+            StoreKind::File { dir, fsync } => {
+                let mut cfg = FileStoreConfig::new(dir.clone());
+                cfg.fsync = *fsync;
+                Some(Box::new(FileStore::open(cfg)?))
+            }
         };
         let limits = Limits {
             max_messages: self.max_messages,

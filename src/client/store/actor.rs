@@ -99,6 +99,8 @@ pub struct PublishStoreActor {
     /// Highest sequence acknowledged as persisted (for publish-gap detection).
     highest_persisted: u64,
     gave_up: Option<String>,
+    /// Write requests admitted but waiting for the store's next `sync`.
+    commits: Vec<(oneshot::Sender<WriteResult>, WriteResult)>,
     published: u64,
     persisted: u64,
     failed: u64,
@@ -138,6 +140,7 @@ impl PublishStoreActor {
             last_topic: None,
             highest_persisted,
             gave_up: None,
+            commits: Vec::new(),
             published: 0,
             persisted: 0,
             failed: 0,
@@ -232,8 +235,13 @@ impl PublishStoreActor {
         }
         if let Some(store) = &mut self.store {
             if let Err(e) = store.append(msg) {
-                // Not stored, so not sent either: the caller is told the write failed.
+                // Not confirmed stored, so not sent now: the caller is told the write failed.
+                // A durable store may still hold it in memory (an fsync that failed after the
+                // append); then the sequence is used up and the message may go out on replay.
                 self.out.truncate(mark);
+                if store.last_assigned() >= seq {
+                    self.next_seq = seq + 1;
+                }
                 return Err(e);
             }
         }
@@ -302,7 +310,26 @@ impl PublishStoreActor {
                     }
                 }
             }
-            let _ = entry.tx.send(Ok(entry.first.map(|f| (f, entry.last))));
+            let result = Ok(entry.first.map(|f| (f, entry.last)));
+            self.resolve(entry.tx, result, ctx);
+        }
+    }
+
+    /// Answers a write request: at once for a memory store, after the next `sync` for a store
+    /// that buffers (group commit: one sync answers every write admitted since the last one).
+    fn resolve(
+        &mut self,
+        tx: oneshot::Sender<WriteResult>,
+        result: WriteResult,
+        ctx: &mut Context<Self>,
+    ) {
+        if result.is_ok() && self.store.as_ref().is_some_and(|s| s.needs_sync()) {
+            if self.commits.is_empty() {
+                ctx.notify(Commit);
+            }
+            self.commits.push((tx, result));
+        } else {
+            let _ = tx.send(result);
         }
     }
 
@@ -515,6 +542,38 @@ impl Handler<FlushOutbound> for PublishStoreActor {
     }
 }
 
+/// Group commit: syncs the store once and answers every write admitted since the last sync.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Commit;
+
+impl Handler<Commit> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Commit, _: &mut Context<Self>) {
+        let synced = self.store.as_mut().map_or(Ok(()), |s| s.sync());
+        let commits = std::mem::take(&mut self.commits);
+        match synced {
+            Ok(()) => {
+                for (tx, result) in commits {
+                    let _ = tx.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = commits.len(), "publish store sync failed");
+                let text = e.to_string();
+                for (tx, _) in commits {
+                    let err = StoreError::Io {
+                        path: std::path::PathBuf::new(),
+                        source: std::io::Error::other(text.clone()),
+                    };
+                    let _ = tx.send(Err(err.into()));
+                }
+            }
+        }
+    }
+}
+
 impl Handler<StoreWrites> for PublishStoreActor {
     type Result = Response<WriteResult>;
 
@@ -562,7 +621,15 @@ impl Handler<StoreWrites> for PublishStoreActor {
                 }
             }
             if writes.is_empty() {
-                return Response::reply(Ok(first.map(|f| (f, last))));
+                let result = Ok(first.map(|f| (f, last)));
+                if !self.store.as_ref().is_some_and(|s| s.needs_sync()) {
+                    return Response::reply(result);
+                }
+                let (tx, rx) = oneshot::channel();
+                self.resolve(tx, result, ctx);
+                return Response::fut(
+                    async move { rx.await.unwrap_or(Err(PublishError::Stopped)) },
+                );
             }
         }
         let (tx, rx) = oneshot::channel();

@@ -33,6 +33,12 @@ impl MemoryStore {
         }
     }
 
+    /// Raises [`Store::last_assigned`] to at least `seq` without holding a message: a durable
+    /// store restoring the highest number it ever assigned after that message is gone.
+    pub fn advance_last_assigned(&mut self, seq: u64) {
+        self.last_assigned = self.last_assigned.max(seq);
+    }
+
     fn position(&self, seq: u64) -> Option<usize> {
         self.messages.binary_search_by_key(&seq, |m| m.seq).ok()
     }

@@ -8,17 +8,19 @@
 //! sequence and replays the rest in order. The actor enforces the capacity bound using
 //! [`Store::len`] and [`Store::bytes`].
 //!
-//! Two implementations: [`MemoryStore`] (survives reconnects) and `FileStore` (also survives the
+//! Two implementations: [`MemoryStore`] (survives reconnects) and [`FileStore`] (also survives the
 //! client process). Both keep the unacknowledged messages in memory for lookup and replay; the
 //! file store additionally writes them to disk.
 
 pub mod actor;
+pub mod file;
 pub mod memory;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use file::{FileStore, FileStoreConfig, FsyncPolicy};
 pub use memory::MemoryStore;
 
 use crate::error::StoreError;
@@ -154,4 +156,11 @@ pub trait Store: Send + 'static {
 
     /// The highest sequence discarded so far (acknowledged); 0 for a fresh store.
     fn last_discarded(&self) -> u64;
+
+    /// Whether [`Store::sync`] must run before a write is reported stored (a durable store
+    /// with buffered writes). The store actor then answers a burst of writes after one `sync`:
+    /// group commit.
+    fn needs_sync(&self) -> bool {
+        false
+    }
 }

@@ -1,0 +1,1397 @@
+//! `FileStore`: a publish store that survives the client process.
+//!
+//! # Model
+//!
+//! The unacknowledged messages live in memory, in a [`MemoryStore`] that does lookup, replay
+//! order and accounting. Every change is also appended to a log of segment files in one
+//! directory, and reopening the directory rebuilds the memory store from that log.
+//!
+//! ```text
+//! <dir>/LOCK                          held with an exclusive lock while open; holds the pid
+//! <dir>/meta                          last assigned + last discarded, written when segments go
+//! <dir>/00000000000000000001.seg      oldest segment
+//! <dir>/00000000000000000002.seg      ...
+//! <dir>/0000000000000000000N.seg      the active segment: the only one written to
+//! ```
+//!
+//! A segment is the 8-byte magic `AMPSSEG\x01` followed by records. A record is
+//!
+//! ```text
+//! len: u32 LE | crc: u32 LE (CRC-32 of the payload) | payload: len bytes
+//! ```
+//!
+//! and its payload is either a message or a discard mark:
+//!
+//! ```text
+//! message:  op: u8 (1 publish, 2 delta_publish, 3 sow_delete) | seq: u64 LE | flags: u8
+//!           | topic | data | [correlation id] | [expiration] | [sow key] | [filter] | [sow keys]
+//! discard:  0x10 | up_to: u64 LE
+//! ```
+//!
+//! where `topic`, `data` and the optional strings are a LEB128 length then the bytes, the
+//! expiration is a LEB128 number, and `flags` says which optional fields follow (bit 0: the
+//! message has options at all, bits 1 to 5: correlation id, expiration, sow key, filter, sow
+//! keys). On reload, consecutive messages to the same topic share one `Arc<str>`.
+//!
+//! [`Store::discard_up_to`] appends a discard mark, so an acknowledgement costs a few bytes in the
+//! same group commit as the publishes, not a file rewrite. Once a segment is finished (it reached
+//! [`FileStoreConfig::segment_bytes`]; the next records go to a new one) and every message in it
+//! is discarded, the segment file is deleted; the active segment never is. Before deleting, the
+//! store writes the `meta` file (temp file, fsync, rename, fsync of the directory) with the
+//! highest sequence ever assigned and the discard mark, because the deleted segments may have
+//! held the only record of either. So under a steady acknowledged load the directory stays
+//! bounded: the segments holding unacknowledged messages plus the active one, roughly the
+//! unacknowledged bytes plus two segments. After reopening, numbering continues after the highest
+//! sequence ever assigned and messages at or below the discard mark stay discarded, even if every
+//! segment that held them is gone.
+//!
+//! # Durability: [`FsyncPolicy`]
+//!
+//! - [`Always`](FsyncPolicy::Always): [`Store::append`] and [`Store::discard_up_to`] write the
+//!   record and fsync before returning. A message is on disk when `append` returns. One fsync per
+//!   message: the slowest policy, and the only one that needs no [`Store::sync`] call.
+//! - [`Batch`](FsyncPolicy::Batch) (the default): `append` and `discard_up_to` only encode the
+//!   record into a buffer; [`Store::sync`] writes the buffer and fsyncs once for the whole batch
+//!   (group commit). A message is on disk when the `sync` that follows its `append` returns.
+//!   Until then it is only in memory: a crash (or dropping the store without `sync`) loses it.
+//!   The store actor calls `sync` before it reports a batch stored, so nothing reported stored
+//!   is lost.
+//! - [`Never`](FsyncPolicy::Never): like `Batch`, but `sync` only writes the buffer to the
+//!   operating system and never fsyncs segment data. A message survives a crash of the process
+//!   once `sync` returns, but not a power loss or a crash of the operating system, which may also
+//!   leave a damaged record in a finished segment, which the next open reports as
+//!   [`StoreError::Corrupt`].
+//!
+//! The rare structural writes are fsynced under every policy: the `meta` file and a tail cut off
+//! during recovery. A new segment's header and directory entry are fsynced under `Always` and
+//! `Batch`, as is the finished segment before it. A discard mark is durable at the same point as
+//! an append; if one is lost in a crash, reopening brings those acknowledged messages back
+//! (unless `meta` already covers them), replay resends them and the server drops them as
+//! duplicates: that costs traffic, never correctness. Dropping the store writes nothing, as a
+//! crash would: call `sync` first for a clean shutdown.
+//!
+//! # Recovery
+//!
+//! [`FileStore::open`] reads every segment in order, applying messages and discard marks, and
+//! skips every message at or below the discard mark. A torn or corrupt tail of the *last*
+//! segment (a short record, a length of zero or past the end of the file, a CRC mismatch), as a
+//! crash in the middle of a write leaves, is cut off (the file is truncated) with a warning, and
+//! appends continue after the last good record. The same damage in any earlier segment is
+//! [`StoreError::Corrupt`]: those were complete before the next segment was started, so damage
+//! there is not a torn write. A record whose CRC matches but whose payload does not decode is
+//! `Corrupt` wherever it is. A last segment too short to hold its header (created just before a
+//! crash) gets its header rewritten. Lengths are checked against the bytes left in the file before
+//! anything is allocated, so a corrupt length never causes a large allocation.
+//!
+//! # Locking
+//!
+//! `open` takes an exclusive lock on `LOCK` (`File::try_lock`) and writes its pid there; a second
+//! `open` of the same directory, from this or another process, fails with
+//! [`StoreError::Locked`] naming that pid. The lock goes when the store is dropped, or with the
+//! process. The `LOCK` file itself stays.
+//!
+//! # Errors
+//!
+//! An append refused as [`StoreError::SequenceNotIncreasing`] or [`StoreError::TooLarge`] leaves
+//! the store unchanged. After a [`StoreError::Io`] from `append` or `sync`, the messages appended
+//! are still held in memory (the store never forgets a message it accepted) but are not known to
+//! be on disk: a partial write is cut off, and the next `append` (under `Always`) or `sync`
+//! retries writing and fsyncing them.
+//!
+//! # Limits
+//!
+//! One record's payload is at most `u32::MAX` bytes; a larger message is refused with
+//! [`StoreError::TooLarge`].
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{MemoryStore, MessageOptions, Operation, Store, StoredMessage};
+use crate::error::StoreError;
+
+/// When a [`FileStore`] forces its writes to stable storage. See the [module docs](self) for
+/// exactly what each policy survives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FsyncPolicy {
+    /// Write and fsync in every `append` (and `discard_up_to`): on disk when `append` returns.
+    Always,
+    /// Buffer appends; write and fsync them together in `sync` (group commit): on disk when the
+    /// following `sync` returns.
+    #[default]
+    Batch,
+    /// Buffer appends; write them in `sync` without fsync: survives a process crash once `sync`
+    /// returns, not a power loss.
+    Never,
+}
+
+/// Where and how a [`FileStore`] keeps its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStoreConfig {
+    /// The store's directory, created if absent. One client (one client name) per directory.
+    pub dir: PathBuf,
+    /// When writes are fsynced. Default [`FsyncPolicy::Batch`].
+    pub fsync: FsyncPolicy,
+    /// A segment is finished and a new one started once it holds at least this many bytes.
+    /// Smaller segments free disk space sooner after acknowledgements, at the cost of more files.
+    /// Default [`FileStoreConfig::DEFAULT_SEGMENT_BYTES`].
+    pub segment_bytes: u64,
+}
+
+impl FileStoreConfig {
+    /// The default segment size: 64 MiB.
+    pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+    /// A configuration for `dir` with the default fsync policy and segment size.
+    pub fn new(dir: impl Into<PathBuf>) -> FileStoreConfig {
+        FileStoreConfig {
+            dir: dir.into(),
+            fsync: FsyncPolicy::default(),
+            segment_bytes: FileStoreConfig::DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+const SEGMENT_MAGIC: &[u8; 8] = b"AMPSSEG\x01";
+const SEGMENT_HEADER_LEN: u64 = SEGMENT_MAGIC.len() as u64;
+const SEGMENT_SUFFIX: &str = ".seg";
+const RECORD_HEADER_LEN: u64 = 8;
+
+const LOCK_FILE: &str = "LOCK";
+const META_FILE: &str = "meta";
+const META_TMP_FILE: &str = "meta.tmp";
+const META_MAGIC: &[u8; 8] = b"AMPSMTA\x01";
+/// Magic, last assigned, last discarded, CRC-32 of the preceding bytes.
+const META_LEN: usize = 8 + 8 + 8 + 4;
+
+const TAG_DISCARD: u8 = 0x10;
+const HAS_OPTIONS: u8 = 1 << 0;
+const HAS_CORRELATION_ID: u8 = 1 << 1;
+const HAS_EXPIRATION: u8 = 1 << 2;
+const HAS_SOW_KEY: u8 = 1 << 3;
+const HAS_FILTER: u8 = 1 << 4;
+const HAS_SOW_KEYS: u8 = 1 << 5;
+const ALL_FLAGS: u8 = (1 << 6) - 1;
+
+/// The write buffer's capacity is cut back to this after an unusually large batch.
+const PENDING_KEEP: usize = 1 << 20;
+
+/// A durable publish store: a [`MemoryStore`] backed by an append-only log of segment files.
+/// See the [module docs](self) for the on-disk layout and what each [`FsyncPolicy`] guarantees.
+pub struct FileStore {
+    config: FileStoreConfig,
+    mem: MemoryStore,
+    /// Finished segments, oldest first.
+    finished: VecDeque<Segment>,
+    /// The segment appended to.
+    active: Segment,
+    /// The active segment's file, opened for appending.
+    file: File,
+    /// Encoded records not yet written to `file`.
+    pending: Vec<u8>,
+    /// Whether `file` has writes not yet fsynced.
+    unsynced: bool,
+    /// Holds the directory's lock until drop.
+    _lock: File,
+}
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    path: PathBuf,
+    /// Bytes written to the file (header included; buffered records not included).
+    len: u64,
+    /// The highest message sequence in the segment (buffered records included), 0 if none.
+    last_seq: u64,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStore")
+            .field("config", &self.config)
+            .field("messages", &self.mem.len())
+            .field("last_assigned", &self.mem.last_assigned())
+            .field("last_discarded", &self.mem.last_discarded())
+            .field("segments", &(self.finished.len() + 1))
+            .field("pending_bytes", &self.pending.len())
+            .finish()
+    }
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `config.dir`, recovering every unacknowledged
+    /// message in sequence order, and locks the directory.
+    ///
+    /// Errors: [`StoreError::Locked`] if another store has the directory open,
+    /// [`StoreError::Corrupt`] for damage that is not a torn tail of the last segment,
+    /// [`StoreError::Io`] if a file cannot be read or written.
+    pub fn open(config: FileStoreConfig) -> Result<FileStore, StoreError> {
+        let dir = config.dir.as_path();
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let lock = lock_dir(dir)?;
+
+        remove_if_present(&dir.join(META_TMP_FILE))?;
+        let meta = Meta::read(&dir.join(META_FILE))?;
+
+        let mut mem = MemoryStore::resume(0, meta.last_discarded);
+        let mut mark = meta.last_discarded;
+        let mut highest = meta.last_assigned;
+        let mut prev_topic = None;
+        let mut segments = VecDeque::new();
+        let ids = list_segments(dir)?;
+        for (i, &id) in ids.iter().enumerate() {
+            let path = segment_path(dir, id);
+            let mut last_seq = 0;
+            let len = scan_segment(&path, i + 1 == ids.len(), &mut prev_topic, |record| {
+                match record {
+                    Record::Message(msg) => {
+                        last_seq = msg.seq;
+                        highest = highest.max(msg.seq);
+                        if msg.seq > mark {
+                            mem.append(msg).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Record::Discard(up_to) => {
+                        mark = mark.max(up_to);
+                        mem.discard_up_to(up_to).map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            })?;
+            segments.push_back(Segment {
+                id,
+                path,
+                len,
+                last_seq,
+            });
+        }
+        mem.advance_last_assigned(highest);
+
+        let active = match segments.pop_back() {
+            Some(segment) => segment,
+            None => create_segment(dir, 1, config.fsync)?,
+        };
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&active.path)
+            .map_err(io_error(&active.path))?;
+        let mut store = FileStore {
+            config,
+            mem,
+            finished: segments,
+            active,
+            file,
+            pending: Vec::new(),
+            unsynced: false,
+            _lock: lock,
+        };
+        store.delete_discarded_segments()?;
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// Writes the buffered records, fsyncs them unless the policy is `Never`, and starts a new
+    /// segment if the active one is full.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            if let Err(e) = self.file.write_all(&self.pending) {
+                // Cut off a partial write so the records still buffered can be retried after
+                // the last complete one.
+                if let Err(cut) = self.file.set_len(self.active.len) {
+                    tracing::warn!(path = %self.active.path.display(), error = %cut,
+                        "publish store: could not cut off a partial write");
+                }
+                return Err(io_error(&self.active.path)(e));
+            }
+            self.active.len += self.pending.len() as u64;
+            self.pending.clear();
+            self.pending.shrink_to(PENDING_KEEP);
+            self.unsynced = self.config.fsync != FsyncPolicy::Never;
+        }
+        if self.unsynced {
+            self.file.sync_data().map_err(io_error(&self.active.path))?;
+            self.unsynced = false;
+        }
+        if self.active.len >= self.config.segment_bytes && self.active.len > SEGMENT_HEADER_LEN {
+            let next = create_segment(&self.config.dir, self.active.id + 1, self.config.fsync)?;
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&next.path)
+                .map_err(io_error(&next.path))?;
+            self.file = file;
+            let finished = std::mem::replace(&mut self.active, next);
+            self.finished.push_back(finished);
+            // It may hold nothing but discarded messages already.
+            self.delete_discarded_segments()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the finished segments whose messages are all discarded, after saving `meta`.
+    fn delete_discarded_segments(&mut self) -> Result<(), StoreError> {
+        let mark = self.mem.last_discarded();
+        if self.finished.front().is_none_or(|s| s.last_seq > mark) {
+            return Ok(());
+        }
+        Meta {
+            last_assigned: self.mem.last_assigned(),
+            last_discarded: mark,
+        }
+        .write(&self.config.dir)?;
+        while let Some(segment) = self.finished.front() {
+            if segment.last_seq > mark {
+                break;
+            }
+            remove_if_present(&segment.path)?;
+            self.finished.pop_front();
+        }
+        Ok(())
+    }
+}
+
+impl Store for FileStore {
+    fn append(&mut self, msg: StoredMessage) -> Result<(), StoreError> {
+        let start = self.pending.len();
+        let seq = msg.seq;
+        encode_record(&mut self.pending, |buf| encode_message(buf, &msg))?;
+        if let Err(e) = self.mem.append(msg) {
+            self.pending.truncate(start);
+            return Err(e);
+        }
+        self.active.last_seq = seq;
+        if self.config.fsync == FsyncPolicy::Always {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError> {
+        let raised = up_to > self.mem.last_discarded();
+        let n = self.mem.discard_up_to(up_to)?;
+        if raised {
+            encode_record(&mut self.pending, |buf| {
+                buf.push(TAG_DISCARD);
+                buf.extend_from_slice(&up_to.to_le_bytes());
+            })?;
+            if self.config.fsync == FsyncPolicy::Always {
+                self.flush()?;
+            }
+            self.delete_discarded_segments()?;
+        }
+        Ok(n)
+    }
+
+    fn get(&self, seq: u64) -> Option<&StoredMessage> {
+        self.mem.get(seq)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+        self.mem.iter()
+    }
+
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.mem.bytes()
+    }
+
+    fn last_assigned(&self) -> u64 {
+        self.mem.last_assigned()
+    }
+
+    fn last_discarded(&self) -> u64 {
+        self.mem.last_discarded()
+    }
+
+    /// `Always` is on disk when `append` returns; `Batch` and `Never` buffer until `sync`.
+    fn needs_sync(&self) -> bool {
+        self.config.fsync != FsyncPolicy::Always
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        what: what.into(),
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Takes the directory's lock and records this process's pid in it.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false) // the holder's pid stays readable until we hold the lock
+        .open(&path)
+        .map_err(io_error(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(io_error(&path)(e)),
+    }
+    file.set_len(0).map_err(io_error(&path))?;
+    writeln!(file, "{}", std::process::id()).map_err(io_error(&path))?;
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Directories cannot be opened for fsync here; the rename or create is as durable as the
+/// platform makes it.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// The contents of the `meta` file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Meta {
+    last_assigned: u64,
+    last_discarded: u64,
+}
+
+impl Meta {
+    /// Reads `path`; all zeros if it does not exist.
+    fn read(path: &Path) -> Result<Meta, StoreError> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Meta::default()),
+            Err(e) => return Err(io_error(path)(e)),
+        };
+        let size = file.metadata().map_err(io_error(path))?.len();
+        if size != META_LEN as u64 {
+            return Err(corrupt(
+                path,
+                0,
+                format!("metadata file is {size} bytes, not {META_LEN}"),
+            ));
+        }
+        let mut buf = [0u8; META_LEN];
+        file.read_exact(&mut buf).map_err(io_error(path))?;
+        let (body, crc) = buf.split_at(META_LEN - 4);
+        if &body[..8] != META_MAGIC {
+            return Err(corrupt(
+                path,
+                0,
+                "not a publish store metadata file (bad magic)",
+            ));
+        }
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err(corrupt(path, 0, "metadata CRC mismatch"));
+        }
+        let mut r = Reader(&body[8..]);
+        let mut word = || r.u64_le().map_err(|what| corrupt(path, 0, what));
+        Ok(Meta {
+            last_assigned: word()?,
+            last_discarded: word()?,
+        })
+    }
+
+    /// Replaces `<dir>/meta` atomically and durably (temp file, fsync, rename, fsync of `dir`).
+    fn write(self, dir: &Path) -> Result<(), StoreError> {
+        let mut buf = Vec::with_capacity(META_LEN);
+        buf.extend_from_slice(META_MAGIC);
+        buf.extend_from_slice(&self.last_assigned.to_le_bytes());
+        buf.extend_from_slice(&self.last_discarded.to_le_bytes());
+        let crc = crc32fast::hash(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+
+        let tmp = dir.join(META_TMP_FILE);
+        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+        file.write_all(&buf).map_err(io_error(&tmp))?;
+        file.sync_all().map_err(io_error(&tmp))?;
+        drop(file);
+        let path = dir.join(META_FILE);
+        fs::rename(&tmp, &path).map_err(io_error(&path))?;
+        sync_dir(dir)
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}{SEGMENT_SUFFIX}"))
+}
+
+/// The ids of the segment files in `dir`, ascending. Other files are ignored.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let name = entry.map_err(io_error(dir))?.file_name();
+        let id = name.to_str().and_then(|name| {
+            let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+            if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+                digits.parse::<u64>().ok()
+            } else {
+                None
+            }
+        });
+        ids.extend(id);
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Creates segment `id` holding just its header, durable (with its directory entry) unless the
+/// policy is `Never`.
+fn create_segment(dir: &Path, id: u64, fsync: FsyncPolicy) -> Result<Segment, StoreError> {
+    let path = segment_path(dir, id);
+    // Truncate rather than create_new: a file with this id can only be left by an earlier
+    // attempt of this same roll that failed after creating it.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    file.write_all(SEGMENT_MAGIC).map_err(io_error(&path))?;
+    if fsync != FsyncPolicy::Never {
+        file.sync_data().map_err(io_error(&path))?;
+        sync_dir(dir)?;
+    }
+    Ok(Segment {
+        id,
+        path,
+        len: SEGMENT_HEADER_LEN,
+        last_seq: 0,
+    })
+}
+
+/// Reads every record of a segment in order, handing each to `apply` (whose error becomes
+/// [`StoreError::Corrupt`] at that record). Returns the segment's length after recovery.
+///
+/// Damage (short header or record, zero length, length past the end, CRC mismatch) is cut off
+/// when `is_last`, and is [`StoreError::Corrupt`] otherwise.
+fn scan_segment(
+    path: &Path,
+    is_last: bool,
+    prev_topic: &mut Option<Arc<str>>,
+    mut apply: impl FnMut(Record) -> Result<(), String>,
+) -> Result<u64, StoreError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let size = file.metadata().map_err(io_error(path))?.len();
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+
+    let mut magic = [0u8; SEGMENT_HEADER_LEN as usize];
+    let header_ok = size >= SEGMENT_HEADER_LEN && {
+        reader.read_exact(&mut magic).map_err(io_error(path))?;
+        &magic == SEGMENT_MAGIC
+    };
+    if !header_ok {
+        if is_last && size <= SEGMENT_HEADER_LEN {
+            // A segment created just before a crash: no record can have been in it.
+            drop(reader);
+            tracing::warn!(path = %path.display(), size,
+                "publish store: rewriting the incomplete header of the last segment");
+            let mut file = OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(io_error(path))?;
+            file.write_all(SEGMENT_MAGIC).map_err(io_error(path))?;
+            file.sync_all().map_err(io_error(path))?;
+            return Ok(SEGMENT_HEADER_LEN);
+        }
+        return Err(corrupt(
+            path,
+            0,
+            "not a publish store segment (bad or short header)",
+        ));
+    }
+
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut payload = Vec::new();
+    let damage = loop {
+        let left = size - offset;
+        if left == 0 {
+            break None;
+        }
+        if left < RECORD_HEADER_LEN {
+            break Some("short record header");
+        }
+        let mut header = [0u8; RECORD_HEADER_LEN as usize];
+        reader.read_exact(&mut header).map_err(io_error(path))?;
+        let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
+        let len = u32::from_le_bytes([l0, l1, l2, l3]);
+        let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+        if len == 0 {
+            break Some("record length is zero");
+        }
+        if u64::from(len) > left - RECORD_HEADER_LEN {
+            break Some("record length runs past the end of the segment");
+        }
+        payload.resize(len as usize, 0);
+        reader.read_exact(&mut payload).map_err(io_error(path))?;
+        if crc32fast::hash(&payload) != crc {
+            break Some("record CRC mismatch");
+        }
+        let record =
+            decode_record(&payload, prev_topic).map_err(|what| corrupt(path, offset, what))?;
+        apply(record).map_err(|what| corrupt(path, offset, what))?;
+        offset += RECORD_HEADER_LEN + u64::from(len);
+    };
+
+    match damage {
+        None => Ok(offset),
+        Some(what) if is_last => {
+            drop(reader);
+            tracing::warn!(path = %path.display(), offset, cut_bytes = size - offset, reason = what,
+                "publish store: cutting off a torn or corrupt tail of the last segment");
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_error(path))?;
+            file.set_len(offset).map_err(io_error(path))?;
+            file.sync_all().map_err(io_error(path))?;
+            Ok(offset)
+        }
+        Some(what) => Err(corrupt(path, offset, what)),
+    }
+}
+
+/// Appends one framed record to `buf`: room for the header, the payload `body` writes, then the
+/// header filled in. On error `buf` is unchanged.
+fn encode_record(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) -> Result<(), StoreError> {
+    let start = buf.len();
+    let payload_at = start + RECORD_HEADER_LEN as usize;
+    buf.resize(payload_at, 0);
+    body(buf);
+    let size = buf.len() - payload_at;
+    let Ok(len) = u32::try_from(size) else {
+        buf.truncate(start);
+        return Err(StoreError::TooLarge {
+            size,
+            max_bytes: u32::MAX as usize,
+        });
+    };
+    let crc = crc32fast::hash(&buf[payload_at..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..payload_at].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+fn encode_message(buf: &mut Vec<u8>, msg: &StoredMessage) {
+    buf.push(msg.operation as u8);
+    buf.extend_from_slice(&msg.seq.to_le_bytes());
+    let flags_at = buf.len();
+    buf.push(0);
+    put_bytes(buf, msg.topic.as_bytes());
+    put_bytes(buf, &msg.data);
+    let Some(opts) = msg.options.as_deref() else {
+        return;
+    };
+    let mut flags = HAS_OPTIONS;
+    if let Some(cid) = &opts.correlation_id {
+        flags |= HAS_CORRELATION_ID;
+        put_bytes(buf, cid.as_bytes());
+    }
+    if let Some(expiration) = opts.expiration {
+        flags |= HAS_EXPIRATION;
+        put_varint(buf, expiration);
+    }
+    for (bit, field) in [
+        (HAS_SOW_KEY, &opts.sow_key),
+        (HAS_FILTER, &opts.filter),
+        (HAS_SOW_KEYS, &opts.sow_keys),
+    ] {
+        if let Some(s) = field {
+            flags |= bit;
+            put_bytes(buf, s.as_bytes());
+        }
+    }
+    buf[flags_at] = flags;
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(buf, bytes.len() as u64);
+    buf.extend_from_slice(bytes);
+}
+
+/// One decoded record.
+#[derive(Debug)]
+enum Record {
+    Message(StoredMessage),
+    Discard(u64),
+}
+
+/// Decodes a payload whose CRC matched. `prev_topic` is the last topic seen, shared when the
+/// next message has the same one.
+fn decode_record(
+    payload: &[u8],
+    prev_topic: &mut Option<Arc<str>>,
+) -> Result<Record, &'static str> {
+    let mut r = Reader(payload);
+    let tag = r.u8()?;
+    let seq = r.u64_le()?;
+    if tag == TAG_DISCARD {
+        r.finish()?;
+        return Ok(Record::Discard(seq));
+    }
+    let operation = Operation::from_u8(tag).ok_or("unknown record type")?;
+    let flags = r.u8()?;
+    if flags & !ALL_FLAGS != 0 || (flags != 0 && flags & HAS_OPTIONS == 0) {
+        return Err("unknown option flags");
+    }
+    let topic_str = r.str()?;
+    let topic = match prev_topic {
+        Some(topic) if **topic == *topic_str => Arc::clone(topic),
+        _ => prev_topic.insert(Arc::from(topic_str)).clone(),
+    };
+    let data = Bytes::copy_from_slice(r.bytes()?);
+    let options = if flags & HAS_OPTIONS != 0 {
+        let correlation_id = r.string_if(flags & HAS_CORRELATION_ID != 0)?;
+        let expiration = if flags & HAS_EXPIRATION != 0 {
+            Some(r.varint()?)
+        } else {
+            None
+        };
+        let sow_key = r.string_if(flags & HAS_SOW_KEY != 0)?;
+        let filter = r.string_if(flags & HAS_FILTER != 0)?;
+        let sow_keys = r.string_if(flags & HAS_SOW_KEYS != 0)?;
+        Some(Box::new(MessageOptions {
+            correlation_id,
+            expiration,
+            sow_key,
+            filter,
+            sow_keys,
+        }))
+    } else {
+        None
+    };
+    r.finish()?;
+    Ok(Record::Message(StoredMessage {
+        seq,
+        operation,
+        topic,
+        data,
+        options,
+    }))
+}
+
+/// A bounds-checked cursor over a payload.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if n > self.0.len() {
+            return Err("field runs past the end of the record");
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        let (&b, rest) = self
+            .0
+            .split_first()
+            .ok_or("field runs past the end of the record")?;
+        self.0 = rest;
+        Ok(b)
+    }
+
+    fn u64_le(&mut self) -> Result<u64, &'static str> {
+        let le = <[u8; 8]>::try_from(self.take(8)?).map_err(|_| "short u64")?;
+        Ok(u64::from_le_bytes(le))
+    }
+
+    fn varint(&mut self) -> Result<u64, &'static str> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            let low = u64::from(b & 0x7f);
+            if shift == 63 && low > 1 {
+                return Err("varint overflows 64 bits");
+            }
+            v |= low << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("varint longer than 10 bytes")
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], &'static str> {
+        let len = usize::try_from(self.varint()?).map_err(|_| "field length too large")?;
+        self.take(len)
+    }
+
+    fn str(&mut self) -> Result<&'a str, &'static str> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| "string field is not UTF-8")
+    }
+
+    fn string_if(&mut self, present: bool) -> Result<Option<String>, &'static str> {
+        if present {
+            self.str().map(|s| Some(s.to_owned()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn finish(&self) -> Result<(), &'static str> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err("trailing bytes after the record's fields")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64) -> StoredMessage {
+        StoredMessage {
+            seq,
+            operation: Operation::Publish,
+            topic: "orders".into(),
+            data: Bytes::from(format!("body {seq}")),
+            options: None,
+        }
+    }
+
+    fn config(dir: &Path, fsync: FsyncPolicy, segment_bytes: u64) -> FileStoreConfig {
+        FileStoreConfig {
+            dir: dir.to_path_buf(),
+            fsync,
+            segment_bytes,
+        }
+    }
+
+    fn open(dir: &Path) -> FileStore {
+        FileStore::open(FileStoreConfig::new(dir)).unwrap()
+    }
+
+    fn seqs(store: &FileStore) -> Vec<u64> {
+        store.iter().map(|m| m.seq).collect()
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        list_segments(dir)
+            .unwrap()
+            .into_iter()
+            .map(|id| segment_path(dir, id))
+            .collect()
+    }
+
+    fn dir_bytes(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    /// Applies `f` to the bytes of `path` in place.
+    fn edit(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = fs::read(path).unwrap();
+        f(&mut bytes);
+        fs::write(path, bytes).unwrap();
+    }
+
+    /// Five messages in one segment; returns the offset at which the fifth record starts.
+    fn five_messages(dir: &Path) -> u64 {
+        let mut store = open(dir);
+        for seq in 1..=4 {
+            store.append(msg(seq)).unwrap();
+        }
+        store.sync().unwrap();
+        let tail = store.active.len;
+        store.append(msg(5)).unwrap();
+        store.sync().unwrap();
+        tail
+    }
+
+    #[test]
+    fn reopen_recovers_every_field_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = MessageOptions {
+            correlation_id: Some("cid-7".into()),
+            expiration: Some(u64::MAX),
+            sow_key: Some("k1".into()),
+            filter: Some("/id > 3".into()),
+            sow_keys: Some("a,b,c".into()),
+        };
+        let some = MessageOptions {
+            expiration: Some(300),
+            ..MessageOptions::default()
+        };
+        let written = vec![
+            StoredMessage {
+                options: Some(Box::new(full)),
+                ..msg(1_000_000_000_001)
+            },
+            StoredMessage {
+                operation: Operation::DeltaPublish,
+                ..msg(1_000_000_000_002)
+            },
+            StoredMessage {
+                operation: Operation::SowDelete,
+                topic: "other/tópico".into(),
+                data: Bytes::new(),
+                options: Some(Box::new(some)),
+                seq: 1_000_000_000_005,
+            },
+            StoredMessage {
+                options: Some(Box::default()),
+                data: Bytes::from(vec![0u8, 255, 10, 13]),
+                ..msg(1_000_000_000_006)
+            },
+            msg(1_000_000_000_007),
+        ];
+        let mut store = open(dir.path());
+        for m in &written {
+            store.append(m.clone()).unwrap();
+        }
+        store.sync().unwrap();
+        drop(store);
+
+        let store = open(dir.path());
+        assert_eq!(store.iter().cloned().collect::<Vec<_>>(), written);
+        assert_eq!(store.len(), 5);
+        assert_eq!(
+            store.bytes(),
+            written.iter().map(StoredMessage::weight).sum::<usize>()
+        );
+        assert_eq!(store.last_assigned(), 1_000_000_000_007);
+        assert_eq!(store.last_discarded(), 0);
+        assert_eq!(store.get(1_000_000_000_005), Some(&written[2]));
+        // Consecutive messages to the same topic share one allocation after reload.
+        let topics: Vec<_> = store.iter().map(|m| Arc::clone(&m.topic)).collect();
+        assert!(Arc::ptr_eq(&topics[0], &topics[1]));
+        assert!(Arc::ptr_eq(&topics[3], &topics[4]));
+    }
+
+    #[test]
+    fn discarded_messages_stay_discarded_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        for seq in 1..=10 {
+            store.append(msg(seq)).unwrap();
+        }
+        assert_eq!(store.discard_up_to(6).unwrap(), 6);
+        store.sync().unwrap();
+        drop(store);
+
+        let mut store = open(dir.path());
+        assert_eq!(seqs(&store), vec![7, 8, 9, 10]);
+        assert_eq!(store.last_discarded(), 6);
+        assert_eq!(store.last_assigned(), 10);
+        // A mark above everything assigned (the server knows more) is kept too.
+        assert_eq!(store.discard_up_to(50).unwrap(), 4);
+        store.sync().unwrap();
+        drop(store);
+
+        let store = open(dir.path());
+        assert!(store.is_empty());
+        assert_eq!(store.last_discarded(), 50);
+        assert_eq!(store.last_assigned(), 10);
+    }
+
+    #[test]
+    fn numbering_continues_after_everything_is_discarded_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        // A segment size of 1 finishes a segment after every write.
+        let mut store = FileStore::open(config(dir.path(), FsyncPolicy::Always, 1)).unwrap();
+        for seq in 101..=110 {
+            store.append(msg(seq)).unwrap();
+        }
+        assert_eq!(segment_files(dir.path()).len(), 11);
+        assert_eq!(store.discard_up_to(110).unwrap(), 10);
+        // Only the active segment is left, and it holds no message.
+        assert_eq!(store.finished.len(), 0);
+        assert_eq!(segment_files(dir.path()).len(), 1);
+        drop(store);
+
+        let mut store = FileStore::open(config(dir.path(), FsyncPolicy::Always, 1)).unwrap();
+        assert!(store.is_empty());
+        assert_eq!(store.last_assigned(), 110);
+        assert_eq!(store.last_discarded(), 110);
+        assert!(matches!(
+            store.append(msg(110)),
+            Err(StoreError::SequenceNotIncreasing {
+                seq: 110,
+                last: 110
+            })
+        ));
+        store.append(msg(111)).unwrap();
+        drop(store);
+        assert_eq!(seqs(&open(dir.path())), vec![111]);
+    }
+
+    #[test]
+    fn segments_are_deleted_as_acks_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_bytes = 4096;
+        let mut store =
+            FileStore::open(config(dir.path(), FsyncPolicy::Batch, segment_bytes)).unwrap();
+        let body = Bytes::from(vec![b'x'; 100]);
+        let mut max_dir = 0;
+        for seq in 1..=5_000u64 {
+            store
+                .append(StoredMessage {
+                    data: body.clone(),
+                    ..msg(seq)
+                })
+                .unwrap();
+            if seq % 20 == 0 {
+                store.sync().unwrap();
+                // The server lags 40 messages behind.
+                store.discard_up_to(seq.saturating_sub(40)).unwrap();
+                max_dir = max_dir.max(dir_bytes(dir.path()));
+            }
+        }
+        // 5000 records of ~130 bytes were written: ~650 KB. On disk at any time: the
+        // unacknowledged 40 (~5 KB), the active segment and the one before it.
+        assert!(
+            max_dir < 4 * segment_bytes,
+            "directory reached {max_dir} bytes"
+        );
+        assert!(segment_files(dir.path()).len() <= 3);
+        assert_eq!(store.len(), 40);
+        store.sync().unwrap();
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(seqs(&store), (4961..=5000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn torn_tail_is_cut_off_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let tail = five_messages(dir.path());
+        let segment = segment_files(dir.path()).pop().unwrap();
+        let full = fs::metadata(&segment).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(full - 3)
+            .unwrap();
+
+        let mut store = open(dir.path());
+        assert_eq!(seqs(&store), vec![1, 2, 3, 4]);
+        assert_eq!(store.last_assigned(), 4);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), tail);
+        store.append(msg(5)).unwrap();
+        store.append(msg(6)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        assert_eq!(seqs(&open(dir.path())), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn short_record_header_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let tail = five_messages(dir.path());
+        let segment = segment_files(dir.path()).pop().unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(tail + 5)
+            .unwrap();
+        assert_eq!(seqs(&open(dir.path())), vec![1, 2, 3, 4]);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), tail);
+    }
+
+    #[test]
+    fn flipped_byte_in_tail_record_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let tail = five_messages(dir.path()) as usize;
+        let segment = segment_files(dir.path()).pop().unwrap();
+        edit(&segment, |b| b[tail + 8 + 12] ^= 0x20);
+
+        let store = open(dir.path());
+        assert_eq!(seqs(&store), vec![1, 2, 3, 4]);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), tail as u64);
+    }
+
+    #[test]
+    fn zeroed_or_huge_tail_lengths_are_cut_off() {
+        for len in [0u32, u32::MAX, 1 << 31] {
+            let dir = tempfile::tempdir().unwrap();
+            let tail = five_messages(dir.path()) as usize;
+            let segment = segment_files(dir.path()).pop().unwrap();
+            // A huge length must not allocate: it runs past the end of the file.
+            edit(&segment, |b| {
+                b[tail..tail + 4].copy_from_slice(&len.to_le_bytes())
+            });
+            assert_eq!(seqs(&open(dir.path())), vec![1, 2, 3, 4], "length {len}");
+        }
+        // Preallocated zeros after a crash: a record of length 0 and CRC 0.
+        let dir = tempfile::tempdir().unwrap();
+        let tail = five_messages(dir.path()) as usize;
+        let segment = segment_files(dir.path()).pop().unwrap();
+        edit(&segment, |b| b.resize(tail + 4096, 0));
+        assert_eq!(seqs(&open(dir.path())), vec![1, 2, 3, 4, 5]);
+    }
+
+    /// Three segments of one message each; returns their paths.
+    fn three_segments(dir: &Path) -> Vec<PathBuf> {
+        let mut store = FileStore::open(config(dir, FsyncPolicy::Always, 1)).unwrap();
+        for seq in 1..=3 {
+            store.append(msg(seq)).unwrap();
+        }
+        drop(store);
+        let segments = segment_files(dir);
+        assert_eq!(
+            segments.len(),
+            4,
+            "three full segments and the empty active one"
+        );
+        segments
+    }
+
+    #[test]
+    fn corruption_in_a_middle_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = three_segments(dir.path());
+        edit(&segments[1], |b| b[8 + 8 + 4] ^= 1);
+        match FileStore::open(FileStoreConfig::new(dir.path())) {
+            Err(StoreError::Corrupt { path, offset, what }) => {
+                assert_eq!(path, segments[1]);
+                assert_eq!(offset, SEGMENT_HEADER_LEN);
+                assert!(what.contains("CRC"), "{what}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // Nothing was cut off.
+        assert!(fs::metadata(&segments[1]).unwrap().len() > SEGMENT_HEADER_LEN);
+    }
+
+    #[test]
+    fn bad_length_or_truncation_in_a_middle_segment_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = three_segments(dir.path());
+        edit(&segments[0], |b| {
+            b[8..12].copy_from_slice(&u32::MAX.to_le_bytes())
+        });
+        let err = FileStore::open(FileStoreConfig::new(dir.path())).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path, .. } if *path == segments[0]),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let segments = three_segments(dir.path());
+        edit(&segments[2], |b| b.truncate(b.len() - 1));
+        let err = FileStore::open(FileStoreConfig::new(dir.path())).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { path, .. } if *path == segments[2]),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn undecodable_record_with_good_crc_is_an_error_even_at_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let tail = five_messages(dir.path()) as usize;
+        let segment = segment_files(dir.path()).pop().unwrap();
+        edit(&segment, |b| {
+            b.truncate(tail);
+            encode_record(b, |p| p.extend_from_slice(&[9, 0, 0])).unwrap();
+        });
+        let err = FileStore::open(FileStoreConfig::new(dir.path())).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        match FileStore::open(FileStoreConfig::new(dir.path())) {
+            Err(StoreError::Locked { path, holder }) => {
+                assert_eq!(path, dir.path());
+                assert_eq!(holder, Some(std::process::id()));
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(store);
+        open(dir.path());
+    }
+
+    #[test]
+    fn every_fsync_policy_stores_discards_and_reopens() {
+        for policy in [FsyncPolicy::Always, FsyncPolicy::Batch, FsyncPolicy::Never] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = FileStore::open(config(dir.path(), policy, 512)).unwrap();
+            for seq in 1..=50 {
+                store.append(msg(seq)).unwrap();
+                if seq % 10 == 0 {
+                    store.sync().unwrap();
+                }
+            }
+            assert_eq!(store.discard_up_to(20).unwrap(), 20);
+            store.sync().unwrap();
+            assert!(store.finished.iter().all(|s| s.last_seq > 20), "{policy:?}");
+            assert!(
+                segment_files(dir.path()).len() > 1,
+                "{policy:?} rolled segments"
+            );
+            store.append(msg(51)).unwrap();
+            if policy == FsyncPolicy::Always {
+                assert!(store.pending.is_empty(), "Always writes in append");
+            } else {
+                assert!(!store.pending.is_empty(), "{policy:?} buffers until sync");
+                store.sync().unwrap();
+            }
+            drop(store);
+
+            let store = FileStore::open(config(dir.path(), policy, 512)).unwrap();
+            assert_eq!(seqs(&store), (21..=51).collect::<Vec<_>>(), "{policy:?}");
+            assert_eq!(store.last_assigned(), 51);
+            assert_eq!(store.last_discarded(), 20);
+        }
+    }
+
+    #[test]
+    fn unsynced_batch_may_be_lost_synced_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        for seq in 1..=5 {
+            store.append(msg(seq)).unwrap();
+        }
+        store.sync().unwrap();
+        for seq in 6..=8 {
+            store.append(msg(seq)).unwrap();
+        }
+        store.discard_up_to(2).unwrap();
+        // A crash: the store goes away without the sync that would have made 6..=8 durable.
+        drop(store);
+
+        let mut store = open(dir.path());
+        assert_eq!(seqs(&store), vec![1, 2, 3, 4, 5]);
+        assert_eq!(store.last_assigned(), 5);
+        store.append(msg(6)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        assert_eq!(seqs(&open(dir.path())), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn rejected_append_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        store.append(msg(5)).unwrap();
+        let before = store.pending.len();
+        assert!(matches!(
+            store.append(msg(5)),
+            Err(StoreError::SequenceNotIncreasing { .. })
+        ));
+        assert_eq!(store.pending.len(), before);
+        store.sync().unwrap();
+        drop(store);
+        assert_eq!(seqs(&open(dir.path())), vec![5]);
+    }
+
+    #[test]
+    fn incomplete_header_of_last_segment_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = three_segments(dir.path());
+        let last = segments.last().unwrap();
+        edit(last, |b| b.truncate(3));
+        let mut store = open(dir.path());
+        assert_eq!(seqs(&store), vec![1, 2, 3]);
+        store.append(msg(4)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        assert_eq!(seqs(&open(dir.path())), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn damaged_metadata_is_an_error_and_a_leftover_temp_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        three_segments(dir.path());
+        let mut store = FileStore::open(config(dir.path(), FsyncPolicy::Always, 1)).unwrap();
+        store.discard_up_to(3).unwrap();
+        drop(store);
+        fs::write(dir.path().join(META_TMP_FILE), b"half-written").unwrap();
+        let store = open(dir.path());
+        assert_eq!((store.last_assigned(), store.last_discarded()), (3, 3));
+        assert!(!dir.path().join(META_TMP_FILE).exists());
+        drop(store);
+
+        edit(&dir.path().join(META_FILE), |b| b[10] ^= 1);
+        let err = FileStore::open(FileStoreConfig::new(dir.path())).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn varints_round_trip_and_overflow_is_refused() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, v);
+            let mut r = Reader(&buf);
+            assert_eq!(r.varint(), Ok(v));
+            assert!(r.finish().is_ok());
+        }
+        assert!(Reader(&[0xff; 10]).varint().is_err());
+        assert!(
+            Reader(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
+                .varint()
+                .is_err()
+        );
+        assert!(Reader(&[0x80]).varint().is_err());
+    }
+}
