@@ -44,6 +44,7 @@
 mod acks;
 mod config;
 mod core;
+pub mod filter;
 pub mod journal;
 mod raw_writer;
 mod session;
