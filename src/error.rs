@@ -288,3 +288,53 @@ pub enum StartError {
     #[error("cannot open the publish store: {0}")]
     Store(#[from] StoreError),
 }
+
+/// The embedded server (or the journal reader) cannot start or read its data directory.
+#[cfg(feature = "server")]
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file or directory under the data directory could not be created, read or written.
+    #[error("data directory i/o error at {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another server (or a journal reader) holds the data directory's lock.
+    #[error("data directory {path} is in use by another server (LOCK is held)")]
+    Locked {
+        /// The data directory.
+        path: std::path::PathBuf,
+    },
+    /// A configured topic regular expression does not compile.
+    #[error("invalid topic regex {pattern:?}: {message}")]
+    BadRegex {
+        /// The pattern as given.
+        pattern: String,
+        /// The regex crate's message.
+        message: String,
+    },
+    /// The transaction log is corrupt before its tail (a torn tail is cut off, not an error).
+    #[error("transaction log {path} is corrupt at offset {offset}: {what}")]
+    Corrupt {
+        /// The log file.
+        path: std::path::PathBuf,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What was wrong.
+        what: String,
+    },
+    /// The server runtime could not be created, or the server is not running.
+    #[error("server runtime error: {0}")]
+    Runtime(String),
+}

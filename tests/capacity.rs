@@ -1,12 +1,12 @@
 //! The store's capacity bound: wait mode (backpressure, order kept) and error mode.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use actix_amps::client::{FullPolicy, GetStats, Publish, PublishBatch, PublishFlush};
 use actix_amps::error::PublishError;
-use common::{config, TestServer, WAIT};
+use support::{config, TestServer, WAIT};
 
 #[actix_rt::test]
 async fn error_mode_refuses_at_capacity_and_accepts_again_after_acks() {

@@ -1,6 +1,6 @@
 //! Failed-write detection and routing (PROTOCOL.md section 8), against the embedded server.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use actix_amps::client::{
     SowDeleteSelector, UnexpectedKind, Unsubscribe,
 };
 use actix_amps::protocol::{AckType, Command, Reason, Status};
-use common::{config, Events, TestServer, WAIT};
+use support::{config, Events, TestServer, WAIT};
 
 const FLUSH: PublishFlush = PublishFlush { timeout: WAIT };
 
@@ -148,7 +148,7 @@ async fn a_stopped_subscriber_does_not_disturb_the_others_and_unsubscribe_falls_
     impl Message for Stop {
         type Result = ();
     }
-    impl Handler<Stop> for common::Collector {
+    impl Handler<Stop> for support::Collector {
         type Result = ();
         fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
             ctx.stop();

@@ -1,13 +1,13 @@
 //! `PublishFlush`: success, timeout with the count still unacknowledged, and flush while
 //! disconnected.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use actix_amps::client::{GetStats, Publish, PublishBatch, PublishFlush, StoreKind};
 use actix_amps::error::FlushError;
-use common::{config, wait_stats, TestServer, WAIT};
+use support::{config, wait_stats, TestServer, WAIT};
 
 #[actix_rt::test]
 async fn flush_resolves_once_everything_before_it_is_persisted() {

@@ -1,6 +1,6 @@
 //! Running without a publish store: no sequence numbers, no acks, nothing replayed.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use actix_amps::client::{
     GetStats, Publish, PublishFlush, SowDeleteAndWait, SowDeleteSelector, StoreKind,
 };
 use actix_amps::error::PublishError;
-use common::{config, wait_stats, TestServer, WAIT};
+use support::{config, wait_stats, TestServer, WAIT};
 
 #[actix_rt::test]
 async fn publishes_go_out_unsequenced_and_reach_the_server() {

@@ -1,10 +1,10 @@
 //! Logon, reconnect and replay: dropped connections and server restarts lose nothing and
 //! duplicate nothing (checked against the server's journal).
 
-mod common;
+mod support;
 
 use actix_amps::client::{ConnectionEvent, GetStats, Publish, PublishBatch, PublishFlush};
-use common::{config, wait_stats, Events, TestServer, WAIT};
+use support::{config, wait_stats, Events, TestServer, WAIT};
 
 const N: u64 = 20_000;
 const BATCH: u64 = 500;

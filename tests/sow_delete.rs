@@ -1,6 +1,6 @@
 //! sow_delete through the client: stats for all three selectors, failures, and the stored form.
 
-mod common;
+mod support;
 
 use actix_amps::client::{
     DeltaPublish, Publish, PublishBatch, PublishFlush, SowDelete, SowDeleteAndWait,
@@ -8,7 +8,7 @@ use actix_amps::client::{
 };
 use actix_amps::error::SowDeleteError;
 use actix_amps::protocol::Reason;
-use common::{config, TestServer, WAIT};
+use support::{config, TestServer, WAIT};
 
 fn wait(topic: &str, selector: SowDeleteSelector) -> SowDeleteAndWait {
     SowDeleteAndWait { topic: topic.into(), selector, timeout: WAIT }

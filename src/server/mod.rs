@@ -1,4 +1,368 @@
-//! The embedded AMPS-protocol server (placeholder).
+//! The embedded AMPS-protocol server: run, test and measure the client on one machine.
+//!
+//! # The model
+//!
+//! A client connects over TCP and logs on with a client name. The server keeps, per client
+//! name, the last publisher sequence number it accepted; it reports it at logon (in `s` and in
+//! the bookmark `<hash>|<seq>|`) so a reconnecting client knows what to replay, and refuses any
+//! sequence at or below it as a `duplicate`.
+//!
+//! Every accepted write (publish, delta_publish, sow_delete) is applied to the SOW (the
+//! per-topic keyed store of topics declared with [`ServerConfig::sow`]) and appended to a
+//! **transaction log** on disk, in one order. A group-commit writer thread writes what has
+//! accumulated, fsyncs it ([`FsyncPolicy`]) and publishes how far the log is durable. Only then
+//! is a write acked `persisted`. Persisted acks are **conflated** per connection: one
+//! cumulative `{"c":"ack","a":"persisted","status":"success","s":N}` per interval, split around
+//! failures so that acks always come out in the order of the writes they cover.
+//!
+//! On start the log is replayed: the SOW and every client name's last sequence come back. A
+//! torn or corrupt tail record (checksum mismatch, short read) is cut off, never replayed.
+//! The data directory is locked (`LOCK`, an OS file lock) while a server runs, so a second
+//! server or [`Journal::read`] gets [`ServerError::Locked`].
+//!
+//! Writes are refused with the reasons AMPS uses (PROTOCOL.md section 7): `duplicate`,
+//! `not entitled` ([`ServerConfig::deny_write`]), `message too large`, `no topic`,
+//! `invalid topic`, `bad filter`, and the sow_delete one-selector rule.
+//!
+//! # The API
+//!
+//! [`Server::start`] runs the server on a tokio runtime of its own threads and returns a
+//! [`ServerHandle`] once listening; the handle's methods are synchronous and callable from any
+//! thread, including async ones. The handle carries fault hooks for tests: drop connections,
+//! stall acks, freeze the whole server, stop and restart on the same port and data directory.
+//!
+//! ```no_run
+//! use actix_amps::server::{Server, ServerConfig};
+//! let dir = std::env::temp_dir().join("amps-demo");
+//! let server = Server::start(ServerConfig::new(&dir).sow("orders", &["/id"]))?;
+//! println!("connect to {}", server.uri());
+//! # Ok::<(), actix_amps::error::ServerError>(())
+//! ```
+//!
+//! [`RawWriter`] is a pipelined raw-socket publisher: the baseline for benchmarks.
 
+mod acks;
+mod config;
+mod core;
 pub mod filter;
+pub mod journal;
+mod raw_writer;
+mod session;
 pub mod sow;
+pub mod txlog;
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use self::config::{FsyncPolicy, ServerConfig};
+pub use self::journal::{ClientJournal, Journal};
+pub use self::raw_writer::{RawRun, RawWriter};
+pub use self::session::SERVER_VERSION;
+pub use crate::error::ServerError;
+
+use self::core::{Settings, Shared, State};
+
+/// The name of the lock file in the data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// How long [`ServerHandle::stop`] waits for connections to close.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Entry point: see [`Server::start`].
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Starts a server on its own runtime threads and returns once it is listening.
+    ///
+    /// Fails with [`ServerError::BadRegex`] for a bad topic pattern, [`ServerError::Locked`] if
+    /// another server uses the data directory, [`ServerError::Bind`] if the address is taken.
+    pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
+        let settings = Arc::new(Settings::compile(&config)?);
+        let handle = ServerHandle {
+            data_dir: config.data_dir.clone(),
+            settings,
+            addr: Mutex::new(config.listen),
+            running: Mutex::new(None),
+            last: Mutex::new(None),
+        };
+        handle.start_on(config.listen)?;
+        Ok(handle)
+    }
+}
+
+/// Locks `data_dir` (creating it and its `LOCK` file if missing).
+pub(crate) fn lock_data_dir(data_dir: &Path) -> Result<File, ServerError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|source| ServerError::Io { path: data_dir.to_owned(), source })?;
+    let path = data_dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| ServerError::Io { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(ServerError::Locked { path: data_dir.to_owned() })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(ServerError::Io { path, source }),
+    }
+}
+
+/// A running server's parts.
+struct Running {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Runtime,
+    writer: JoinHandle<()>,
+    accept_done: mpsc::Receiver<()>,
+    lock: File,
+}
+
+/// Controls a server started with [`Server::start`]; stops it when dropped.
+pub struct ServerHandle {
+    data_dir: PathBuf,
+    settings: Arc<Settings>,
+    addr: Mutex<SocketAddr>,
+    running: Mutex<Option<Running>>,
+    /// The shared state of the last run (for [`ServerHandle::last_sequence`] after a stop).
+    last: Mutex<Option<Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr())
+            .field("data_dir", &self.data_dir)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ServerHandle {
+    fn start_on(&self, addr: SocketAddr) -> Result<(), ServerError> {
+        let mut running = lock(&self.running);
+        if running.is_some() {
+            return Ok(());
+        }
+        let lock_file = lock_data_dir(&self.data_dir)?;
+        let mut state = State {
+            sow: self.settings.new_sow(),
+            last_seq: Default::default(),
+            log_buf: bytes::BytesMut::with_capacity(1 << 20),
+            last_lsn: 0,
+            log_stop: false,
+            log_failed: false,
+        };
+        let (file, end) = txlog::recover(&self.data_dir, |rec| state.replay(rec))?;
+        tracing::info!(
+            data_dir = %self.data_dir.display(),
+            records = end.records,
+            clients = state.last_seq.len(),
+            "transaction log recovered"
+        );
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let shared = Arc::new(Shared::new(self.settings.clone(), state, 0));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("amps-server")
+            .enable_all()
+            .build()
+            .map_err(|e| ServerError::Runtime(e.to_string()))?;
+        let writer = {
+            let shared = shared.clone();
+            let policy = self.settings.fsync;
+            std::thread::Builder::new()
+                .name("amps-txlog".into())
+                .spawn(move || core::writer_loop(shared, file, policy))
+                .map_err(|e| ServerError::Runtime(e.to_string()))?
+        };
+        let (done_tx, accept_done) = mpsc::channel();
+        runtime.spawn(accept_loop(shared.clone(), listener, done_tx));
+        *lock(&self.addr) = local;
+        *lock(&self.last) = Some(shared.clone());
+        *running = Some(Running { shared, runtime, writer, accept_done, lock: lock_file });
+        tracing::info!(addr = %local, "listening");
+        Ok(())
+    }
+
+    fn shared(&self) -> Option<Arc<Shared>> {
+        lock(&self.running).as_ref().map(|r| r.shared.clone())
+    }
+
+    fn is_running(&self) -> bool {
+        lock(&self.running).is_some()
+    }
+
+    /// The listening address (kept across [`ServerHandle::restart`]).
+    pub fn addr(&self) -> SocketAddr {
+        *lock(&self.addr)
+    }
+
+    /// The URI a client connects to: `tcp://127.0.0.1:PORT/amps/json`.
+    pub fn uri(&self) -> String {
+        format!("tcp://{}/amps/json", self.addr())
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Closes every client connection now.
+    pub fn drop_connections(&self) {
+        if let Some(shared) = self.shared() {
+            for entry in shared.conns().values() {
+                entry.kill.notify_one();
+            }
+        }
+    }
+
+    /// Closes the connection logged on as `client_name`; `false` if there is none.
+    pub fn drop_connection(&self, client_name: &str) -> bool {
+        let Some(shared) = self.shared() else { return false };
+        let conns = shared.conns();
+        let mut found = false;
+        for entry in conns.values() {
+            if entry.client_name.as_deref() == Some(client_name) {
+                entry.kill.notify_one();
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Withholds persisted and flush acks (writes are still logged) until
+    /// [`ServerHandle::resume_acks`].
+    pub fn stall_acks(&self) {
+        if let Some(s) = self.shared() {
+            s.stall.send_replace(true);
+        }
+    }
+
+    /// Sends the acks withheld since [`ServerHandle::stall_acks`] and resumes normal acking.
+    pub fn resume_acks(&self) {
+        if let Some(s) = self.shared() {
+            s.stall.send_replace(false);
+        }
+    }
+
+    /// Stops reading and writing on every connection, keeping the sockets open (a stalled
+    /// server, for heartbeat tests) until [`ServerHandle::thaw`].
+    pub fn freeze(&self) {
+        if let Some(s) = self.shared() {
+            s.freeze.send_replace(true);
+        }
+    }
+
+    /// Ends a [`ServerHandle::freeze`].
+    pub fn thaw(&self) {
+        if let Some(s) = self.shared() {
+            s.freeze.send_replace(false);
+        }
+    }
+
+    /// The last durable sequence for `client_name` (waits briefly for the log to catch up
+    /// with what was accepted); `None` if the name never persisted a sequenced write.
+    pub fn last_sequence(&self, client_name: &str) -> Option<u64> {
+        let shared = lock(&self.last).clone()?;
+        shared.wait_durable_blocking(STOP_TIMEOUT);
+        let st = shared.lock();
+        st.last_seq.get(client_name).copied()
+    }
+
+    /// Closes the listener and every connection, writes and fsyncs the log, and releases the
+    /// data directory. Idempotent.
+    pub fn stop(&self) {
+        let Some(r) = lock(&self.running).take() else { return };
+        r.shared.shutdown.send_replace(true);
+        for entry in r.shared.conns().values() {
+            entry.kill.notify_one();
+        }
+        if r.accept_done.recv_timeout(STOP_TIMEOUT).is_err() {
+            tracing::warn!("connections did not close in time; stopping anyway");
+        }
+        {
+            let mut st = r.shared.lock();
+            st.log_stop = true;
+        }
+        r.shared.log_cv.notify_all();
+        if r.writer.join().is_err() {
+            tracing::error!("transaction log writer panicked");
+        }
+        r.runtime.shutdown_background();
+        if let Err(e) = r.lock.unlock() {
+            tracing::warn!(error = %e, "could not unlock the data directory");
+        }
+        drop(r.lock);
+        tracing::info!(addr = %self.addr(), "server stopped");
+    }
+
+    /// Starts again on the same address and data directory, recovering from the log. Stops
+    /// first if running.
+    pub fn restart(&self) -> Result<(), ServerError> {
+        self.stop();
+        self.start_on(self.addr())
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Accepts connections until shutdown, then waits for the sessions to end.
+async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done: mpsc::Sender<()>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listener");
+            let _ = done.send(());
+            return;
+        }
+    };
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut sessions = JoinSet::new();
+    while !*shutdown.borrow_and_update() {
+        tokio::select! {
+            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            r = listener.accept() => match r {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    sessions.spawn(session::run(shared.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(STOP_TIMEOUT, async { while sessions.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        sessions.abort_all();
+    }
+    let _ = done.send(());
+}

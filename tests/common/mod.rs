@@ -1,205 +1,191 @@
-//! Test support: an embedded server on 127.0.0.1:0 in a temporary directory, a client builder
-//! pointed at it, and a collector actor that turns client events into a channel the test can
-//! await with a deadline.
+//! Raw-frame test client for the embedded server: every frame it receives is checked byte by
+//! byte (compact JSON, only PROTOCOL.md section-3 keys) before it is handed to the test.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix::prelude::*;
-use actix_amps::client::{
-    ClientActor, ClientConfig, ConnectionEvent, FailedWrite, GetStats, SubscribeConnectionEvents,
-    SubscribeFailedWrites, SubscribeUnexpected, SubscriptionId, UnexpectedMessage,
-};
+use actix_amps::protocol::{decode_frame, encode_parts, AckTypes, Command, Frame, Header};
 use actix_amps::server::{Server, ServerConfig, ServerHandle};
-use tokio::sync::mpsc;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
-/// Every wait in the tests is bounded by this (generous for a loaded 2-core CI machine).
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A running embedded server and the directory it writes to (removed on drop).
-pub struct TestServer {
-    pub handle: ServerHandle,
-    pub dir: tempfile::TempDir,
+pub const ALLOWED_KEYS: &[&str] = &[
+    "c", "cid", "t", "a", "s", "bm", "bookmark", "status", "reason", "x", "e", "k", "sow_keys",
+    "filter", "o", "client_name", "user_id", "pw", "version", "mt", "sub_id", "query_id", "sids",
+    "matches", "records_deleted", "topic_matches", "records_returned", "ts", "l", "bs", "top_n",
+    "orderby", "lp", "gseq",
+];
+
+pub fn start(config: impl FnOnce(ServerConfig) -> ServerConfig) -> (tempfile::TempDir, ServerHandle) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(config(ServerConfig::new(dir.path()))).expect("server starts");
+    (dir, server)
 }
 
-impl TestServer {
-    pub fn start(configure: impl FnOnce(ServerConfig) -> ServerConfig) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config =
-            configure(ServerConfig::new(dir.path()).ack_conflation(Duration::from_millis(2)));
-        let handle = Server::start(config).expect("server starts");
-        TestServer { handle, dir }
+pub fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-
-    pub fn uri(&self) -> String {
-        self.handle.uri()
-    }
-
-    /// Stops the server and reads its journal: every persisted sequence of `client_name`.
-    pub fn persisted(&self, client_name: &str) -> Vec<u64> {
-        self.handle.stop();
-        let journal = actix_amps::server::journal::Journal::read(self.dir.path()).expect("journal");
-        journal
-            .client(client_name)
-            .map(|c| c.sequences.clone())
-            .unwrap_or_default()
-    }
+    h
 }
 
-/// A client config for `server` with quick heartbeats off and short timeouts.
-pub fn config(name: &str, server: &TestServer) -> ClientConfig {
-    ClientConfig::new(name)
-        .uri(&server.uri())
-        .expect("valid uri")
-        .heartbeat(None)
-        .ack_conflation(Duration::from_millis(2))
-}
-
-/// Events a collector saw.
-#[derive(Debug)]
-pub enum Event {
-    Failed(FailedWrite),
-    Unexpected(UnexpectedMessage),
-    Connection(ConnectionEvent),
-}
-
-/// Forwards every event it receives into a channel.
-pub struct Collector {
-    tx: mpsc::UnboundedSender<Event>,
-}
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<FailedWrite> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: FailedWrite, _: &mut Context<Self>) {
-        let _ = self.tx.send(Event::Failed(msg));
-    }
-}
-
-impl Handler<UnexpectedMessage> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: UnexpectedMessage, _: &mut Context<Self>) {
-        let _ = self.tx.send(Event::Unexpected(msg));
-    }
-}
-
-impl Handler<ConnectionEvent> for Collector {
-    type Result = ();
-    fn handle(&mut self, msg: ConnectionEvent, _: &mut Context<Self>) {
-        let _ = self.tx.send(Event::Connection(msg));
-    }
-}
-
-/// A collector and the receiving end of its channel.
-pub struct Events {
-    pub addr: Addr<Collector>,
-    pub rx: mpsc::UnboundedReceiver<Event>,
-}
-
-impl Events {
-    pub fn new() -> Events {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Events {
-            addr: Collector { tx }.start(),
-            rx,
-        }
-    }
-
-    pub async fn subscribe_failed(&self, client: &Addr<ClientActor>) -> SubscriptionId {
-        client
-            .send(SubscribeFailedWrites(self.addr.clone().recipient()))
-            .await
-            .unwrap()
-    }
-
-    pub async fn subscribe_unexpected(&self, client: &Addr<ClientActor>) -> SubscriptionId {
-        client
-            .send(SubscribeUnexpected(self.addr.clone().recipient()))
-            .await
-            .unwrap()
-    }
-
-    pub async fn subscribe_connection(&self, client: &Addr<ClientActor>) -> SubscriptionId {
-        client
-            .send(SubscribeConnectionEvents(self.addr.clone().recipient()))
-            .await
-            .unwrap()
-    }
-
-    /// The next event, or a panic after [`WAIT`].
-    pub async fn next(&mut self) -> Event {
-        tokio::time::timeout(WAIT, self.rx.recv())
-            .await
-            .expect("an event within the deadline")
-            .expect("collector alive")
-    }
-
-    /// The next failed write, skipping connection events.
-    pub async fn next_failed(&mut self) -> FailedWrite {
-        loop {
-            match self.next().await {
-                Event::Failed(f) => return f,
-                Event::Connection(_) => continue,
-                other => panic!("expected a failed write, got {other:?}"),
+/// Asserts the header bytes are compact JSON with only allowed keys.
+pub fn check_header_bytes(header: &[u8]) {
+    let mut in_str = false;
+    let mut esc = false;
+    for &b in header {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
             }
+        } else if b == b'"' {
+            in_str = true;
+        } else {
+            assert!(!b.is_ascii_whitespace(), "whitespace in header {}", String::from_utf8_lossy(header));
         }
     }
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).expect("header is a JSON object");
+    for (k, val) in &v {
+        assert!(ALLOWED_KEYS.contains(&k.as_str()), "unexpected key {k}");
+        assert!(val.is_string() || val.is_u64(), "value of {k} is {val}");
+    }
+}
 
-    /// The next unexpected message, skipping connection events.
-    pub async fn next_unexpected(&mut self) -> UnexpectedMessage {
-        loop {
-            match self.next().await {
-                Event::Unexpected(u) => return u,
-                Event::Connection(_) => continue,
-                other => panic!("expected an unexpected message, got {other:?}"),
-            }
-        }
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub async fn connect(addr: SocketAddr) -> Conn {
+        let stream = timeout(WAIT, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
+        stream.set_nodelay(true).ok();
+        Conn { stream, buf: BytesMut::new() }
     }
 
-    /// Waits for a connection event matching `pred`.
-    pub async fn until_connection(
-        &mut self,
-        pred: impl Fn(&ConnectionEvent) -> bool,
-    ) -> ConnectionEvent {
+    pub async fn send(&mut self, h: &Header, body: &[u8]) {
+        let mut b = BytesMut::new();
+        encode_parts(h, body, &mut b);
+        self.send_raw(&b).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        timeout(WAIT, self.stream.write_all(bytes)).await.expect("write in time").expect("write");
+    }
+
+    /// The next frame within `d`; `Ok(None)` if the server closed the connection, `Err(())` on
+    /// timeout.
+    pub async fn recv_within(&mut self, d: Duration) -> Result<Option<Frame>, ()> {
+        let deadline = tokio::time::Instant::now() + d;
         loop {
-            if let Event::Connection(e) = self.next().await {
-                if pred(&e) {
-                    return e;
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                if self.buf.len() >= 4 + len {
+                    self.buf.advance(4);
+                    let bytes = self.buf.split_to(len).freeze();
+                    let (_, used) = Header::parse(&bytes).expect("server header parses");
+                    check_header_bytes(&bytes[..used]);
+                    return Ok(Some(decode_frame(bytes).expect("frame decodes")));
                 }
             }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Err(()),
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+            }
         }
     }
 
-    /// Asserts nothing but connection events arrive for `d` (used after a flush has proven
-    /// every ack was processed, so the quiet period only guards against late duplicates).
-    pub async fn assert_quiet(&mut self, d: Duration) {
-        let deadline = tokio::time::Instant::now() + d;
-        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
-            if !matches!(e, Event::Connection(_)) {
-                panic!("unexpected event {e:?}");
+    pub async fn recv(&mut self) -> Frame {
+        self.recv_within(WAIT).await.expect("a frame in time").expect("connection open")
+    }
+
+    /// Asserts the server closes the connection within `d` (frames before that are returned).
+    pub async fn expect_closed(&mut self, d: Duration) -> Vec<Frame> {
+        let mut seen = Vec::new();
+        loop {
+            match self.recv_within(d).await {
+                Ok(Some(f)) => seen.push(f),
+                Ok(None) => return seen,
+                Err(()) => panic!("connection not closed within {d:?}; saw {seen:?}"),
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        if let Ok(f) = self.recv_within(d).await {
+            panic!("expected silence, got {f:?}");
+        }
+    }
+
+    pub async fn logon_with(&mut self, h: Header) -> Frame {
+        self.send(&h, b"").await;
+        self.recv().await
+    }
+
+    pub async fn logon(&mut self, name: &str) -> Frame {
+        let ack = self.logon_with(logon(name)).await;
+        assert_eq!(ack.header.status.as_ref().map(|s| s.as_str()), Some("success"), "{ack:?}");
+        ack
+    }
+
+    /// Receives frames until `pred` matches one, returning all received (the last matched).
+    pub async fn recv_until(&mut self, mut pred: impl FnMut(&Frame) -> bool) -> Vec<Frame> {
+        let mut v = Vec::new();
+        loop {
+            let f = self.recv().await;
+            let done = pred(&f);
+            v.push(f);
+            if done {
+                return v;
             }
         }
     }
 }
 
-/// Polls the client's stats until `pred` holds, or panics after [`WAIT`].
-pub async fn wait_stats(
-    client: &Addr<ClientActor>,
-    pred: impl Fn(&actix_amps::client::ClientStats) -> bool,
-) -> actix_amps::client::ClientStats {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let s = client.send(GetStats).await.unwrap();
-        if pred(&s) {
-            return s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stats never matched: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+pub fn logon(name: &str) -> Header {
+    Header {
+        command: Some(Command::Logon),
+        cid: Some("auto0".into()),
+        client_name: Some(name.into()),
+        message_type: Some("json".into()),
+        ack_type: AckTypes::PROCESSED,
+        version: Some("test:rust".into()),
+        ..Header::default()
     }
+}
+
+pub fn publish(topic: &str, seq: u64) -> Header {
+    Header {
+        command: Some(Command::Publish),
+        topic: Some(topic.into()),
+        ack_type: AckTypes::PERSISTED,
+        seq: Some(seq),
+        ..Header::default()
+    }
+}
+
+pub fn flush(cid: &str, acks: AckTypes) -> Header {
+    Header { command: Some(Command::Flush), cid: Some(cid.into()), ack_type: acks, ..Header::default() }
+}
+
+pub fn is_persisted(f: &Frame) -> bool {
+    f.is_ack_of(actix_amps::protocol::AckType::Persisted) && f.header.cid.is_none()
+}
+
+pub fn is_cid(f: &Frame, cid: &str) -> bool {
+    f.header.cid.as_deref() == Some(cid)
 }

@@ -1,0 +1,51 @@
+//! `actix-amps`: the command-line front end. Results on stdout, logs and progress on stderr.
+//!
+//! One file per command; this file only parses arguments and dispatches.
+
+mod journal;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An actix client for AMPS, and an embedded AMPS-protocol server.
+#[derive(Parser, Debug)]
+#[command(name = "actix-amps", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the embedded AMPS-protocol server until Ctrl-C or SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Summarise what each client name persisted in a stopped server's data directory.
+    Journal(journal::JournalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve(args) => serve::run(args),
+        Cmd::Journal(args) => journal::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("actix-amps: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Installs the stderr log subscriber (RUST_LOG honoured, `info` by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,99 @@
+//! `actix-amps serve`: run the embedded server until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_amps::server::{FsyncPolicy, Server, ServerConfig};
+use clap::Args;
+
+/// Arguments of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9007")]
+    listen: SocketAddr,
+    /// Data directory (transaction log and lock file).
+    #[arg(long = "data")]
+    data: PathBuf,
+    /// Refuse writes to topics matching this regex (`not entitled`); repeatable.
+    #[arg(long = "deny-write", value_name = "REGEX")]
+    deny_write: Vec<String>,
+    /// Declare a SOW topic: `TOPIC_REGEX=/key[,/key2]`; repeatable.
+    #[arg(long = "sow", value_name = "TOPIC_REGEX=/key[,/key2]")]
+    sow: Vec<String>,
+    /// Require logons as NAME with PASSWORD; repeatable. None means no authentication.
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    user: Vec<String>,
+    /// Default interval between conflated persisted acks, in milliseconds.
+    #[arg(long = "ack-conflation", value_name = "MS", default_value_t = 5)]
+    ack_conflation: u64,
+    /// When to fsync the transaction log: `batch` (every group commit) or `never`.
+    #[arg(long, default_value = "batch")]
+    fsync: FsyncPolicy,
+    /// Largest accepted message body in bytes.
+    #[arg(long = "max-message-size", value_name = "BYTES")]
+    max_message_size: Option<usize>,
+}
+
+/// Runs the server until a termination signal, then stops it cleanly.
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    super::init_logging();
+    let mut config = ServerConfig::new(&args.data)
+        .listen(args.listen)
+        .ack_conflation(Duration::from_millis(args.ack_conflation))
+        .fsync(args.fsync);
+    for re in &args.deny_write {
+        config = config.deny_write(re);
+    }
+    for spec in &args.sow {
+        let (topic, keys) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--sow {spec:?}: expected TOPIC_REGEX=/key[,/key2]"))?;
+        let keys: Vec<&str> = keys.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+        if topic.is_empty() || keys.is_empty() {
+            return Err(format!("--sow {spec:?}: expected TOPIC_REGEX=/key[,/key2]"));
+        }
+        config = config.sow(topic, &keys);
+    }
+    for spec in &args.user {
+        let (name, password) = spec
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| "--user: expected NAME:PASSWORD".to_string())?;
+        config = config.user(name, password);
+    }
+    if let Some(max) = args.max_message_size {
+        config = config.max_message_size(max);
+    }
+    let server = Server::start(config).map_err(|e| e.to_string())?;
+    eprintln!("actix-amps: listening on {} ({})", server.addr(), server.uri());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot create the signal runtime: {e}"))?;
+    let signal = runtime.block_on(wait_for_signal()).map_err(|e| format!("signal handling: {e}"))?;
+    tracing::info!(signal, "stopping");
+    server.stop();
+    eprintln!("actix-amps: stopped");
+    Ok(())
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM; returns which.
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}

@@ -1,0 +1,114 @@
+//! Server configuration: a builder of plain values, validated (regexes compiled) by
+//! [`Server::start`](super::Server::start).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::protocol::DEFAULT_MAX_FRAME;
+
+/// When the transaction log writer calls `fsync` (`File::sync_data`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every group-commit batch, before acking it `persisted` (the default).
+    #[default]
+    Batch,
+    /// Never: a write is "durable" once handed to the operating system (benchmarks only).
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FsyncPolicy, String> {
+        match s {
+            "batch" => Ok(FsyncPolicy::Batch),
+            "never" => Ok(FsyncPolicy::Never),
+            other => Err(format!("unknown fsync policy {other:?} (expected batch or never)")),
+        }
+    }
+}
+
+/// How to run a [`Server`](super::Server). Build with [`ServerConfig::new`] and the chained
+/// setters; every field is public for inspection.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Directory holding the transaction log and the `LOCK` file (created if missing).
+    pub data_dir: PathBuf,
+    /// Listening address (default `127.0.0.1:0`, an ephemeral port).
+    pub listen: SocketAddr,
+    /// Topic regexes no client may write to (`not entitled`).
+    pub deny_write: Vec<String>,
+    /// SOW topics: a topic regex and its key fields (`/id`, `/region`, ...).
+    pub sow: Vec<(String, Vec<String>)>,
+    /// Users and passwords; empty means authentication is disabled.
+    pub users: Vec<(String, String)>,
+    /// Default interval between conflated persisted acks (a logon may ask for another).
+    pub ack_conflation: Duration,
+    /// fsync policy of the transaction log.
+    pub fsync: FsyncPolicy,
+    /// Largest accepted message body; larger writes fail with `message too large`.
+    pub max_message_size: usize,
+}
+
+impl ServerConfig {
+    /// Defaults: listen on `127.0.0.1:0`, fsync per batch, 5 ms ack conflation, 64 MiB maximum
+    /// message, no users (no authentication), nothing denied, no SOW topics.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            deny_write: Vec::new(),
+            sow: Vec::new(),
+            users: Vec::new(),
+            ack_conflation: Duration::from_millis(5),
+            fsync: FsyncPolicy::Batch,
+            max_message_size: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// Listens on `addr`.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Refuses writes to topics matching `topic_regex` with `not entitled` (compiled at start).
+    pub fn deny_write(mut self, topic_regex: &str) -> Self {
+        self.deny_write.push(topic_regex.to_owned());
+        self
+    }
+
+    /// Declares a SOW topic: topics matching `topic_regex`, keyed by `key_fields` of the body.
+    pub fn sow(mut self, topic_regex: &str, key_fields: &[&str]) -> Self {
+        self.sow.push((
+            topic_regex.to_owned(),
+            key_fields.iter().map(|k| (*k).to_owned()).collect(),
+        ));
+        self
+    }
+
+    /// Adds a user; once any user exists, logons must carry a matching `user_id` and `pw`.
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.users.push((name.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Sets the default conflated persisted-ack interval.
+    pub fn ack_conflation(mut self, d: Duration) -> Self {
+        self.ack_conflation = d;
+        self
+    }
+
+    /// Sets the fsync policy.
+    pub fn fsync(mut self, p: FsyncPolicy) -> Self {
+        self.fsync = p;
+        self
+    }
+
+    /// Sets the largest accepted message body in bytes.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+}

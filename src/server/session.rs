@@ -1,0 +1,530 @@
+//! One client connection: logon, the write path, acks, flush and heartbeats.
+//!
+//! A session is one tokio task owning its socket. Each turn of its loop waits for the first of:
+//! bytes from the client (decoded into as many frames as are buffered, then handled as a batch
+//! under one state lock), the conflation timer (drain the durable prefix of the ack queue), a
+//! durability change while a flush waits, a heartbeat timer, or a hook (kill, freeze, stall,
+//! shutdown). Everything to send is appended to one output buffer and written once per turn.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::codec::Decoder;
+
+use super::acks::AckQueue;
+use super::core::{fnv1a, ConnEntry, Shared, State, Write, LOG_BACKLOG_LIMIT};
+use super::txlog::RecordKind;
+use crate::protocol::{encode_parts, AckType, AckTypes, AmpsCodec, Command, Frame, Header, Reason, Status};
+
+/// The version the server reports in the logon ack.
+pub const SERVER_VERSION: &str = "5.3.5.0";
+
+/// Extra frame room above the maximum body, so a slightly oversized body gets a
+/// `message too large` ack instead of a closed connection.
+const HEADER_ROOM: usize = 64 * 1024;
+
+/// How long a logon waits for the log to catch up before giving up.
+const LOGON_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the loop does after handling input.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Cached facts about a topic (so the hot path does not run regexes per message).
+#[derive(Clone)]
+struct TopicInfo {
+    valid: Result<(), Reason>,
+    is_sow: bool,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    conn_id: u64,
+    peer: String,
+    client_name: Option<String>,
+    out: BytesMut,
+    acks: AckQueue,
+    conflation: Duration,
+    next_ack_at: Option<Instant>,
+    heartbeat: Option<Duration>,
+    last_recv: Instant,
+    last_sent: Instant,
+    /// LSN of this connection's last accepted write.
+    my_lsn: u64,
+    topics: HashMap<String, TopicInfo>,
+}
+
+/// Registers a connection and runs it until it closes.
+pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
+    let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let kill = Arc::new(Notify::new());
+    shared.conns().insert(conn_id, ConnEntry { client_name: None, kill: kill.clone() });
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let now = Instant::now();
+    let mut s = Session {
+        conflation: shared.settings.ack_conflation,
+        shared: shared.clone(),
+        conn_id,
+        peer,
+        client_name: None,
+        out: BytesMut::with_capacity(8 * 1024),
+        acks: AckQueue::default(),
+        next_ack_at: None,
+        heartbeat: None,
+        last_recv: now,
+        last_sent: now,
+        my_lsn: 0,
+        topics: HashMap::new(),
+    };
+    let why = s.run(stream, &kill).await;
+    tracing::debug!(peer = %s.peer, client = s.client_name.as_deref().unwrap_or(""), "connection closed: {why}");
+    shared.conns().remove(&conn_id);
+}
+
+impl Session {
+    async fn run(&mut self, mut stream: TcpStream, kill: &Notify) -> &'static str {
+        let (mut rd, mut wr) = stream.split();
+        let max = self.shared.settings.max_message_size;
+        let mut codec = AmpsCodec::new(max.saturating_add(HEADER_ROOM));
+        let mut inbuf = BytesMut::with_capacity(64 * 1024);
+        let mut durable_rx = self.shared.durable.subscribe();
+        let mut stall_rx = self.shared.stall.subscribe();
+        let mut freeze_rx = self.shared.freeze.subscribe();
+        let mut shutdown_rx = self.shared.shutdown.subscribe();
+        let far = || Instant::now() + Duration::from_secs(86_400);
+        loop {
+            if *shutdown_rx.borrow_and_update() {
+                return "server stopping";
+            }
+            let frozen = *freeze_rx.borrow_and_update();
+            let stalled = *stall_rx.borrow_and_update();
+            let live = !frozen;
+            let ack_at = self.next_ack_at.filter(|_| live && !stalled);
+            let hb = self.heartbeat.filter(|_| live);
+            let (beat_at, dead_at) = match hb {
+                Some(i) => (self.last_sent + i, self.last_recv + 2 * i),
+                None => (far(), far()),
+            };
+            tokio::select! {
+                biased;
+                _ = kill.notified() => return "dropped by the server",
+                _ = shutdown_rx.changed() => continue,
+                _ = freeze_rx.changed() => {
+                    // Silence while frozen is the server's, not the client's.
+                    self.last_recv = Instant::now();
+                    continue;
+                }
+                _ = stall_rx.changed() => {
+                    if !*stall_rx.borrow() && !frozen {
+                        self.drain(*durable_rx.borrow_and_update());
+                    }
+                }
+                r = rd.read_buf(&mut inbuf), if live => {
+                    match r {
+                        Ok(0) => return "closed by the client",
+                        Err(e) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "read failed");
+                            return "read error";
+                        }
+                        Ok(_) => {}
+                    }
+                    self.last_recv = Instant::now();
+                    let mut frames = VecDeque::new();
+                    loop {
+                        match codec.decode(&mut inbuf) {
+                            Ok(Some(f)) => frames.push_back(f),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(peer = %self.peer, error = %e, "closing connection: bad frame");
+                                return "protocol error";
+                            }
+                        }
+                    }
+                    let flow = self.handle(frames).await;
+                    if !self.out.is_empty() {
+                        if wr.write_all(&self.out).await.is_err() {
+                            return "write error";
+                        }
+                        self.out.clear();
+                        self.last_sent = Instant::now();
+                    }
+                    if flow == Flow::Close {
+                        return "closed after a refused command";
+                    }
+                    // Backpressure: let the log writer catch up before reading more.
+                    if self.shared.lock().log_buf.len() > LOG_BACKLOG_LIMIT {
+                        let target = self.my_lsn;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                            durable_rx.wait_for(|d| *d >= target).await.is_ok()
+                        })
+                        .await;
+                    }
+                }
+                _ = durable_rx.changed(), if live && !stalled && self.acks.has_flush() => {
+                    self.drain(*durable_rx.borrow_and_update());
+                }
+                _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
+                    self.drain(*durable_rx.borrow_and_update());
+                }
+                _ = sleep_until(beat_at), if hb.is_some() => {
+                    let h = Header { command: Some(Command::Heartbeat), options: Some("beat".into()), ..Header::default() };
+                    encode_parts(&h, b"", &mut self.out);
+                }
+                _ = sleep_until(dead_at), if hb.is_some() => {
+                    tracing::info!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), "closing connection: heartbeat timeout");
+                    return "heartbeat timeout";
+                }
+            }
+            if !self.out.is_empty() && !*freeze_rx.borrow() {
+                if wr.write_all(&self.out).await.is_err() {
+                    return "write error";
+                }
+                self.out.clear();
+                self.last_sent = Instant::now();
+            }
+        }
+    }
+
+    /// Sends the durable prefix of the ack queue and re-arms the conflation timer.
+    fn drain(&mut self, durable: u64) {
+        self.acks.drain(durable, &mut self.out);
+        self.next_ack_at = if self.acks.is_empty() {
+            None
+        } else {
+            Some(Instant::now() + self.conflation)
+        };
+    }
+
+    fn arm_ack_timer(&mut self) {
+        if self.next_ack_at.is_none() {
+            self.next_ack_at = Some(Instant::now() + self.conflation);
+        }
+    }
+
+    async fn handle(&mut self, mut frames: VecDeque<Frame>) -> Flow {
+        if self.client_name.is_none() {
+            let Some(first) = frames.pop_front() else {
+                return Flow::Continue;
+            };
+            if first.header.command != Some(Command::Logon) {
+                tracing::info!(peer = %self.peer, command = ?first.header.command, "command before logon; closing");
+                self.ack(&first.header, AckType::Processed, Err(Reason::LogonRequired));
+                return Flow::Close;
+            }
+            if self.logon(first.header).await == Flow::Close {
+                return Flow::Close;
+            }
+        }
+        self.process(frames);
+        Flow::Continue
+    }
+
+    /// Writes one non-persisted ack (cid echoed) of type `t`.
+    fn ack(&mut self, req: &Header, t: AckType, result: Result<(), Reason>) {
+        let (status, reason) = match result {
+            Ok(()) => (Status::Success, None),
+            Err(r) => (Status::Failure, Some(r)),
+        };
+        let h = Header {
+            command: Some(Command::Ack),
+            cid: req.cid.clone(),
+            ack_type: AckTypes::only(t),
+            status: Some(status),
+            reason,
+            seq: req.seq,
+            ..Header::default()
+        };
+        encode_parts(&h, b"", &mut self.out);
+    }
+
+    async fn logon(&mut self, req: Header) -> Flow {
+        let settings = self.shared.settings.clone();
+        let name = match req.client_name.as_deref() {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => {
+                tracing::info!(peer = %self.peer, "logon refused: no client name");
+                self.ack(&req, AckType::Processed, Err(Reason::NoClientName));
+                return Flow::Close;
+            }
+        };
+        if !settings.users.is_empty() {
+            let ok = match (req.user_id.as_deref(), req.password.as_ref()) {
+                (Some(u), Some(pw)) => settings.users.get(u).is_some_and(|p| p == pw.expose()),
+                _ => false,
+            };
+            if !ok {
+                tracing::info!(peer = %self.peer, client = %name, user = req.user_id.as_deref().unwrap_or(""), "logon refused: auth failure");
+                self.ack(&req, AckType::Processed, Err(Reason::AuthFailure));
+                return Flow::Close;
+            }
+        }
+        if let Some(opts) = req.options.as_deref() {
+            for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                if let Some(v) = opt.strip_prefix("ack_conflation=") {
+                    match parse_interval(v) {
+                        Some(d) => self.conflation = d,
+                        None => {
+                            self.ack(&req, AckType::Processed, Err(Reason::InvalidOptions));
+                            return Flow::Close;
+                        }
+                    }
+                }
+            }
+        }
+        // Name in use: the older connection goes.
+        {
+            let mut conns = self.shared.conns();
+            for (id, entry) in conns.iter_mut() {
+                if *id != self.conn_id && entry.client_name.as_deref() == Some(name.as_str()) {
+                    tracing::info!(client = %name, "client name logged on again; dropping the older connection");
+                    entry.client_name = None;
+                    entry.kill.notify_one();
+                }
+            }
+            if let Some(me) = conns.get_mut(&self.conn_id) {
+                me.client_name = Some(name.clone());
+            }
+        }
+        // Sync barrier: report a sequence that is durable, not merely accepted.
+        let target = self.shared.lock().last_lsn;
+        let mut durable_rx = self.shared.durable.subscribe();
+        let reached =
+            tokio::time::timeout(LOGON_BARRIER_TIMEOUT, async {
+                durable_rx.wait_for(|d| *d >= target).await.is_ok()
+            })
+            .await;
+        if reached != Ok(true) {
+            tracing::error!(client = %name, "logon refused: the transaction log is not catching up");
+            self.ack(&req, AckType::Processed, Err(Reason::TxStoreFailure));
+            return Flow::Close;
+        }
+        let last = self.shared.lock().last_seq.get(&name).copied().unwrap_or(0);
+        let h = Header {
+            command: Some(Command::Ack),
+            cid: req.cid.clone(),
+            ack_type: AckTypes::PROCESSED,
+            status: Some(Status::Success),
+            client_name: Some(name.clone()),
+            version: Some(SERVER_VERSION.into()),
+            seq: Some(last),
+            bookmark: Some(format!("{}|{}|", fnv1a(&name), last)),
+            ..Header::default()
+        };
+        encode_parts(&h, b"", &mut self.out);
+        tracing::info!(peer = %self.peer, client = %name, last_sequence = last, "logon");
+        self.client_name = Some(name);
+        Flow::Continue
+    }
+
+    /// Handles frames after logon; consecutive writes share one state lock.
+    fn process(&mut self, frames: VecDeque<Frame>) {
+        let shared = self.shared.clone();
+        let mut guard: Option<std::sync::MutexGuard<'_, State>> = None;
+        let mut wrote = false;
+        for f in frames {
+            match &f.header.command {
+                Some(Command::Publish) => wrote |= self.write(&shared, &mut guard, RecordKind::Publish, f),
+                Some(Command::DeltaPublish) => {
+                    wrote |= self.write(&shared, &mut guard, RecordKind::DeltaPublish, f)
+                }
+                Some(Command::SowDelete) => {
+                    // The kind is settled by the selector inside write().
+                    wrote |= self.write(&shared, &mut guard, RecordKind::DeleteByFilter, f)
+                }
+                Some(Command::Flush) => {
+                    let acks = f.header.ack_type;
+                    if !acks.is_empty() {
+                        let wanted = AckTypes::NONE;
+                        let wanted = acks.iter().filter(|t| matches!(t, AckType::Processed | AckType::Persisted | AckType::Completed)).fold(wanted, AckTypes::with);
+                        self.acks.flush(self.my_lsn, f.header.cid.clone(), wanted);
+                        self.arm_ack_timer();
+                    }
+                }
+                Some(Command::Heartbeat) => {
+                    let o = f.header.options.as_deref().unwrap_or("");
+                    if let Some(secs) = o.strip_prefix("start,") {
+                        match secs.trim().parse::<f64>() {
+                            Ok(s) if s > 0.0 && s < 1e6 => self.heartbeat = Some(Duration::from_secs_f64(s)),
+                            _ => tracing::debug!(peer = %self.peer, options = o, "ignoring bad heartbeat start"),
+                        }
+                    } else if o.starts_with("stop") {
+                        self.heartbeat = None;
+                    }
+                    // A beat only proves the client is alive: never answered (PROTOCOL.md 9).
+                }
+                Some(Command::Logon) => {
+                    if f.header.ack_type.contains(AckType::Processed) || f.header.cid.is_some() {
+                        self.ack(&f.header, AckType::Processed, Err(Reason::DuplicateLogonAttempt));
+                    }
+                }
+                _ => {
+                    for t in f.header.ack_type.iter() {
+                        self.ack(&f.header, t, Err(Reason::NotSupported));
+                    }
+                }
+            }
+        }
+        drop(guard);
+        if wrote {
+            shared.log_cv.notify_one();
+        }
+    }
+
+    /// Validates, accepts and answers one write. Returns whether a record was logged.
+    fn write<'s>(
+        &mut self,
+        shared: &'s Shared,
+        guard: &mut Option<std::sync::MutexGuard<'s, State>>,
+        mut kind: RecordKind,
+        f: Frame,
+    ) -> bool {
+        let h = &f.header;
+        let client = self.client_name.as_deref().unwrap_or("");
+        let topic = h.topic.as_deref().unwrap_or("");
+        let st = guard.get_or_insert_with(|| shared.lock());
+        let result = (|| {
+            if topic.is_empty() {
+                return Err(Reason::NoTopic);
+            }
+            let info = match self.topics.get(topic) {
+                Some(i) => i.clone(),
+                None => {
+                    let info = topic_info(shared, st, topic);
+                    if self.topics.len() > 4096 {
+                        self.topics.clear();
+                    }
+                    self.topics.insert(topic.to_owned(), info.clone());
+                    info
+                }
+            };
+            info.valid.clone()?;
+            if f.body.len() > shared.settings.max_message_size {
+                return Err(Reason::MessageTooLarge);
+            }
+            let mut arg = h.sow_key.as_deref();
+            if kind == RecordKind::DeleteByFilter {
+                let selectors = [h.filter.is_some(), h.sow_keys.is_some(), !f.body.is_empty()];
+                match selectors.iter().filter(|s| **s).count() {
+                    0 => return Err(Reason::NoFilterOrBookmark),
+                    1 => {}
+                    _ => return Err(Reason::SowDeleteOneSelector),
+                }
+                (kind, arg) = if let Some(filter) = h.filter.as_deref() {
+                    (RecordKind::DeleteByFilter, Some(filter))
+                } else if let Some(keys) = h.sow_keys.as_deref() {
+                    (RecordKind::DeleteByKeys, Some(keys))
+                } else {
+                    (RecordKind::DeleteByData, None)
+                };
+            }
+            st.accept(&Write {
+                kind,
+                seq: h.seq,
+                client,
+                topic,
+                arg,
+                body: &f.body,
+                is_sow: info.is_sow,
+            })
+        })();
+        let wants = h.ack_type;
+        let is_delete = h.command == Some(Command::SowDelete);
+        let (logged, outcome) = match result {
+            Ok((lsn, stats)) => {
+                self.my_lsn = lsn;
+                if let (Some(seq), true) = (h.seq, wants.contains(AckType::Persisted)) {
+                    self.acks.success(lsn, seq);
+                    self.arm_ack_timer();
+                }
+                (true, Ok(stats))
+            }
+            Err(reason) => {
+                tracing::debug!(peer = %self.peer, client, topic, seq = ?h.seq, %reason, "write refused");
+                if let (Some(seq), true) = (h.seq, wants.contains(AckType::Persisted)) {
+                    self.acks.failure(self.my_lsn, seq, reason.clone());
+                    self.arm_ack_timer();
+                }
+                (false, Err(reason))
+            }
+        };
+        for t in wants.iter() {
+            match t {
+                AckType::Persisted => {}
+                AckType::Stats if is_delete => {
+                    let (status, reason, stats) = match &outcome {
+                        Ok(s) => (Status::Success, None, *s),
+                        Err(r) => (Status::Failure, Some(r.clone()), Default::default()),
+                    };
+                    let a = Header {
+                        command: Some(Command::Ack),
+                        cid: h.cid.clone(),
+                        ack_type: AckTypes::STATS,
+                        status: Some(status),
+                        reason,
+                        matches: Some(stats.matches),
+                        records_deleted: Some(stats.records_deleted),
+                        topic_matches: Some(stats.topic_matches),
+                        ..Header::default()
+                    };
+                    encode_parts(&a, b"", &mut self.out);
+                }
+                AckType::Stats => {}
+                other => {
+                    let r = outcome.as_ref().map(drop).map_err(Clone::clone);
+                    self.ack(h, other, r);
+                }
+            }
+        }
+        logged
+    }
+}
+
+/// Validity, entitlement and SOW membership of a topic.
+fn topic_info(shared: &Shared, st: &State, topic: &str) -> TopicInfo {
+    let valid = if topic.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(Reason::InvalidTopic)
+    } else if shared.settings.deny_write.as_ref().is_some_and(|d| d.is_match(topic)) {
+        Err(Reason::NotEntitled)
+    } else {
+        Ok(())
+    };
+    TopicInfo { valid, is_sow: st.sow.is_sow_topic(topic) }
+}
+
+/// `ack_conflation` values: `<n>ms`, `<n>s`, or a bare number of milliseconds.
+pub(crate) fn parse_interval(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (num, scale_ms) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0 && n < 1e9).then(|| Duration::from_secs_f64(n * scale_ms / 1000.0))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("10ms"), Some(Duration::from_millis(10)));
+        assert_eq!(parse_interval("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_interval("7"), Some(Duration::from_millis(7)));
+        assert_eq!(parse_interval("x"), None);
+    }
+}
