@@ -104,17 +104,25 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => {
             let dir = tempfile::tempdir()?;
             let server = Server::start(
-                ServerConfig::new(dir.path()).deny_write("^denied").sow("^orders$", &["/id"]),
+                ServerConfig::new(dir.path())
+                    .deny_write("^denied")
+                    .sow("^orders$", &["/id"]),
             )?;
             eprintln!("embedded AMPS-protocol server on {}", server.addr());
             (server.uri(), Some(server), Some(dir))
         }
     };
 
-    let client = ClientConfig::new("quickstart-publisher").uri(&uri)?.start()?;
+    let client = ClientConfig::new("quickstart-publisher")
+        .uri(&uri)?
+        .start()?;
     let reporter = FailedWriteReporter::default().start();
-    client.send(SubscribeFailedWrites(reporter.clone().recipient())).await?;
-    client.send(SubscribeUnexpected(LastChance.start().recipient())).await?;
+    client
+        .send(SubscribeFailedWrites(reporter.clone().recipient()))
+        .await?;
+    client
+        .send(SubscribeUnexpected(LastChance.start().recipient()))
+        .await?;
 
     // 10,000 orders in batches (one actor message per 1,000), and three denied writes.
     let started = std::time::Instant::now();
@@ -146,7 +154,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         ),
         Err(e) => println!("sow_delete failed: {e}"),
     }
-    client.send(PublishFlush { timeout: Duration::from_secs(30) }).await??;
+    client
+        .send(PublishFlush {
+            timeout: Duration::from_secs(30),
+        })
+        .await??;
     let elapsed = started.elapsed();
 
     let stats = client.send(GetStats).await?;

@@ -16,22 +16,49 @@ async fn error_mode_refuses_at_capacity_and_accepts_again_after_acks() {
         .when_full(FullPolicy::Error)
         .start()
         .unwrap();
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     server.handle.stall_acks();
     for i in 0..5 {
-        client.send(Publish::new("t", format!("{i}"))).await.unwrap().unwrap();
+        client
+            .send(Publish::new("t", format!("{i}")))
+            .await
+            .unwrap()
+            .unwrap();
     }
     match client.send(Publish::new("t", "6th")).await.unwrap() {
-        Err(PublishError::StoreFull { messages: 5, max_messages: 5, .. }) => {}
+        Err(PublishError::StoreFull {
+            messages: 5,
+            max_messages: 5,
+            ..
+        }) => {}
         other => panic!("expected StoreFull, got {other:?}"),
     }
     // A batch that does not fit is refused whole.
     let batch = PublishBatch::new(vec![Publish::new("t", "a"), Publish::new("t", "b")]);
-    assert!(matches!(client.send(batch).await.unwrap(), Err(PublishError::StoreFull { .. })));
+    assert!(matches!(
+        client.send(batch).await.unwrap(),
+        Err(PublishError::StoreFull { .. })
+    ));
     server.handle.resume_acks();
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
-    client.send(Publish::new("t", "after")).await.unwrap().unwrap();
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
+    client
+        .send(Publish::new("t", "after"))
+        .await
+        .unwrap()
+        .unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(server.persisted("cap-error").len(), 6);
 }
 
@@ -43,34 +70,75 @@ async fn byte_capacity_and_oversized_messages() {
         .when_full(FullPolicy::Error)
         .start()
         .unwrap();
-    match client.send(Publish::new("t", vec![b'x'; 200])).await.unwrap() {
-        Err(PublishError::TooLarge { size: 201, max: 100 }) => {}
+    match client
+        .send(Publish::new("t", vec![b'x'; 200]))
+        .await
+        .unwrap()
+    {
+        Err(PublishError::TooLarge {
+            size: 201,
+            max: 100,
+        }) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     server.handle.stall_acks();
-    client.send(Publish::new("t", vec![b'x'; 60])).await.unwrap().unwrap();
+    client
+        .send(Publish::new("t", vec![b'x'; 60]))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(
-        client.send(Publish::new("t", vec![b'x'; 60])).await.unwrap(),
-        Err(PublishError::StoreFull { bytes: 61, max_bytes: 100, .. })
+        client
+            .send(Publish::new("t", vec![b'x'; 60]))
+            .await
+            .unwrap(),
+        Err(PublishError::StoreFull {
+            bytes: 61,
+            max_bytes: 100,
+            ..
+        })
     ));
-    assert!(matches!(client.send(Publish::new("", "x")).await.unwrap(), Err(PublishError::EmptyTopic)));
+    assert!(matches!(
+        client.send(Publish::new("", "x")).await.unwrap(),
+        Err(PublishError::EmptyTopic)
+    ));
     server.handle.resume_acks();
 }
 
 #[actix_rt::test]
 async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
     let server = TestServer::start(|c| c);
-    let client = config("cap-wait", &server).capacity(3, 1 << 20).start().unwrap();
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    let client = config("cap-wait", &server)
+        .capacity(3, 1 << 20)
+        .start()
+        .unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     server.handle.stall_acks();
     let mut seqs = Vec::new();
     for i in 0..3 {
-        seqs.push(client.send(Publish::new("t", format!("{i}"))).await.unwrap().unwrap().unwrap());
+        seqs.push(
+            client
+                .send(Publish::new("t", format!("{i}")))
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
     }
     // The 4th and a batch of 4 wait: the store is full and no ack can come.
     let fourth = client.send(Publish::new("t", "3"));
-    let batch = client.send(PublishBatch::new((4..8).map(|i| Publish::new("t", format!("{i}"))).collect()));
+    let batch = client.send(PublishBatch::new(
+        (4..8).map(|i| Publish::new("t", format!("{i}"))).collect(),
+    ));
     let fourth = tokio::spawn(fourth);
     let batch = tokio::spawn(batch);
     // Bounded check that they are really held: the stats see them waiting.
@@ -86,11 +154,27 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
     }
     assert!(!fourth.is_finished() && !batch.is_finished());
     server.handle.resume_acks();
-    let s4 = tokio::time::timeout(WAIT, fourth).await.unwrap().unwrap().unwrap().unwrap().unwrap();
-    let (b1, b2) = tokio::time::timeout(WAIT, batch).await.unwrap().unwrap().unwrap().unwrap().unwrap();
+    let s4 = tokio::time::timeout(WAIT, fourth)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (b1, b2) = tokio::time::timeout(WAIT, batch)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(s4, seqs[2] + 1, "the waiting write kept its place in line");
     assert_eq!((b1, b2), (s4 + 1, s4 + 4));
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     let persisted = server.persisted("cap-wait");
     assert_eq!(persisted, (seqs[0]..=b2).collect::<Vec<_>>());
 }

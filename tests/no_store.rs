@@ -13,11 +13,18 @@ use support::{config, wait_stats, TestServer, WAIT};
 #[actix_rt::test]
 async fn publishes_go_out_unsequenced_and_reach_the_server() {
     let server = TestServer::start(|c| c.sow("^orders$", &["/id"]));
-    let client = config("nostore", &server).store(StoreKind::None).start().unwrap();
+    let client = config("nostore", &server)
+        .store(StoreKind::None)
+        .start()
+        .unwrap();
     // Wait until logged on: a store-less publish while disconnected is refused, not kept.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match client.send(Publish::new("orders", r#"{"id":0}"#)).await.unwrap() {
+        match client
+            .send(Publish::new("orders", r#"{"id":0}"#))
+            .await
+            .unwrap()
+        {
             Ok(None) => break,
             Err(PublishError::NotConnected) => {
                 assert!(tokio::time::Instant::now() < deadline);
@@ -27,10 +34,17 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
         }
     }
     for i in 1..10 {
-        let r = client.send(Publish::new("orders", format!("{{\"id\":{i}}}"))).await.unwrap();
+        let r = client
+            .send(Publish::new("orders", format!("{{\"id\":{i}}}")))
+            .await
+            .unwrap();
         assert!(matches!(r, Ok(None)), "no sequence without a store: {r:?}");
     }
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     let stats = client
         .send(SowDeleteAndWait {
             topic: "orders".into(),
@@ -40,7 +54,10 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((stats.matches, stats.records_deleted, stats.topic_matches), (10, 10, 10));
+    assert_eq!(
+        (stats.matches, stats.records_deleted, stats.topic_matches),
+        (10, 10, 10)
+    );
     let s = client.send(GetStats).await.unwrap();
     assert_eq!((s.published, s.unacknowledged), (11, 0));
     // Store-less writes carry no sequence, so the journal has none for this client.
@@ -50,9 +67,16 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
 #[actix_rt::test]
 async fn without_a_store_a_disconnected_publish_is_an_error_not_a_silent_drop() {
     let server = TestServer::start(|c| c);
-    let client = config("nostore-down", &server).store(StoreKind::None).start().unwrap();
+    let client = config("nostore-down", &server)
+        .store(StoreKind::None)
+        .start()
+        .unwrap();
     wait_stats(&client, |_| true).await;
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     server.handle.stop();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {

@@ -9,14 +9,25 @@ use support::{config, wait_stats, Events, TestServer, WAIT};
 const N: u64 = 20_000;
 const BATCH: u64 = 500;
 
-async fn publish_range(client: &actix::Addr<actix_amps::client::ClientActor>, from: u64, to: u64) -> (u64, u64) {
+async fn publish_range(
+    client: &actix::Addr<actix_amps::client::ClientActor>,
+    from: u64,
+    to: u64,
+) -> (u64, u64) {
     let mut first = None;
     let mut last = 0;
     let mut i = from;
     while i < to {
         let n = BATCH.min(to - i);
-        let batch = (i..i + n).map(|k| Publish::new("replay", format!(r#"{{"k":{k}}}"#))).collect();
-        let (f, l) = client.send(PublishBatch::new(batch)).await.unwrap().unwrap().unwrap();
+        let batch = (i..i + n)
+            .map(|k| Publish::new("replay", format!(r#"{{"k":{k}}}"#)))
+            .collect();
+        let (f, l) = client
+            .send(PublishBatch::new(batch))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         first.get_or_insert(f);
         last = l;
         i += n;
@@ -33,14 +44,31 @@ async fn dropped_connections_mid_stream_lose_and_duplicate_nothing() {
     let (first, _) = publish_range(&client, 0, N / 4).await;
     server.handle.drop_connections();
     publish_range(&client, N / 4, N / 2).await;
-    events.until_connection(|e| matches!(e, ConnectionEvent::Replayed { .. })).await;
+    events
+        .until_connection(|e| matches!(e, ConnectionEvent::Replayed { .. }))
+        .await;
     server.handle.drop_connections();
     let (_, last) = publish_range(&client, N / 2, N).await;
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     let stats = client.send(GetStats).await.unwrap();
-    assert_eq!((stats.published, stats.persisted, stats.failed, stats.unacknowledged), (N, N, 0, 0));
+    assert_eq!(
+        (
+            stats.published,
+            stats.persisted,
+            stats.failed,
+            stats.unacknowledged
+        ),
+        (N, N, 0, 0)
+    );
     assert!(stats.reconnects >= 2, "{stats:?}");
-    assert_eq!(server.persisted("replay-drop"), (first..=last).collect::<Vec<_>>());
+    assert_eq!(
+        server.persisted("replay-drop"),
+        (first..=last).collect::<Vec<_>>()
+    );
 }
 
 #[actix_rt::test]
@@ -53,13 +81,24 @@ async fn server_restart_mid_stream_and_logon_reports_the_last_sequence() {
     server.handle.restart().unwrap();
     let (_, last) = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
     assert!(last > mid);
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     wait_stats(&client, |s| s.unacknowledged == 0 && s.reconnects >= 1).await;
     assert_eq!(server.handle.last_sequence("replay-restart"), Some(last));
-    assert_eq!(server.persisted("replay-restart"), (first..=last).collect::<Vec<_>>());
+    assert_eq!(
+        server.persisted("replay-restart"),
+        (first..=last).collect::<Vec<_>>()
+    );
 }
 
-async fn publish_range_owned(client: actix::Addr<actix_amps::client::ClientActor>, from: u64, to: u64) -> (u64, u64) {
+async fn publish_range_owned(
+    client: actix::Addr<actix_amps::client::ClientActor>,
+    from: u64,
+    to: u64,
+) -> (u64, u64) {
     publish_range(&client, from, to).await
 }
 
@@ -67,17 +106,35 @@ async fn publish_range_owned(client: actix::Addr<actix_amps::client::ClientActor
 async fn a_restarted_client_continues_after_the_servers_last_sequence() {
     let server = TestServer::start(|c| c);
     let client = config("replay-renumber", &server).start().unwrap();
-    let s1 = client.send(Publish::new("t", "1")).await.unwrap().unwrap().unwrap();
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    let s1 = client
+        .send(Publish::new("t", "1"))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     client.send(actix_amps::client::Shutdown).await.unwrap();
 
     // A new client process with the same name and a fresh memory store continues numbering
     // above everything the server has for that name.
     let again = config("replay-renumber", &server).start().unwrap();
     assert_eq!(server.handle.last_sequence("replay-renumber"), Some(s1));
-    let s2 = again.send(Publish::new("t", "2")).await.unwrap().unwrap().unwrap();
+    let s2 = again
+        .send(Publish::new("t", "2"))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(s2 > s1);
-    again.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    again
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.send(GetStats).await.unwrap().failed, 0);
     assert_eq!(server.persisted("replay-renumber"), vec![s1, s2]);
 }

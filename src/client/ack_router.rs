@@ -8,8 +8,9 @@
 //! - anything else (an ack for a command id nobody waits for, an unknown command) is unclaimed
 //!   and goes to the registry's last-chance subscribers.
 //!
-//! Waiters are dropped when the connection is lost: their command will not be answered on the
-//! next connection.
+//! When the connection is lost, waiters for commands that will not be answered on the next
+//! connection (a flush, re-sent under a new id) are dropped; a stored sow_delete is replayed
+//! under its original id, so its waiter stays.
 
 use std::collections::HashMap;
 
@@ -26,6 +27,7 @@ use crate::protocol::{AckType, Command, Header, Status};
 
 struct Waiter {
     completes_on: AckType,
+    survives_reconnect: bool,
     tx: oneshot::Sender<Header>,
 }
 
@@ -98,6 +100,7 @@ impl Handler<ExpectAck> for AckRouter {
             msg.cid,
             Waiter {
                 completes_on: msg.completes_on,
+                survives_reconnect: msg.survives_reconnect,
                 tx: msg.tx,
             },
         );
@@ -108,7 +111,8 @@ impl Handler<ConnectionLost> for AckRouter {
     type Result = ();
 
     fn handle(&mut self, _: ConnectionLost, _: &mut Context<Self>) {
-        self.waiters.clear();
+        self.waiters
+            .retain(|_, w| w.survives_reconnect && !w.tx.is_closed());
     }
 }
 

@@ -80,12 +80,15 @@ pub(crate) struct AckReceived {
 }
 
 /// Wait for the ack of command `cid`: completes with the first ack of type `completes_on`, or the
-/// first ack with status failure. Dropped (receiver errors) when the connection is lost.
+/// first ack with status failure. A waiter whose command is replayed with the same cid after a
+/// reconnect (a stored sow_delete) survives connection loss; others (a flush, which is re-sent
+/// under a new cid) are dropped then, and their receivers see an error.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct ExpectAck {
     pub cid: String,
     pub completes_on: AckType,
+    pub survives_reconnect: bool,
     pub tx: oneshot::Sender<Header>,
 }
 

@@ -124,10 +124,9 @@ pub struct SowDelete {
 
 /// Deletes SOW records and waits for the server's `stats` ack (one deadline for the whole call).
 ///
-/// With a store, the delete is also stored and sequenced, so it is replayed after a reconnect;
-/// but if the connection drops before the stats arrive, this call fails with
-/// [`SowDeleteError::Disconnected`] (the replayed delete's outcome is then reported like a
-/// publish's: persisted silently or as a failed write).
+/// With a store, the delete is also stored and sequenced: if the connection drops before the
+/// stats arrive, it is replayed under the same command id and this call still completes within
+/// its timeout. Without a store it fails with [`SowDeleteError::Disconnected`] instead.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<SowDeleteStats, SowDeleteError>")]
 pub struct SowDeleteAndWait {

@@ -78,6 +78,7 @@ pub struct ClientActor {
     router: Addr<AckRouter>,
     registry: Addr<HandlerRegistry>,
     next_cid: u64,
+    has_store: bool,
 }
 
 impl ClientConfig {
@@ -103,6 +104,7 @@ impl ClientConfig {
             max_frame: self.max_frame,
             error_on_publish_gap: self.error_on_publish_gap,
         };
+        let config_has_store = store.is_some();
         let config = Arc::new(self);
         tracing::info!(
             client_name = %config.client_name,
@@ -140,6 +142,7 @@ impl ClientConfig {
             router,
             registry,
             next_cid: 0,
+            has_store: config_has_store,
         }
         .start())
     }
@@ -266,6 +269,8 @@ impl Handler<SowDeleteAndWait> for ClientActor {
         self.router.do_send(ExpectAck {
             cid: cid.clone(),
             completes_on: AckType::Stats,
+            // With a store the delete is replayed under this cid; without one it is not.
+            survives_reconnect: self.has_store,
             tx,
         });
         let stored = store_writes(

@@ -3,7 +3,9 @@
 //! One file per command; this file only parses arguments and dispatches.
 
 mod journal;
+mod publish;
 mod serve;
+mod sow_delete;
 
 use std::process::ExitCode;
 
@@ -23,16 +25,22 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Summarise what each client name persisted in a stopped server's data directory.
     Journal(journal::JournalArgs),
+    /// Publish one message per stdin line; print failed writes as JSON lines (exit 2 if any).
+    Publish(publish::PublishArgs),
+    /// Delete SOW records by filter, keys or data and print the server's stats.
+    SowDelete(sow_delete::SowDeleteArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve(args) => serve::run(args),
-        Cmd::Journal(args) => journal::run(args),
+        Cmd::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Journal(args) => journal::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Publish(args) => publish::run(args),
+        Cmd::SowDelete(args) => sow_delete::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(msg) => {
             eprintln!("actix-amps: error: {msg}");
             ExitCode::FAILURE
@@ -44,6 +52,17 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Logging for the client commands: warnings only unless RUST_LOG says otherwise, so stdout
+/// and stderr stay readable in scripts.
+fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -18,7 +18,7 @@
 //! sends a `flush` command, and resolves when the store holds nothing at or below that sequence
 //! and the flush ack has arrived; one timer fails it at its deadline with the count still held.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,6 +99,9 @@ pub struct PublishStoreActor {
     /// Highest sequence acknowledged as persisted (for publish-gap detection).
     highest_persisted: u64,
     gave_up: Option<String>,
+    /// Command ids of stored sow_deletes whose callers wait for stats, by sequence: a replay
+    /// re-sends them under the same id so the stats still reach the caller.
+    waited: BTreeMap<u64, String>,
     /// Write requests admitted but waiting for the store's next `sync`.
     commits: Vec<(oneshot::Sender<WriteResult>, WriteResult)>,
     published: u64,
@@ -141,6 +144,7 @@ impl PublishStoreActor {
             highest_persisted,
             gave_up: None,
             commits: Vec::new(),
+            waited: BTreeMap::new(),
             published: 0,
             persisted: 0,
             failed: 0,
@@ -247,6 +251,9 @@ impl PublishStoreActor {
         }
         if self.live.is_some() {
             self.schedule_send(ctx);
+        }
+        if let Some(cid) = cid {
+            self.waited.insert(seq, cid.to_owned());
         }
         self.next_seq += 1;
         self.published += 1;
@@ -393,6 +400,7 @@ impl PublishStoreActor {
         self.router.do_send(ExpectAck {
             cid: cid.clone(),
             completes_on: ack,
+            survives_reconnect: false,
             tx,
         });
         Frame::header_only(header).encode_into(&mut self.out);
@@ -436,7 +444,15 @@ impl PublishStoreActor {
         let _ = f.tx.send(Err(err));
     }
 
+    /// Forgets the waited-on command ids of messages `<= up_to` (acknowledged).
+    fn forget_waited(&mut self, up_to: u64) {
+        if !self.waited.is_empty() {
+            self.waited = self.waited.split_off(&up_to.saturating_add(1));
+        }
+    }
+
     fn on_success(&mut self, seq: u64) {
+        self.forget_waited(seq);
         let Some(store) = &mut self.store else { return };
         match store.discard_up_to(seq) {
             Ok(n) => self.persisted += n as u64,
@@ -446,6 +462,7 @@ impl PublishStoreActor {
     }
 
     fn on_failure(&mut self, seq: u64, ack: Header) {
+        self.forget_waited(seq);
         let message = self.store.as_ref().and_then(|s| s.get(seq).cloned());
         if let Some(store) = &mut self.store {
             match store.discard_up_to(seq) {
@@ -690,6 +707,7 @@ impl Handler<LoggedOn> for PublishStoreActor {
             }
             self.highest_persisted = self.highest_persisted.max(msg.server_last);
         }
+        self.forget_waited(msg.server_last);
         self.next_seq = self.next_seq.max(msg.server_last.saturating_add(1));
         // Anything still buffered belonged to an older connection; the store replays it.
         self.out.clear();
@@ -697,7 +715,7 @@ impl Handler<LoggedOn> for PublishStoreActor {
         if let Some(store) = &self.store {
             let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
             for m in store.iter() {
-                encode(m, None, &mut chunk);
+                encode(m, self.waited.get(&m.seq).map(String::as_str), &mut chunk);
                 replayed += 1;
                 if chunk.len() >= REPLAY_CHUNK {
                     self.conn.do_send(SendFrames {

@@ -1,0 +1,173 @@
+//! `actix-amps publish`: one message per stdin line, failed writes as JSON lines on stdout.
+//!
+//! Exit status: 0 when every line was persisted, 2 when any write failed (each failure is on
+//! stdout), 1 on any other error (bad arguments, no server within the flush timeout, ...).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_amps::client::{
+    ClientConfig, FailedWrite, GetStats, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
+    StoreKind, SubscribeFailedWrites,
+};
+use actix_amps::protocol::parse_uri;
+use clap::Args;
+use tokio::io::AsyncBufReadExt;
+
+/// Arguments of `publish`.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// Server URI, e.g. tcp://127.0.0.1:9007/amps/json; repeat for failover.
+    #[arg(long, required = true)]
+    uri: Vec<String>,
+    /// Topic to publish to.
+    #[arg(long)]
+    topic: String,
+    /// Client name (keep it stable across runs when using a file store).
+    #[arg(long, default_value = "actix-amps-publish")]
+    client_name: String,
+    /// Publish store: none, memory, or file:DIR.
+    #[arg(long, default_value = "memory")]
+    store: String,
+    /// Deadline for the final flush, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    flush_timeout: u64,
+}
+
+/// Parses `none`, `memory` or `file:DIR`.
+pub fn parse_store(s: &str) -> Result<StoreKind, String> {
+    match s {
+        "none" => Ok(StoreKind::None),
+        "memory" => Ok(StoreKind::Memory),
+        _ => match s.strip_prefix("file:") {
+            Some(dir) if !dir.is_empty() => Ok(StoreKind::file(dir)),
+            _ => Err(format!(
+                "--store must be none, memory or file:DIR, not {s:?}"
+            )),
+        },
+    }
+}
+
+/// Builds a client config from repeated `--uri`s.
+pub fn client_config(name: &str, uris: &[String]) -> Result<ClientConfig, String> {
+    uris.iter().try_fold(ClientConfig::new(name), |cfg, u| {
+        parse_uri(u)
+            .map(|uri| cfg.parsed_uri(uri))
+            .map_err(|e| format!("--uri {u:?}: {e}"))
+    })
+}
+
+/// Prints each failed write as one JSON line.
+struct Printer {
+    printed: u64,
+}
+
+impl Actor for Printer {
+    type Context = Context<Self>;
+}
+
+impl Handler<FailedWrite> for Printer {
+    type Result = ();
+
+    fn handle(&mut self, f: FailedWrite, _: &mut Context<Self>) {
+        let m = f.message.as_ref();
+        let line = serde_json::json!({
+            "sequence": f.sequence,
+            "reason": f.reason.as_str(),
+            "operation": m.map(|m| m.operation.as_str()),
+            "topic": m.map(|m| &*m.topic),
+            "data": m.map(|m| String::from_utf8_lossy(&m.data).into_owned()),
+            "correlation_id": m.and_then(|m| m.opts().correlation_id.clone()),
+        });
+        println!("{line}");
+        self.printed += 1;
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "u64")]
+struct Printed;
+
+impl Handler<Printed> for Printer {
+    type Result = u64;
+
+    fn handle(&mut self, _: Printed, _: &mut Context<Self>) -> u64 {
+        self.printed
+    }
+}
+
+/// Runs the command.
+pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
+    crate::init_logging_quiet();
+    let store = parse_store(&args.store)?;
+    let timeout = Duration::from_millis(args.flush_timeout);
+    let config = client_config(&args.client_name, &args.uri)?
+        .store(store)
+        // Without a server, give up when the flush would time out anyway.
+        .reconnect(ReconnectPolicy {
+            max_retry_time: Some(timeout),
+            ..ReconnectPolicy::default()
+        });
+    let system = System::new();
+    system.block_on(publish(config, args.topic, timeout))
+}
+
+async fn publish(
+    config: ClientConfig,
+    topic: String,
+    timeout: Duration,
+) -> Result<ExitCode, String> {
+    let client = config.start().map_err(|e| e.to_string())?;
+    let printer = Printer { printed: 0 }.start();
+    client
+        .send(SubscribeFailedWrites(printer.clone().recipient()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("reading stdin: {e}"))?;
+        let end = line.is_none();
+        if let Some(line) = line {
+            batch.push(Publish::new(topic.clone(), line));
+        }
+        if batch.len() >= 1024 || (end && !batch.is_empty()) {
+            let msgs = std::mem::replace(&mut batch, Vec::with_capacity(1024));
+            client
+                .send(PublishBatch::new(msgs))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        if end {
+            break;
+        }
+    }
+    client
+        .send(PublishFlush { timeout })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let stats = client.send(GetStats).await.map_err(|e| e.to_string())?;
+    // Failure events travel store -> registry -> printer; wait (bounded) for all of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while printer.send(Printed).await.map_err(|e| e.to_string())? < stats.failed {
+        if tokio::time::Instant::now() > deadline {
+            return Err("failed-write events did not all arrive".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    eprintln!(
+        "published={} persisted={} failed={}",
+        stats.published, stats.persisted, stats.failed
+    );
+    Ok(if stats.failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,79 @@
+//! `actix-amps sow-delete`: delete SOW records by filter, keys or data and print the stats.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_amps::client::{PublishFlush, ReconnectPolicy, SowDeleteAndWait, SowDeleteSelector};
+use clap::{ArgGroup, Args};
+
+/// Arguments of `sow-delete`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("selector").required(true).args(["filter", "keys", "data"])))]
+pub struct SowDeleteArgs {
+    /// Server URI; repeat for failover.
+    #[arg(long, required = true)]
+    uri: Vec<String>,
+    /// SOW topic.
+    #[arg(long)]
+    topic: String,
+    /// Delete records matching this content filter, e.g. "/id = 1".
+    #[arg(long)]
+    filter: Option<String>,
+    /// Delete records with these SOW keys (comma list).
+    #[arg(long)]
+    keys: Option<String>,
+    /// Delete the record this JSON body would update.
+    #[arg(long)]
+    data: Option<String>,
+    /// Client name.
+    #[arg(long, default_value = "actix-amps-sow-delete")]
+    client_name: String,
+    /// Deadline in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    timeout: u64,
+}
+
+/// Runs the command: prints `{"matches":..,"records_deleted":..,"topic_matches":..}`.
+pub fn run(args: SowDeleteArgs) -> Result<ExitCode, String> {
+    crate::init_logging_quiet();
+    let selector = match (args.filter, args.keys, args.data) {
+        (Some(f), None, None) => SowDeleteSelector::Filter(f),
+        (None, Some(k), None) => SowDeleteSelector::Keys(k),
+        (None, None, Some(d)) => SowDeleteSelector::Data(d.into()),
+        _ => return Err("give exactly one of --filter, --keys, --data".into()),
+    };
+    let timeout = Duration::from_millis(args.timeout);
+    let config =
+        crate::publish::client_config(&args.client_name, &args.uri)?.reconnect(ReconnectPolicy {
+            max_retry_time: Some(timeout),
+            ..ReconnectPolicy::default()
+        });
+    let topic = args.topic;
+    System::new().block_on(async move {
+        let client = config.start().map_err(|e| e.to_string())?;
+        let stats = client
+            .send(SowDeleteAndWait {
+                topic,
+                selector,
+                timeout,
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        client
+            .send(PublishFlush { timeout })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "matches": stats.matches,
+                "records_deleted": stats.records_deleted,
+                "topic_matches": stats.topic_matches,
+            })
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
