@@ -151,6 +151,10 @@ impl Session {
                         }
                     }
                     let flow = self.handle(frames).await;
+                    let durable = *durable_rx.borrow();
+                    if !stalled && self.acks.flush_ready(durable) {
+                        self.drain(durable);
+                    }
                     if !self.out.is_empty() {
                         if wr.write_all(&self.out).await.is_err() {
                             return "write error";
@@ -171,7 +175,10 @@ impl Session {
                     }
                 }
                 _ = durable_rx.changed(), if live && !stalled && self.acks.has_flush() => {
-                    self.drain(*durable_rx.borrow_and_update());
+                    let durable = *durable_rx.borrow_and_update();
+                    if self.acks.flush_ready(durable) {
+                        self.drain(durable);
+                    }
                 }
                 _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
                     self.drain(*durable_rx.borrow_and_update());
