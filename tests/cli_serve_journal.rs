@@ -31,7 +31,14 @@ fn serve(dir: &std::path::Path) -> (Child, SocketAddr, std::thread::JoinHandle<V
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir)
-        .args(["--sow", "^orders$=/id", "--ack-conflation", "2", "--user", "alice:s3cret"])
+        .args([
+            "--sow",
+            "^orders$=/id",
+            "--ack-conflation",
+            "2",
+            "--user",
+            "alice:s3cret",
+        ])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -50,7 +57,9 @@ fn serve(dir: &std::path::Path) -> (Child, SocketAddr, std::thread::JoinHandle<V
         }
         lines
     });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("serve prints its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("serve prints its address");
     (child, addr.parse().expect("an address"), reader)
 }
 
@@ -70,21 +79,36 @@ async fn serve_publish_sigint_then_journal_shows_the_write() {
     c.recv_until(|f| is_cid(f, "f")).await;
 
     // The journal refuses while the server holds the directory.
-    let out = Command::new(BIN).args(["journal", "--data"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["journal", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     let logs = reader.join().unwrap().join("\n");
     assert!(!logs.contains("s3cret"), "password leaked into logs");
 
-    let out = Command::new(BIN).args(["journal", "--json", "--data"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["journal", "--json", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let c = &v["clients"]["cli-pub"];
     assert_eq!(c["count"], 2);
@@ -93,7 +117,11 @@ async fn serve_publish_sigint_then_journal_shows_the_write() {
     assert_eq!(c["duplicates"], serde_json::json!([]));
     assert_eq!(c["missing"], serde_json::json!([]));
 
-    let out = Command::new(BIN).args(["journal", "--data"]).arg(dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["journal", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("cli-pub: count=2 first=41 last=42"), "{text}");
 }
@@ -102,14 +130,28 @@ async fn serve_publish_sigint_then_journal_shows_the_write() {
 fn bad_arguments_fail_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--deny-write", "(", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--deny-write",
+            "(",
+            "--data",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.lines().any(|l| l.starts_with("actix-amps: error: invalid topic regex")), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("actix-amps: error: invalid topic regex")),
+        "{err}"
+    );
 
-    let out = Command::new(BIN).args(["journal", "--data", "/nonexistent/amps"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["journal", "--data", "/nonexistent/amps"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }

@@ -20,10 +20,15 @@ async fn many_publishes_get_few_cumulative_acks_ending_at_the_last_sequence() {
     c.send_raw(&bytes).await;
     let acks = c.recv_until(|f| f.header.seq == Some(5000)).await;
     assert!(acks.iter().all(is_persisted), "{acks:?}");
-    assert!(acks.iter().all(|f| f.header.status == Some(Status::Success)));
+    assert!(acks
+        .iter()
+        .all(|f| f.header.status == Some(Status::Success)));
     assert!(acks.len() < 100, "{} acks for 5000 publishes", acks.len());
     let seqs: Vec<u64> = acks.iter().filter_map(|f| f.header.seq).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "cumulative acks increase: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "cumulative acks increase: {seqs:?}"
+    );
     c.expect_silence(Duration::from_millis(60)).await;
     assert_eq!(server.last_sequence("conflate"), Some(5000));
 }
@@ -36,14 +41,21 @@ async fn logon_option_sets_the_conflation_interval() {
     h.options = Some("ack_conflation=10ms".into());
     c.logon_with(h).await;
     c.send(&publish("orders", 1), b"{}").await;
-    let f = c.recv_within(Duration::from_secs(2)).await.expect("ack well before 30 s").expect("open");
+    let f = c
+        .recv_within(Duration::from_secs(2))
+        .await
+        .expect("ack well before 30 s")
+        .expect("open");
     assert!(is_persisted(&f));
     assert_eq!(f.header.seq, Some(1));
 }
 
 #[tokio::test]
 async fn a_failure_splits_the_run_of_successes() {
-    let (_dir, server) = start(|c| c.deny_write("^secret$").ack_conflation(Duration::from_millis(50)));
+    let (_dir, server) = start(|c| {
+        c.deny_write("^secret$")
+            .ack_conflation(Duration::from_millis(50))
+    });
     let mut c = Conn::connect(server.addr()).await;
     c.logon("split").await;
     let mut bytes = bytes::BytesMut::new();
@@ -55,7 +67,13 @@ async fn a_failure_splits_the_run_of_successes() {
     let acks = c.recv_until(|f| f.header.seq == Some(5)).await;
     let got: Vec<(Status, u64, Option<Reason>)> = acks
         .iter()
-        .map(|f| (f.header.status.clone().unwrap(), f.header.seq.unwrap(), f.header.reason.clone()))
+        .map(|f| {
+            (
+                f.header.status.clone().unwrap(),
+                f.header.seq.unwrap(),
+                f.header.reason.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -85,7 +103,10 @@ async fn pipelined_duplicates_are_refused_and_not_written() {
         .map(|f| (f.header.seq.unwrap(), f.header.reason.clone().unwrap()))
         .collect();
     assert_eq!(failures, [(2, Reason::Duplicate), (1, Reason::Duplicate)]);
-    let last_success = frames.iter().filter(|f| is_persisted(f) && f.header.status == Some(Status::Success)).last();
+    let last_success = frames
+        .iter()
+        .filter(|f| is_persisted(f) && f.header.status == Some(Status::Success))
+        .last();
     assert_eq!(last_success.and_then(|f| f.header.seq), Some(3));
     server.stop();
     let journal = actix_amps::server::Journal::read(server.data_dir()).unwrap();
@@ -123,7 +144,10 @@ async fn flush_acks_come_after_every_persisted_ack_before_them() {
 
 #[tokio::test]
 async fn failures_carry_real_reasons_on_processed_and_persisted_acks() {
-    let (_dir, server) = start(|c| c.max_message_size(16).ack_conflation(Duration::from_millis(1)));
+    let (_dir, server) = start(|c| {
+        c.max_message_size(16)
+            .ack_conflation(Duration::from_millis(1))
+    });
     let mut c = Conn::connect(server.addr()).await;
     c.logon("reasons").await;
     let cases: [(&str, &[u8], Reason); 5] = [
@@ -165,7 +189,11 @@ async fn no_ack_requested_means_no_ack() {
     let (_dir, server) = start(|c| c.ack_conflation(Duration::from_millis(1)));
     let mut c = Conn::connect(server.addr()).await;
     c.logon("quiet").await;
-    let h = Header { command: Some(Command::Publish), topic: Some("orders".into()), ..Header::default() };
+    let h = Header {
+        command: Some(Command::Publish),
+        topic: Some("orders".into()),
+        ..Header::default()
+    };
     c.send(&h, b"{}").await;
     let mut h2 = publish("orders", 5);
     h2.ack_type = AckTypes::NONE;

@@ -10,7 +10,12 @@ use actix_amps::protocol::{AckType, AckTypes, Command, Header, Reason, Status};
 use actix_amps::server::{txlog::LOG_FILE, Journal, Server, ServerConfig, ServerError};
 use common::*;
 
-async fn publish_and_flush(c: &mut Conn, topic: &str, seqs: impl IntoIterator<Item = u64>, body: &[u8]) {
+async fn publish_and_flush(
+    c: &mut Conn,
+    topic: &str,
+    seqs: impl IntoIterator<Item = u64>,
+    body: &[u8],
+) {
     for seq in seqs {
         c.send(&publish(topic, seq), body).await;
     }
@@ -33,7 +38,10 @@ async fn restart_recovers_last_sequences_and_refuses_duplicates() {
     let mut c = Conn::connect(addr).await;
     let ack = c.logon("durable").await;
     assert_eq!(ack.header.seq, Some(20));
-    assert_eq!(ack.header.bookmark, Some(format!("{}|20|", fnv1a("durable"))));
+    assert_eq!(
+        ack.header.bookmark,
+        Some(format!("{}|20|", fnv1a("durable")))
+    );
     c.send(&publish("orders", 20), b"{}").await;
     c.send(&publish("orders", 21), b"{}").await;
     let frames = c.recv_until(|f| f.header.seq == Some(21)).await;
@@ -49,7 +57,11 @@ async fn restart_recovers_the_sow() {
     let mut c = Conn::connect(server.addr()).await;
     c.logon("sow-durable").await;
     for id in 1..=6u64 {
-        let h = Header { command: Some(Command::Publish), topic: Some("orders".into()), ..Header::default() };
+        let h = Header {
+            command: Some(Command::Publish),
+            topic: Some("orders".into()),
+            ..Header::default()
+        };
         c.send(&h, format!("{{\"id\":{id}}}").as_bytes()).await;
     }
     let del = Header {
@@ -90,7 +102,12 @@ async fn a_torn_or_corrupt_tail_is_cut_off_and_writing_continues() {
     let len = std::fs::metadata(&log).unwrap().len();
 
     // Cut the last record in half: sequence 5 is gone.
-    std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 10).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
     server.restart().expect("restart");
     assert_eq!(server.last_sequence("torn"), Some(4));
     let mut c = Conn::connect(server.addr()).await;
@@ -99,7 +116,12 @@ async fn a_torn_or_corrupt_tail_is_cut_off_and_writing_continues() {
     server.stop();
 
     // Garbage appended after good records: cut off too.
-    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(&[7u8; 37]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(&[7u8; 37])
+        .unwrap();
     let journal = Journal::read(server.data_dir()).unwrap();
     assert!(journal.torn_tail());
     server.restart().expect("restart");
@@ -123,7 +145,10 @@ async fn the_data_directory_is_locked_while_a_server_runs() {
         Err(ServerError::Locked { .. }) => {}
         other => panic!("expected Locked, got {other:?}"),
     }
-    assert!(matches!(Journal::read(dir.path()), Err(ServerError::Locked { .. })));
+    assert!(matches!(
+        Journal::read(dir.path()),
+        Err(ServerError::Locked { .. })
+    ));
     server.stop();
     server.stop(); // idempotent
     assert!(Journal::read(dir.path()).is_ok());

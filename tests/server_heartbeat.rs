@@ -8,7 +8,11 @@ use actix_amps::protocol::{AckTypes, Command, Header};
 use common::*;
 
 fn hb(o: &str) -> Header {
-    Header { command: Some(Command::Heartbeat), options: Some(o.into()), ..Header::default() }
+    Header {
+        command: Some(Command::Heartbeat),
+        options: Some(o.into()),
+        ..Header::default()
+    }
 }
 
 #[tokio::test]
@@ -20,8 +24,13 @@ async fn a_silent_client_is_closed_after_about_two_intervals() {
     let t0 = Instant::now();
     let frames = c.expect_closed(Duration::from_secs(4)).await;
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(1800) && took < Duration::from_millis(3000), "{took:?}");
-    assert!(frames.iter().all(|f| f.header.options.as_deref() == Some("beat")));
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_millis(3000),
+        "{took:?}"
+    );
+    assert!(frames
+        .iter()
+        .all(|f| f.header.options.as_deref() == Some("beat")));
     assert!(!frames.is_empty(), "the idle server beat at least once");
 }
 
@@ -35,7 +44,11 @@ async fn the_server_beats_when_idle_and_never_echoes() {
     let t0 = Instant::now();
     let f = c.recv().await;
     assert_eq!(f.header.options.as_deref(), Some("beat"));
-    assert!(t0.elapsed() >= Duration::from_millis(800), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t0.elapsed()
+    );
     // Client beats are not answered: beat every 200 ms; the server stays silent between its own
     // idle beats... and since each of our beats keeps us alive, the connection stays open.
     let t1 = Instant::now();
@@ -47,7 +60,10 @@ async fn the_server_beats_when_idle_and_never_echoes() {
             beats_from_server += 1;
         }
     }
-    assert!(beats_from_server <= 1, "server answered client beats: {beats_from_server}");
+    assert!(
+        beats_from_server <= 1,
+        "server answered client beats: {beats_from_server}"
+    );
     c.send(&flush("f", AckTypes::PROCESSED), b"").await;
     let f = c.recv_until(|f| is_cid(f, "f")).await;
     assert!(is_cid(f.last().unwrap(), "f"));

@@ -22,8 +22,10 @@ async fn logon_ack_carries_cid_status_name_version_and_sequence_twice() {
     assert_eq!(h.bookmark, Some(format!("{}|0|", fnv1a("pub-1"))));
 
     // Persist something, log on again on a new connection: s and bm agree and the hash is stable.
-    c.send(&publish("orders", 1_795_489_811_140_000_003), b"{}").await;
-    c.send(&flush("f", actix_amps::protocol::AckTypes::PERSISTED), b"").await;
+    c.send(&publish("orders", 1_795_489_811_140_000_003), b"{}")
+        .await;
+    c.send(&flush("f", actix_amps::protocol::AckTypes::PERSISTED), b"")
+        .await;
     c.recv_until(|f| is_cid(f, "f")).await;
     let mut c2 = Conn::connect(server.addr()).await;
     let ack = c2.logon("pub-1").await;
@@ -32,7 +34,10 @@ async fn logon_ack_carries_cid_status_name_version_and_sequence_twice() {
         ack.header.bookmark,
         Some(format!("{}|1795489811140000003|", fnv1a("pub-1")))
     );
-    assert_eq!(server.last_sequence("pub-1"), Some(1_795_489_811_140_000_003));
+    assert_eq!(
+        server.last_sequence("pub-1"),
+        Some(1_795_489_811_140_000_003)
+    );
     assert_eq!(server.last_sequence("nobody"), None);
 }
 
@@ -71,7 +76,8 @@ async fn second_logon_with_the_same_name_disconnects_the_older() {
     new.logon("dup").await;
     old.expect_closed(WAIT).await;
     // The new one still works.
-    new.send(&flush("f", actix_amps::protocol::AckTypes::PROCESSED), b"").await;
+    new.send(&flush("f", actix_amps::protocol::AckTypes::PROCESSED), b"")
+        .await;
     let f = new.recv().await;
     assert!(is_cid(&f, "f"));
     assert!(server.drop_connection("dup"));
@@ -96,7 +102,10 @@ async fn command_before_logon_is_refused_and_closed() {
 async fn logon_without_client_name_is_refused() {
     let (_dir, server) = start(|c| c);
     let mut c = Conn::connect(server.addr()).await;
-    let h = Header { client_name: None, ..logon("x") };
+    let h = Header {
+        client_name: None,
+        ..logon("x")
+    };
     c.send(&h, b"").await;
     let frames = c.expect_closed(WAIT).await;
     assert_eq!(frames[0].header.reason, Some(Reason::NoClientName));

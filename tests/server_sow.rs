@@ -7,8 +7,15 @@ use common::*;
 
 async fn seed(c: &mut Conn, n: u64) {
     for id in 1..=n {
-        let h = Header { command: Some(Command::Publish), topic: Some("orders".into()), ..Header::default() };
-        let body = format!("{{\"id\":{id},\"region\":\"{}\"}}", if id % 2 == 0 { "eu" } else { "us" });
+        let h = Header {
+            command: Some(Command::Publish),
+            topic: Some("orders".into()),
+            ..Header::default()
+        };
+        let body = format!(
+            "{{\"id\":{id},\"region\":\"{}\"}}",
+            if id % 2 == 0 { "eu" } else { "us" }
+        );
         c.send(&h, body.as_bytes()).await;
     }
 }
@@ -35,7 +42,11 @@ async fn answer(c: &mut Conn, h: &Header, body: &[u8]) -> (Frame, Frame) {
 }
 
 fn stats(f: &Frame) -> (u64, u64, u64) {
-    (f.header.matches.unwrap(), f.header.records_deleted.unwrap(), f.header.topic_matches.unwrap())
+    (
+        f.header.matches.unwrap(),
+        f.header.records_deleted.unwrap(),
+        f.header.topic_matches.unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -95,17 +106,27 @@ async fn more_than_one_selector_and_bad_filters_are_refused() {
 
 #[tokio::test]
 async fn sequenced_sow_delete_is_in_the_persisted_stream() {
-    let (_dir, server) = start(|c| c.sow("^orders$", &["/id"]).ack_conflation(std::time::Duration::from_millis(1)));
+    let (_dir, server) = start(|c| {
+        c.sow("^orders$", &["/id"])
+            .ack_conflation(std::time::Duration::from_millis(1))
+    });
     let mut c = Conn::connect(server.addr()).await;
     c.logon("sow-seq").await;
     c.send(&publish("orders", 1), br#"{"id":1}"#).await;
     let mut h = delete("d");
     h.sow_keys = Some("1".into());
     h.seq = Some(2);
-    h.ack_type = AckTypes::PROCESSED.with(AckType::Persisted).with(AckType::Stats);
+    h.ack_type = AckTypes::PROCESSED
+        .with(AckType::Persisted)
+        .with(AckType::Stats);
     c.send(&h, b"").await;
-    let frames = c.recv_until(|f| is_persisted(f) && f.header.seq == Some(2)).await;
-    let s = frames.iter().find(|f| f.is_ack_of(AckType::Stats)).expect("stats ack");
+    let frames = c
+        .recv_until(|f| is_persisted(f) && f.header.seq == Some(2))
+        .await;
+    let s = frames
+        .iter()
+        .find(|f| f.is_ack_of(AckType::Stats))
+        .expect("stats ack");
     assert_eq!(stats(s), (1, 1, 1));
     assert!(frames.iter().any(|f| f.is_ack_of(AckType::Processed)));
 }

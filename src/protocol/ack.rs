@@ -316,10 +316,19 @@ mod tests {
 
     #[test]
     fn reasons_round_trip_and_keep_unknowns() {
-        for text in ["duplicate", "not entitled", "bad filter", "name in use", "auth failure"] {
+        for text in [
+            "duplicate",
+            "not entitled",
+            "bad filter",
+            "name in use",
+            "auth failure",
+        ] {
             assert_eq!(Reason::from_str_lossless(text).as_str(), text);
         }
-        assert_eq!(Reason::from_str_lossless("authentication failure"), Reason::AuthFailure);
+        assert_eq!(
+            Reason::from_str_lossless("authentication failure"),
+            Reason::AuthFailure
+        );
         let odd = Reason::from_str_lossless("disk on fire");
         assert_eq!(odd, Reason::Other("disk on fire".into()));
         assert_eq!(odd.to_string(), "disk on fire");

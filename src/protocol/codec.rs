@@ -24,7 +24,9 @@ pub struct AmpsCodec {
 
 impl Default for AmpsCodec {
     fn default() -> AmpsCodec {
-        AmpsCodec { max_frame: DEFAULT_MAX_FRAME }
+        AmpsCodec {
+            max_frame: DEFAULT_MAX_FRAME,
+        }
     }
 }
 
@@ -55,7 +57,10 @@ impl Decoder for AmpsCodec {
                 continue;
             }
             if len > self.max_frame {
-                return Err(ProtocolError::FrameTooLarge { len, max: self.max_frame });
+                return Err(ProtocolError::FrameTooLarge {
+                    len,
+                    max: self.max_frame,
+                });
             }
             if src.len() < 4 + len {
                 src.reserve(4 + len - src.len());
@@ -71,7 +76,10 @@ impl Decoder for AmpsCodec {
 /// Parses one frame's bytes (without the length prefix).
 pub fn decode_frame(bytes: Bytes) -> Result<Frame, ProtocolError> {
     let (header, used) = Header::parse(&bytes)?;
-    Ok(Frame { header, body: bytes.slice(used..) })
+    Ok(Frame {
+        header,
+        body: bytes.slice(used..),
+    })
 }
 
 impl Encoder<Frame> for AmpsCodec {
@@ -91,7 +99,10 @@ impl Encoder<&Frame> for AmpsCodec {
         let len = dst.len() - start - 4;
         if len > self.max_frame {
             dst.truncate(start);
-            return Err(ProtocolError::FrameTooLarge { len, max: self.max_frame });
+            return Err(ProtocolError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
         }
         Ok(())
     }

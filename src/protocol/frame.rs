@@ -21,12 +21,18 @@ pub struct Frame {
 impl Frame {
     /// A frame from a header and a body.
     pub fn new(header: Header, body: impl Into<Bytes>) -> Frame {
-        Frame { header, body: body.into() }
+        Frame {
+            header,
+            body: body.into(),
+        }
     }
 
     /// A frame with an empty body.
     pub fn header_only(header: Header) -> Frame {
-        Frame { header, body: Bytes::new() }
+        Frame {
+            header,
+            body: Bytes::new(),
+        }
     }
 
     /// Appends the length prefix, header and body to `dst`.

@@ -372,9 +372,7 @@ impl Header {
             b"matches" => self.matches = Some(p.u64_value("matches")?),
             b"records_deleted" => self.records_deleted = Some(p.u64_value("records_deleted")?),
             b"topic_matches" => self.topic_matches = Some(p.u64_value("topic_matches")?),
-            b"records_returned" => {
-                self.records_returned = Some(p.u64_value("records_returned")?)
-            }
+            b"records_returned" => self.records_returned = Some(p.u64_value("records_returned")?),
             b"ts" | b"timestamp" => self.timestamp = Some(p.string_value()?),
             b"l" => self.length = Some(p.u64_value("l")?),
             b"bs" | b"batch_size" => self.batch_size = Some(p.u64_value("bs")?),
@@ -400,7 +398,14 @@ fn write_json_string(dst: &mut BytesMut, s: &str) {
             0..=0x1f => {
                 dst.put_slice(&bytes[start..i]);
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                dst.put_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                dst.put_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
                 start = i + 1;
                 continue;
             }
@@ -430,7 +435,10 @@ const MAX_NESTING: usize = 32;
 
 impl<'a> Parser<'a> {
     fn error(&self, what: &'static str) -> ProtocolError {
-        ProtocolError::MalformedHeader { what, offset: self.pos }
+        ProtocolError::MalformedHeader {
+            what,
+            offset: self.pos,
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -475,7 +483,10 @@ impl<'a> Parser<'a> {
         loop {
             match self.next() {
                 Some(b'"') => {
-                    return Ok(RawStr { bytes: &self.input[start..self.pos - 1], escaped });
+                    return Ok(RawStr {
+                        bytes: &self.input[start..self.pos - 1],
+                        escaped,
+                    });
                 }
                 Some(b'\\') => {
                     escaped = true;
@@ -506,7 +517,9 @@ impl<'a> Parser<'a> {
         if self.peek() == Some(b'"') {
             let raw = self.string_raw()?;
             if raw.escaped {
-                Ok(std::borrow::Cow::Owned(unescape(raw.bytes, self)?.into_bytes()))
+                Ok(std::borrow::Cow::Owned(
+                    unescape(raw.bytes, self)?.into_bytes(),
+                ))
             } else {
                 Ok(std::borrow::Cow::Borrowed(raw.bytes))
             }
@@ -554,7 +567,11 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'"') => self.string_raw().map(drop),
             Some(b'{') | Some(b'[') => {
-                let close = if self.peek() == Some(b'{') { b'}' } else { b']' };
+                let close = if self.peek() == Some(b'{') {
+                    b'}'
+                } else {
+                    b']'
+                };
                 let is_obj = close == b'}';
                 self.pos += 1;
                 self.skip_ws();
@@ -598,7 +615,9 @@ fn unescape(raw: &[u8], p: &Parser<'_>) -> Result<String, ProtocolError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     let hex4 = |at: usize| -> Result<u32, ProtocolError> {
-        let h = raw.get(at..at + 4).ok_or_else(|| p.error("short \\u escape"))?;
+        let h = raw
+            .get(at..at + 4)
+            .ok_or_else(|| p.error("short \\u escape"))?;
         let s = std::str::from_utf8(h).map_err(|_| p.error("bad \\u escape"))?;
         u32::from_str_radix(s, 16).map_err(|_| p.error("bad \\u escape"))
     };
@@ -609,7 +628,9 @@ fn unescape(raw: &[u8], p: &Parser<'_>) -> Result<String, ProtocolError> {
             i += 1;
             continue;
         }
-        let e = *raw.get(i + 1).ok_or_else(|| p.error("string ends inside an escape"))?;
+        let e = *raw
+            .get(i + 1)
+            .ok_or_else(|| p.error("string ends inside an escape"))?;
         i += 2;
         let ch = match e {
             b'"' => '"',
@@ -702,7 +723,10 @@ mod tests {
 
     #[test]
     fn escapes_quotes_backslashes_and_controls() {
-        let h = Header { topic: Some("a\"b\\c\nd".into()), ..Header::default() };
+        let h = Header {
+            topic: Some("a\"b\\c\nd".into()),
+            ..Header::default()
+        };
         let json = h.to_json();
         assert_eq!(json, r#"{"t":"a\"b\\c\u000ad"}"#);
         assert_eq!(parse(&json).topic.as_deref(), Some("a\"b\\c\nd"));
@@ -738,9 +762,21 @@ mod tests {
 
     #[test]
     fn malformed_headers_are_typed_errors() {
-        for bad in [&b""[..], b"[", b"{\"c\"", b"{\"c\":}", b"{\"s\":\"x\"}", b"{\"s\":99999999999999999999}", b"{c:1}", b"{\"a\":1,"] {
+        for bad in [
+            &b""[..],
+            b"[",
+            b"{\"c\"",
+            b"{\"c\":}",
+            b"{\"s\":\"x\"}",
+            b"{\"s\":99999999999999999999}",
+            b"{c:1}",
+            b"{\"a\":1,",
+        ] {
             assert!(
-                matches!(Header::parse(bad), Err(ProtocolError::MalformedHeader { .. })),
+                matches!(
+                    Header::parse(bad),
+                    Err(ProtocolError::MalformedHeader { .. })
+                ),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -756,7 +792,10 @@ mod tests {
 
     #[test]
     fn debug_hides_password_but_wire_carries_it() {
-        let h = Header { password: Some(Password::new("secret")), ..Header::default() };
+        let h = Header {
+            password: Some(Password::new("secret")),
+            ..Header::default()
+        };
         assert!(!format!("{h:?}").contains("secret"));
         assert_eq!(h.to_json(), r#"{"pw":"secret"}"#);
     }

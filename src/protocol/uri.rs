@@ -95,7 +95,9 @@ pub fn parse_uri(input: &str) -> Result<AmpsUri, UriError> {
     if s.is_empty() {
         return Err(UriError::Empty);
     }
-    let (scheme, rest) = s.split_once("://").ok_or_else(|| UriError::MissingScheme(s.into()))?;
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| UriError::MissingScheme(s.into()))?;
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "tcp" => false,
         "tcps" => true,
@@ -121,7 +123,10 @@ pub fn parse_uri(input: &str) -> Result<AmpsUri, UriError> {
             if u.is_empty() {
                 return Err(UriError::EmptyUser);
             }
-            (Some(percent_decode(u)?), p.map(percent_decode).transpose()?.map(Password))
+            (
+                Some(percent_decode(u)?),
+                p.map(percent_decode).transpose()?.map(Password),
+            )
         }
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
@@ -144,10 +149,20 @@ pub fn parse_uri(input: &str) -> Result<AmpsUri, UriError> {
         ["amps"] => "json".to_owned(),
         [.., last] => (*last).to_owned(),
     };
-    if !message_type.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !message_type
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(UriError::BadMessageType(message_type));
     }
-    Ok(AmpsUri { tls, host: host.to_owned(), port, user, password, message_type })
+    Ok(AmpsUri {
+        tls,
+        host: host.to_owned(),
+        port,
+        user,
+        password,
+        message_type,
+    })
 }
 
 /// Parses a list of URIs separated by commas or whitespace (at least one).
@@ -195,7 +210,10 @@ mod tests {
         assert_eq!(u.password.as_ref().map(Password::expose), Some("s@cret"));
         assert_eq!(u.message_type, "json");
         let shown = format!("{u} {u:?}");
-        assert!(!shown.contains("s@cret") && !shown.contains("s%40cret"), "{shown}");
+        assert!(
+            !shown.contains("s@cret") && !shown.contains("s%40cret"),
+            "{shown}"
+        );
         assert_eq!(u.to_string(), "tcp://alice:***@127.0.0.1:9007/amps/json");
     }
 
@@ -212,13 +230,28 @@ mod tests {
     #[test]
     fn bad_uris_are_typed() {
         assert_eq!(parse_uri(""), Err(UriError::Empty));
-        assert!(matches!(parse_uri("http://h:1/amps/json"), Err(UriError::UnsupportedScheme(_))));
+        assert!(matches!(
+            parse_uri("http://h:1/amps/json"),
+            Err(UriError::UnsupportedScheme(_))
+        ));
         assert!(matches!(parse_uri("h:1"), Err(UriError::MissingScheme(_))));
-        assert_eq!(parse_uri("tcp://host/amps/json"), Err(UriError::MissingPort));
-        assert!(matches!(parse_uri("tcp://host:99999/amps/json"), Err(UriError::BadPort(_))));
+        assert_eq!(
+            parse_uri("tcp://host/amps/json"),
+            Err(UriError::MissingPort)
+        );
+        assert!(matches!(
+            parse_uri("tcp://host:99999/amps/json"),
+            Err(UriError::BadPort(_))
+        ));
         assert_eq!(parse_uri("tcp://:1/amps/json"), Err(UriError::MissingHost));
-        assert_eq!(parse_uri("tcp://u:%zz@h:1"), Err(UriError::BadPercentEncoding));
-        assert!(matches!(parse_uri("tcp://h:1/amps/j son"), Err(UriError::BadPort(_)) | Err(UriError::BadMessageType(_))));
+        assert_eq!(
+            parse_uri("tcp://u:%zz@h:1"),
+            Err(UriError::BadPercentEncoding)
+        );
+        assert!(matches!(
+            parse_uri("tcp://h:1/amps/j son"),
+            Err(UriError::BadPort(_)) | Err(UriError::BadMessageType(_))
+        ));
     }
 
     #[test]

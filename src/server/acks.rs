@@ -19,15 +19,28 @@ use crate::protocol::{encode_parts, AckType, AckTypes, Command, Header, Reason, 
 /// One event waiting for the durable LSN to reach `lsn`.
 #[derive(Debug)]
 enum Pending {
-    Success { lsn: u64, seq: u64 },
-    Failure { lsn: u64, seq: u64, reason: Reason },
-    Flush { lsn: u64, cid: Option<String>, acks: AckTypes },
+    Success {
+        lsn: u64,
+        seq: u64,
+    },
+    Failure {
+        lsn: u64,
+        seq: u64,
+        reason: Reason,
+    },
+    Flush {
+        lsn: u64,
+        cid: Option<String>,
+        acks: AckTypes,
+    },
 }
 
 impl Pending {
     fn lsn(&self) -> u64 {
         match self {
-            Pending::Success { lsn, .. } | Pending::Failure { lsn, .. } | Pending::Flush { lsn, .. } => *lsn,
+            Pending::Success { lsn, .. }
+            | Pending::Failure { lsn, .. }
+            | Pending::Flush { lsn, .. } => *lsn,
         }
     }
 }
@@ -165,7 +178,10 @@ mod tests {
         q.flush(2, Some("f".into()), AckTypes::PERSISTED);
         let mut out = BytesMut::new();
         q.drain(1, &mut out);
-        assert_eq!(frames(out), [r#"{"c":"ack","a":"persisted","status":"success","s":10}"#]);
+        assert_eq!(
+            frames(out),
+            [r#"{"c":"ack","a":"persisted","status":"success","s":10}"#]
+        );
         assert!(q.has_flush());
         let mut out = BytesMut::new();
         q.drain(2, &mut out);

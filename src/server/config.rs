@@ -24,7 +24,9 @@ impl std::str::FromStr for FsyncPolicy {
         match s {
             "batch" => Ok(FsyncPolicy::Batch),
             "never" => Ok(FsyncPolicy::Never),
-            other => Err(format!("unknown fsync policy {other:?} (expected batch or never)")),
+            other => Err(format!(
+                "unknown fsync policy {other:?} (expected batch or never)"
+            )),
         }
     }
 }

@@ -56,10 +56,12 @@ impl Settings {
         let deny_write = if cfg.deny_write.is_empty() {
             None
         } else {
-            Some(RegexSet::new(&cfg.deny_write).map_err(|e| ServerError::BadRegex {
-                pattern: cfg.deny_write.join(" | "),
-                message: e.to_string(),
-            })?)
+            Some(
+                RegexSet::new(&cfg.deny_write).map_err(|e| ServerError::BadRegex {
+                    pattern: cfg.deny_write.join(" | "),
+                    message: e.to_string(),
+                })?,
+            )
         };
         let sow = cfg
             .sow
@@ -170,15 +172,18 @@ impl State {
     pub fn replay(&mut self, rec: &Record<'_>) {
         let result = match rec.kind {
             RecordKind::Publish => {
-                self.sow.publish(rec.topic, rec.arg, Bytes::copy_from_slice(rec.body))
+                self.sow
+                    .publish(rec.topic, rec.arg, Bytes::copy_from_slice(rec.body))
             }
             RecordKind::DeltaPublish => self.sow.delta_publish(rec.topic, rec.arg, rec.body),
-            RecordKind::DeleteByFilter => {
-                self.sow.delete_by_filter(rec.topic, rec.arg.unwrap_or("")).map(drop)
-            }
-            RecordKind::DeleteByKeys => {
-                self.sow.delete_by_keys(rec.topic, rec.arg.unwrap_or("")).map(drop)
-            }
+            RecordKind::DeleteByFilter => self
+                .sow
+                .delete_by_filter(rec.topic, rec.arg.unwrap_or(""))
+                .map(drop),
+            RecordKind::DeleteByKeys => self
+                .sow
+                .delete_by_keys(rec.topic, rec.arg.unwrap_or(""))
+                .map(drop),
             RecordKind::DeleteByData => self.sow.delete_by_data(rec.topic, rec.body).map(drop),
         };
         if let Err(reason) = result {

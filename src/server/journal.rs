@@ -75,7 +75,11 @@ impl Journal {
                 }
             }
         }
-        Ok(Journal { clients, records: end.records, torn_tail: end.file_len > end.good_len })
+        Ok(Journal {
+            clients,
+            records: end.records,
+            torn_tail: end.file_len > end.good_len,
+        })
     }
 
     /// Every client name with its summary, sorted by name.

@@ -100,20 +100,25 @@ impl Server {
 
 /// Locks `data_dir` (creating it and its `LOCK` file if missing).
 pub(crate) fn lock_data_dir(data_dir: &Path) -> Result<File, ServerError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| ServerError::Io { path: data_dir.to_owned(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
+        path: data_dir.to_owned(),
+        source,
+    })?;
     let path = data_dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|source| ServerError::Io { path: path.clone(), source })?;
+        .map_err(|source| ServerError::Io {
+            path: path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(ServerError::Locked { path: data_dir.to_owned() })
-        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::Locked {
+            path: data_dir.to_owned(),
+        }),
         Err(std::fs::TryLockError::Error(source)) => Err(ServerError::Io { path, source }),
     }
 }
@@ -198,7 +203,13 @@ impl ServerHandle {
         runtime.spawn(accept_loop(shared.clone(), listener, done_tx));
         *lock(&self.addr) = local;
         *lock(&self.last) = Some(shared.clone());
-        *running = Some(Running { shared, runtime, writer, accept_done, lock: lock_file });
+        *running = Some(Running {
+            shared,
+            runtime,
+            writer,
+            accept_done,
+            lock: lock_file,
+        });
         tracing::info!(addr = %local, "listening");
         Ok(())
     }
@@ -237,7 +248,9 @@ impl ServerHandle {
 
     /// Closes the connection logged on as `client_name`; `false` if there is none.
     pub fn drop_connection(&self, client_name: &str) -> bool {
-        let Some(shared) = self.shared() else { return false };
+        let Some(shared) = self.shared() else {
+            return false;
+        };
         let conns = shared.conns();
         let mut found = false;
         for entry in conns.values() {
@@ -291,7 +304,9 @@ impl ServerHandle {
     /// Closes the listener and every connection, writes and fsyncs the log, and releases the
     /// data directory. Idempotent.
     pub fn stop(&self) {
-        let Some(r) = lock(&self.running).take() else { return };
+        let Some(r) = lock(&self.running).take() else {
+            return;
+        };
         r.shared.shutdown.send_replace(true);
         for entry in r.shared.conns().values() {
             entry.kill.notify_one();
@@ -358,9 +373,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
         }
     }
     drop(listener);
-    if tokio::time::timeout(STOP_TIMEOUT, async { while sessions.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(STOP_TIMEOUT, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         sessions.abort_all();
     }

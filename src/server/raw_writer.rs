@@ -134,7 +134,9 @@ impl RawWriter {
         };
         encode_parts(&flush, b"", &mut buf);
         wr.write_all(&buf).await?;
-        let acks = reader.await.map_err(|e| io::Error::other(e.to_string()))??;
+        let acks = reader
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))??;
         Ok(RawRun {
             elapsed: started.elapsed(),
             messages: count,

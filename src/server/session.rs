@@ -21,7 +21,9 @@ use tokio_util::codec::Decoder;
 use super::acks::AckQueue;
 use super::core::{fnv1a, ConnEntry, Shared, State, Write, LOG_BACKLOG_LIMIT};
 use super::txlog::RecordKind;
-use crate::protocol::{encode_parts, AckType, AckTypes, AmpsCodec, Command, Frame, Header, Reason, Status};
+use crate::protocol::{
+    encode_parts, AckType, AckTypes, AmpsCodec, Command, Frame, Header, Reason, Status,
+};
 
 /// The version the server reports in the logon ack.
 pub const SERVER_VERSION: &str = "5.3.5.0";
@@ -68,8 +70,17 @@ struct Session {
 pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let kill = Arc::new(Notify::new());
-    shared.conns().insert(conn_id, ConnEntry { client_name: None, kill: kill.clone() });
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    shared.conns().insert(
+        conn_id,
+        ConnEntry {
+            client_name: None,
+            kill: kill.clone(),
+        },
+    );
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let now = Instant::now();
     let mut s = Session {
         conflation: shared.settings.ack_conflation,
@@ -115,6 +126,8 @@ impl Session {
                 Some(i) => (self.last_sent + i, self.last_recv + 2 * i),
                 None => (far(), far()),
             };
+            // Biased, with reading last: under a constant stream of writes the ack timer and
+            // the heartbeat timers still get their turn.
             tokio::select! {
                 biased;
                 _ = kill.notified() => return "dropped by the server",
@@ -128,6 +141,23 @@ impl Session {
                     if !*stall_rx.borrow() && !frozen {
                         self.drain(*durable_rx.borrow_and_update());
                     }
+                }
+                _ = durable_rx.changed(), if live && !stalled && self.acks.has_flush() => {
+                    let durable = *durable_rx.borrow_and_update();
+                    if self.acks.flush_ready(durable) {
+                        self.drain(durable);
+                    }
+                }
+                _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
+                    self.drain(*durable_rx.borrow_and_update());
+                }
+                _ = sleep_until(beat_at), if hb.is_some() => {
+                    let h = Header { command: Some(Command::Heartbeat), options: Some("beat".into()), ..Header::default() };
+                    encode_parts(&h, b"", &mut self.out);
+                }
+                _ = sleep_until(dead_at), if hb.is_some() => {
+                    tracing::info!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), "closing connection: heartbeat timeout");
+                    return "heartbeat timeout";
                 }
                 r = rd.read_buf(&mut inbuf), if live => {
                     match r {
@@ -174,23 +204,6 @@ impl Session {
                         .await;
                     }
                 }
-                _ = durable_rx.changed(), if live && !stalled && self.acks.has_flush() => {
-                    let durable = *durable_rx.borrow_and_update();
-                    if self.acks.flush_ready(durable) {
-                        self.drain(durable);
-                    }
-                }
-                _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
-                    self.drain(*durable_rx.borrow_and_update());
-                }
-                _ = sleep_until(beat_at), if hb.is_some() => {
-                    let h = Header { command: Some(Command::Heartbeat), options: Some("beat".into()), ..Header::default() };
-                    encode_parts(&h, b"", &mut self.out);
-                }
-                _ = sleep_until(dead_at), if hb.is_some() => {
-                    tracing::info!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), "closing connection: heartbeat timeout");
-                    return "heartbeat timeout";
-                }
             }
             if !self.out.is_empty() && !*freeze_rx.borrow() {
                 if wr.write_all(&self.out).await.is_err() {
@@ -225,7 +238,11 @@ impl Session {
             };
             if first.header.command != Some(Command::Logon) {
                 tracing::info!(peer = %self.peer, command = ?first.header.command, "command before logon; closing");
-                self.ack(&first.header, AckType::Processed, Err(Reason::LogonRequired));
+                self.ack(
+                    &first.header,
+                    AckType::Processed,
+                    Err(Reason::LogonRequired),
+                );
                 return Flow::Close;
             }
             if self.logon(first.header).await == Flow::Close {
@@ -305,11 +322,10 @@ impl Session {
         // Sync barrier: report a sequence that is durable, not merely accepted.
         let target = self.shared.lock().last_lsn;
         let mut durable_rx = self.shared.durable.subscribe();
-        let reached =
-            tokio::time::timeout(LOGON_BARRIER_TIMEOUT, async {
-                durable_rx.wait_for(|d| *d >= target).await.is_ok()
-            })
-            .await;
+        let reached = tokio::time::timeout(LOGON_BARRIER_TIMEOUT, async {
+            durable_rx.wait_for(|d| *d >= target).await.is_ok()
+        })
+        .await;
         if reached != Ok(true) {
             tracing::error!(client = %name, "logon refused: the transaction log is not catching up");
             self.ack(&req, AckType::Processed, Err(Reason::TxStoreFailure));
@@ -340,7 +356,9 @@ impl Session {
         let mut wrote = false;
         for f in frames {
             match &f.header.command {
-                Some(Command::Publish) => wrote |= self.write(&shared, &mut guard, RecordKind::Publish, f),
+                Some(Command::Publish) => {
+                    wrote |= self.write(&shared, &mut guard, RecordKind::Publish, f)
+                }
                 Some(Command::DeltaPublish) => {
                     wrote |= self.write(&shared, &mut guard, RecordKind::DeltaPublish, f)
                 }
@@ -352,7 +370,15 @@ impl Session {
                     let acks = f.header.ack_type;
                     if !acks.is_empty() {
                         let wanted = AckTypes::NONE;
-                        let wanted = acks.iter().filter(|t| matches!(t, AckType::Processed | AckType::Persisted | AckType::Completed)).fold(wanted, AckTypes::with);
+                        let wanted = acks
+                            .iter()
+                            .filter(|t| {
+                                matches!(
+                                    t,
+                                    AckType::Processed | AckType::Persisted | AckType::Completed
+                                )
+                            })
+                            .fold(wanted, AckTypes::with);
                         self.acks.flush(self.my_lsn, f.header.cid.clone(), wanted);
                         self.arm_ack_timer();
                     }
@@ -361,8 +387,12 @@ impl Session {
                     let o = f.header.options.as_deref().unwrap_or("");
                     if let Some(secs) = o.strip_prefix("start,") {
                         match secs.trim().parse::<f64>() {
-                            Ok(s) if s > 0.0 && s < 1e6 => self.heartbeat = Some(Duration::from_secs_f64(s)),
-                            _ => tracing::debug!(peer = %self.peer, options = o, "ignoring bad heartbeat start"),
+                            Ok(s) if s > 0.0 && s < 1e6 => {
+                                self.heartbeat = Some(Duration::from_secs_f64(s))
+                            }
+                            _ => {
+                                tracing::debug!(peer = %self.peer, options = o, "ignoring bad heartbeat start")
+                            }
                         }
                     } else if o.starts_with("stop") {
                         self.heartbeat = None;
@@ -371,7 +401,11 @@ impl Session {
                 }
                 Some(Command::Logon) => {
                     if f.header.ack_type.contains(AckType::Processed) || f.header.cid.is_some() {
-                        self.ack(&f.header, AckType::Processed, Err(Reason::DuplicateLogonAttempt));
+                        self.ack(
+                            &f.header,
+                            AckType::Processed,
+                            Err(Reason::DuplicateLogonAttempt),
+                        );
                     }
                 }
                 _ => {
@@ -500,12 +534,20 @@ impl Session {
 fn topic_info(shared: &Shared, st: &State, topic: &str) -> TopicInfo {
     let valid = if topic.chars().any(|c| c.is_whitespace() || c.is_control()) {
         Err(Reason::InvalidTopic)
-    } else if shared.settings.deny_write.as_ref().is_some_and(|d| d.is_match(topic)) {
+    } else if shared
+        .settings
+        .deny_write
+        .as_ref()
+        .is_some_and(|d| d.is_match(topic))
+    {
         Err(Reason::NotEntitled)
     } else {
         Ok(())
     };
-    TopicInfo { valid, is_sow: st.sow.is_sow_topic(topic) }
+    TopicInfo {
+        valid,
+        is_sow: st.sow.is_sow_topic(topic),
+    }
 }
 
 /// `ack_conflation` values: `<n>ms`, `<n>s`, or a bare number of milliseconds.
@@ -519,9 +561,8 @@ pub(crate) fn parse_interval(v: &str) -> Option<Duration> {
         (v, 1.0)
     };
     let n: f64 = num.trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0 && n < 1e9).then(|| Duration::from_secs_f64(n * scale_ms / 1000.0))
+    (0.0..1e9).contains(&n).then(|| Duration::from_secs_f64(n * scale_ms / 1000.0))
 }
-
 
 #[cfg(test)]
 mod tests {

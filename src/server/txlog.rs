@@ -140,13 +140,19 @@ impl<'a> Cursor<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u16(&mut self) -> Option<u16> {
-        self.take(2).and_then(|b| b.try_into().ok()).map(u16::from_le_bytes)
+        self.take(2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
     }
 }
 
@@ -164,7 +170,10 @@ pub struct ScanEnd {
 /// Reads every good record of the log at `path` (missing file = empty log), calling `f` for
 /// each, and stops at the first torn or corrupt record. Does not modify the file.
 pub fn scan(path: &Path, mut f: impl FnMut(&Record<'_>)) -> Result<ScanEnd, ServerError> {
-    let io_err = |source: io::Error| ServerError::Io { path: path.to_owned(), source };
+    let io_err = |source: io::Error| ServerError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ScanEnd::default()),
@@ -172,7 +181,11 @@ pub fn scan(path: &Path, mut f: impl FnMut(&Record<'_>)) -> Result<ScanEnd, Serv
     };
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut rd = BufReader::with_capacity(1 << 20, file);
-    let mut end = ScanEnd { good_len: 0, file_len, records: 0 };
+    let mut end = ScanEnd {
+        good_len: 0,
+        file_len,
+        records: 0,
+    };
     let mut payload = Vec::new();
     loop {
         let mut prefix = [0u8; PREFIX];
@@ -221,10 +234,16 @@ fn read_full(rd: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
 
 /// Scans the log like [`scan`], cuts off a torn or corrupt tail, and opens the file for
 /// appending.
-pub fn recover(data_dir: &Path, f: impl FnMut(&Record<'_>)) -> Result<(File, ScanEnd), ServerError> {
+pub fn recover(
+    data_dir: &Path,
+    f: impl FnMut(&Record<'_>),
+) -> Result<(File, ScanEnd), ServerError> {
     let path: PathBuf = data_dir.join(LOG_FILE);
     let end = scan(&path, f)?;
-    let io_err = |source: io::Error| ServerError::Io { path: path.clone(), source };
+    let io_err = |source: io::Error| ServerError::Io {
+        path: path.clone(),
+        source,
+    };
     let file = OpenOptions::new()
         .create(true)
         .append(true)

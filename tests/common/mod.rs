@@ -15,13 +15,45 @@ use tokio::time::timeout;
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub const ALLOWED_KEYS: &[&str] = &[
-    "c", "cid", "t", "a", "s", "bm", "bookmark", "status", "reason", "x", "e", "k", "sow_keys",
-    "filter", "o", "client_name", "user_id", "pw", "version", "mt", "sub_id", "query_id", "sids",
-    "matches", "records_deleted", "topic_matches", "records_returned", "ts", "l", "bs", "top_n",
-    "orderby", "lp", "gseq",
+    "c",
+    "cid",
+    "t",
+    "a",
+    "s",
+    "bm",
+    "bookmark",
+    "status",
+    "reason",
+    "x",
+    "e",
+    "k",
+    "sow_keys",
+    "filter",
+    "o",
+    "client_name",
+    "user_id",
+    "pw",
+    "version",
+    "mt",
+    "sub_id",
+    "query_id",
+    "sids",
+    "matches",
+    "records_deleted",
+    "topic_matches",
+    "records_returned",
+    "ts",
+    "l",
+    "bs",
+    "top_n",
+    "orderby",
+    "lp",
+    "gseq",
 ];
 
-pub fn start(config: impl FnOnce(ServerConfig) -> ServerConfig) -> (tempfile::TempDir, ServerHandle) {
+pub fn start(
+    config: impl FnOnce(ServerConfig) -> ServerConfig,
+) -> (tempfile::TempDir, ServerHandle) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(config(ServerConfig::new(dir.path()))).expect("server starts");
     (dir, server)
@@ -52,7 +84,11 @@ pub fn check_header_bytes(header: &[u8]) {
         } else if b == b'"' {
             in_str = true;
         } else {
-            assert!(!b.is_ascii_whitespace(), "whitespace in header {}", String::from_utf8_lossy(header));
+            assert!(
+                !b.is_ascii_whitespace(),
+                "whitespace in header {}",
+                String::from_utf8_lossy(header)
+            );
         }
     }
     let v: serde_json::Map<String, serde_json::Value> =
@@ -70,9 +106,15 @@ pub struct Conn {
 
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> Conn {
-        let stream = timeout(WAIT, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
+        let stream = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
         stream.set_nodelay(true).ok();
-        Conn { stream, buf: BytesMut::new() }
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+        }
     }
 
     pub async fn send(&mut self, h: &Header, body: &[u8]) {
@@ -82,7 +124,10 @@ impl Conn {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        timeout(WAIT, self.stream.write_all(bytes)).await.expect("write in time").expect("write");
+        timeout(WAIT, self.stream.write_all(bytes))
+            .await
+            .expect("write in time")
+            .expect("write");
     }
 
     /// The next frame within `d`; `Ok(None)` if the server closed the connection, `Err(())` on
@@ -91,7 +136,8 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + d;
         loop {
             if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
                 if self.buf.len() >= 4 + len {
                     self.buf.advance(4);
                     let bytes = self.buf.split_to(len).freeze();
@@ -109,7 +155,10 @@ impl Conn {
     }
 
     pub async fn recv(&mut self) -> Frame {
-        self.recv_within(WAIT).await.expect("a frame in time").expect("connection open")
+        self.recv_within(WAIT)
+            .await
+            .expect("a frame in time")
+            .expect("connection open")
     }
 
     /// Asserts the server closes the connection within `d` (frames before that are returned).
@@ -138,7 +187,11 @@ impl Conn {
 
     pub async fn logon(&mut self, name: &str) -> Frame {
         let ack = self.logon_with(logon(name)).await;
-        assert_eq!(ack.header.status.as_ref().map(|s| s.as_str()), Some("success"), "{ack:?}");
+        assert_eq!(
+            ack.header.status.as_ref().map(|s| s.as_str()),
+            Some("success"),
+            "{ack:?}"
+        );
         ack
     }
 
@@ -179,7 +232,12 @@ pub fn publish(topic: &str, seq: u64) -> Header {
 }
 
 pub fn flush(cid: &str, acks: AckTypes) -> Header {
-    Header { command: Some(Command::Flush), cid: Some(cid.into()), ack_type: acks, ..Header::default() }
+    Header {
+        command: Some(Command::Flush),
+        cid: Some(cid.into()),
+        ack_type: acks,
+        ..Header::default()
+    }
 }
 
 pub fn is_persisted(f: &Frame) -> bool {

@@ -20,7 +20,11 @@ pub struct JournalArgs {
 /// Reads the journal and prints it on stdout.
 pub fn run(args: JournalArgs) -> Result<(), String> {
     let journal = Journal::read(&args.data).map_err(|e| e.to_string())?;
-    let out = if args.json { to_json(&journal) } else { to_text(&journal) };
+    let out = if args.json {
+        to_json(&journal)
+    } else {
+        to_text(&journal)
+    };
     println!("{out}");
     Ok(())
 }
@@ -49,10 +53,25 @@ fn to_json(j: &Journal) -> String {
 
 fn to_text(j: &Journal) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{} records{}", j.records(), if j.torn_tail() { " (torn tail ignored)" } else { "" });
+    let _ = writeln!(
+        s,
+        "{} records{}",
+        j.records(),
+        if j.torn_tail() {
+            " (torn tail ignored)"
+        } else {
+            ""
+        }
+    );
     for (name, c) in j.clients() {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-        let _ = write!(s, "{name}: count={} first={} last={}", c.count, opt(c.first), opt(c.last));
+        let _ = write!(
+            s,
+            "{name}: count={} first={} last={}",
+            c.count,
+            opt(c.first),
+            opt(c.last)
+        );
         if !c.duplicates.is_empty() {
             let _ = write!(s, " duplicates={:?}", c.duplicates);
         }
@@ -60,7 +79,13 @@ fn to_text(j: &Journal) -> String {
             let list: Vec<String> = c
                 .missing
                 .iter()
-                .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}..={b}") })
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}..={b}")
+                    }
+                })
                 .collect();
             let _ = write!(s, " missing=[{}]", list.join(","));
         }

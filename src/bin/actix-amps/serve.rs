@@ -50,7 +50,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let (topic, keys) = spec
             .split_once('=')
             .ok_or_else(|| format!("--sow {spec:?}: expected TOPIC_REGEX=/key[,/key2]"))?;
-        let keys: Vec<&str> = keys.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+        let keys: Vec<&str> = keys
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
         if topic.is_empty() || keys.is_empty() {
             return Err(format!("--sow {spec:?}: expected TOPIC_REGEX=/key[,/key2]"));
         }
@@ -67,12 +71,18 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         config = config.max_message_size(max);
     }
     let server = Server::start(config).map_err(|e| e.to_string())?;
-    eprintln!("actix-amps: listening on {} ({})", server.addr(), server.uri());
+    eprintln!(
+        "actix-amps: listening on {} ({})",
+        server.addr(),
+        server.uri()
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot create the signal runtime: {e}"))?;
-    let signal = runtime.block_on(wait_for_signal()).map_err(|e| format!("signal handling: {e}"))?;
+    let signal = runtime
+        .block_on(wait_for_signal())
+        .map_err(|e| format!("signal handling: {e}"))?;
     tracing::info!(signal, "stopping");
     server.stop();
     eprintln!("actix-amps: stopped");

@@ -26,7 +26,11 @@ impl MemoryStore {
     /// A store that continues numbering after `last_assigned` and treats `<= last_discarded` as
     /// acknowledged (used by durable stores when they reopen).
     pub fn resume(last_assigned: u64, last_discarded: u64) -> MemoryStore {
-        MemoryStore { last_assigned, last_discarded, ..MemoryStore::default() }
+        MemoryStore {
+            last_assigned,
+            last_discarded,
+            ..MemoryStore::default()
+        }
     }
 
     fn position(&self, seq: u64) -> Option<usize> {
@@ -37,7 +41,10 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn append(&mut self, msg: StoredMessage) -> Result<(), StoreError> {
         if msg.seq <= self.last_assigned {
-            return Err(StoreError::SequenceNotIncreasing { seq: msg.seq, last: self.last_assigned });
+            return Err(StoreError::SequenceNotIncreasing {
+                seq: msg.seq,
+                last: self.last_assigned,
+            });
         }
         self.last_assigned = msg.seq;
         self.bytes += msg.weight();
@@ -115,9 +122,15 @@ mod tests {
         assert_eq!(s.get(15).map(|m| m.seq), Some(15));
         assert_eq!(s.discard_up_to(14).unwrap(), 5);
         assert!(s.get(14).is_none());
-        assert_eq!(s.iter().map(|m| m.seq).collect::<Vec<_>>(), (15..20).collect::<Vec<_>>());
+        assert_eq!(
+            s.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            (15..20).collect::<Vec<_>>()
+        );
         assert_eq!(s.last_discarded(), 14);
         assert_eq!(s.last_assigned(), 19);
-        assert!(matches!(s.append(msg(19)), Err(StoreError::SequenceNotIncreasing { .. })));
+        assert!(matches!(
+            s.append(msg(19)),
+            Err(StoreError::SequenceNotIncreasing { .. })
+        ));
     }
 }
