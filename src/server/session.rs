@@ -561,7 +561,9 @@ pub(crate) fn parse_interval(v: &str) -> Option<Duration> {
         (v, 1.0)
     };
     let n: f64 = num.trim().parse().ok()?;
-    (0.0..1e9).contains(&n).then(|| Duration::from_secs_f64(n * scale_ms / 1000.0))
+    (0.0..1e9)
+        .contains(&n)
+        .then(|| Duration::from_secs_f64(n * scale_ms / 1000.0))
 }
 
 #[cfg(test)]
