@@ -49,7 +49,8 @@ impl Pending {
 #[derive(Debug, Default)]
 pub(crate) struct AckQueue {
     q: VecDeque<Pending>,
-    flushes: usize,
+    /// LSNs of the waiting flushes, oldest first.
+    flushes: VecDeque<u64>,
 }
 
 impl AckQueue {
@@ -60,7 +61,12 @@ impl AckQueue {
     /// Whether a flush is waiting (flushes are answered as soon as they are durable, without
     /// waiting for the conflation interval).
     pub fn has_flush(&self) -> bool {
-        self.flushes > 0
+        !self.flushes.is_empty()
+    }
+
+    /// Whether the oldest waiting flush is durable at `durable`.
+    pub fn flush_ready(&self, durable: u64) -> bool {
+        self.flushes.front().is_some_and(|lsn| *lsn <= durable)
     }
 
     pub fn success(&mut self, lsn: u64, seq: u64) {
@@ -72,7 +78,7 @@ impl AckQueue {
     }
 
     pub fn flush(&mut self, lsn: u64, cid: Option<String>, acks: AckTypes) {
-        self.flushes += 1;
+        self.flushes.push_back(lsn);
         self.q.push_back(Pending::Flush { lsn, cid, acks });
     }
 
@@ -92,7 +98,7 @@ impl AckQueue {
                     persisted(out, Status::Failure, seq, Some(reason));
                 }
                 Pending::Flush { cid, acks, .. } => {
-                    self.flushes -= 1;
+                    self.flushes.pop_front();
                     if let Some(s) = run.take() {
                         persisted(out, Status::Success, s, None);
                     }

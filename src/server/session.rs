@@ -126,6 +126,8 @@ impl Session {
                 Some(i) => (self.last_sent + i, self.last_recv + 2 * i),
                 None => (far(), far()),
             };
+            // Biased, with reading last: under a constant stream of writes the ack timer and
+            // the heartbeat timers still get their turn.
             tokio::select! {
                 biased;
                 _ = kill.notified() => return "dropped by the server",
@@ -139,6 +141,23 @@ impl Session {
                     if !*stall_rx.borrow() && !frozen {
                         self.drain(*durable_rx.borrow_and_update());
                     }
+                }
+                _ = durable_rx.changed(), if live && !stalled && self.acks.has_flush() => {
+                    let durable = *durable_rx.borrow_and_update();
+                    if self.acks.flush_ready(durable) {
+                        self.drain(durable);
+                    }
+                }
+                _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
+                    self.drain(*durable_rx.borrow_and_update());
+                }
+                _ = sleep_until(beat_at), if hb.is_some() => {
+                    let h = Header { command: Some(Command::Heartbeat), options: Some("beat".into()), ..Header::default() };
+                    encode_parts(&h, b"", &mut self.out);
+                }
+                _ = sleep_until(dead_at), if hb.is_some() => {
+                    tracing::info!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), "closing connection: heartbeat timeout");
+                    return "heartbeat timeout";
                 }
                 r = rd.read_buf(&mut inbuf), if live => {
                     match r {
@@ -162,6 +181,10 @@ impl Session {
                         }
                     }
                     let flow = self.handle(frames).await;
+                    let durable = *durable_rx.borrow();
+                    if !stalled && self.acks.flush_ready(durable) {
+                        self.drain(durable);
+                    }
                     if !self.out.is_empty() {
                         if wr.write_all(&self.out).await.is_err() {
                             return "write error";
@@ -180,20 +203,6 @@ impl Session {
                         })
                         .await;
                     }
-                }
-                _ = durable_rx.changed(), if live && !stalled && self.acks.has_flush() => {
-                    self.drain(*durable_rx.borrow_and_update());
-                }
-                _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
-                    self.drain(*durable_rx.borrow_and_update());
-                }
-                _ = sleep_until(beat_at), if hb.is_some() => {
-                    let h = Header { command: Some(Command::Heartbeat), options: Some("beat".into()), ..Header::default() };
-                    encode_parts(&h, b"", &mut self.out);
-                }
-                _ = sleep_until(dead_at), if hb.is_some() => {
-                    tracing::info!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), "closing connection: heartbeat timeout");
-                    return "heartbeat timeout";
                 }
             }
             if !self.out.is_empty() && !*freeze_rx.borrow() {
@@ -552,7 +561,9 @@ pub(crate) fn parse_interval(v: &str) -> Option<Duration> {
         (v, 1.0)
     };
     let n: f64 = num.trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0 && n < 1e9).then(|| Duration::from_secs_f64(n * scale_ms / 1000.0))
+    (0.0..1e9)
+        .contains(&n)
+        .then(|| Duration::from_secs_f64(n * scale_ms / 1000.0))
 }
 
 #[cfg(test)]

@@ -32,7 +32,28 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            // clap's message up to its usage block, on one line.
+            let head = text.split("\n\n").next().unwrap_or("invalid arguments");
+            let line: Vec<&str> = head
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let line = line.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            eprintln!("actix-amps: error: {line} (see --help)");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Cmd::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Journal(args) => journal::run(args).map(|()| ExitCode::SUCCESS),
