@@ -60,14 +60,17 @@ impl Actor for AckRouter {
 impl Handler<Inbound> for AckRouter {
     type Result = ();
 
-    fn handle(&mut self, Inbound(frame): Inbound, _: &mut Context<Self>) {
+    fn handle(&mut self, Inbound { frame, received_at }: Inbound, _: &mut Context<Self>) {
         let h = &frame.header;
         if h.command != Some(Command::Ack) {
             self.unclaimed(UnexpectedKind::Unclaimed, frame);
             return;
         }
         if h.ack_type.is_only(AckType::Persisted) && h.cid.is_none() {
-            self.store.do_send(AckReceived { ack: frame.header });
+            self.store.do_send(AckReceived {
+                ack: frame.header,
+                received_at,
+            });
             return;
         }
         let Some(cid) = h.cid.as_deref() else {

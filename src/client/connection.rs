@@ -489,7 +489,10 @@ impl StreamHandler<ReadItem> for ConnectionActor {
                 self.logon_ack(frame.header, ctx);
             }
             _ if frame.header.command == Some(Command::Heartbeat) => {}
-            _ => self.router.do_send(Inbound(frame)),
+            _ => self.router.do_send(Inbound {
+                frame,
+                received_at: std::time::Instant::now(),
+            }),
         }
     }
 

@@ -70,13 +70,18 @@ pub(crate) struct GaveUp {
 /// A frame from the server (everything but logon acks and heartbeats).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Inbound(pub Frame);
+pub(crate) struct Inbound {
+    pub frame: Frame,
+    /// When the connection decoded it.
+    pub received_at: std::time::Instant,
+}
 
 /// A persisted ack, for the store.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct AckReceived {
     pub ack: Header,
+    pub received_at: std::time::Instant,
 }
 
 /// Wait for the ack of command `cid`: completes with the first ack of type `completes_on`, or the

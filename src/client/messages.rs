@@ -224,6 +224,8 @@ pub struct FailedWrite {
     pub message: Option<StoredMessage>,
     /// The ack itself.
     pub ack: Header,
+    /// When the client decoded the failure ack (for measuring notification latency).
+    pub received_at: std::time::Instant,
 }
 
 impl FailedWrite {

@@ -461,7 +461,7 @@ impl PublishStoreActor {
         self.highest_persisted = self.highest_persisted.max(seq);
     }
 
-    fn on_failure(&mut self, seq: u64, ack: Header) {
+    fn on_failure(&mut self, seq: u64, ack: Header, received_at: std::time::Instant) {
         self.forget_waited(seq);
         let message = self.store.as_ref().and_then(|s| s.get(seq).cloned());
         if let Some(store) = &mut self.store {
@@ -487,6 +487,7 @@ impl PublishStoreActor {
             status,
             message,
             ack,
+            received_at,
         }));
     }
 }
@@ -665,7 +666,8 @@ impl Handler<StoreWrites> for PublishStoreActor {
 impl Handler<AckReceived> for PublishStoreActor {
     type Result = ();
 
-    fn handle(&mut self, AckReceived { ack }: AckReceived, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: AckReceived, ctx: &mut Context<Self>) {
+        let AckReceived { ack, received_at } = msg;
         let Some(seq) = ack.seq else {
             self.registry.do_send(Unexpected(UnexpectedMessage {
                 kind: UnexpectedKind::Unclaimed,
@@ -676,7 +678,7 @@ impl Handler<AckReceived> for PublishStoreActor {
         let failed = ack.status == Some(Status::Failure)
             || ack.reason.as_ref().is_some_and(|r| r.marks_failed_write());
         if failed {
-            self.on_failure(seq, ack);
+            self.on_failure(seq, ack, received_at);
         } else if self.store.is_some() {
             self.on_success(seq);
         } else {
