@@ -33,6 +33,13 @@ pub struct PublishArgs {
     /// Deadline for the final flush, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     flush_timeout: u64,
+    /// Print `stored FIRST LAST` on stderr each time a batch of lines is in the store (with a
+    /// file store: on disk), for scripts and crash tests that must know what was accepted.
+    #[arg(long)]
+    report_stored: bool,
+    /// Lines per batch (one actor message each).
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
 }
 
 /// Parses `none`, `memory` or `file:DIR`.
@@ -109,15 +116,29 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
             max_retry_time: Some(timeout),
             ..ReconnectPolicy::default()
         });
-    let system = System::new();
-    system.block_on(publish(config, args.topic, timeout))
+    let opts = Options {
+        topic: args.topic,
+        timeout,
+        report_stored: args.report_stored,
+        batch: args.batch.max(1),
+    };
+    System::new().block_on(publish(config, opts))
 }
 
-async fn publish(
-    config: ClientConfig,
+struct Options {
     topic: String,
     timeout: Duration,
-) -> Result<ExitCode, String> {
+    report_stored: bool,
+    batch: usize,
+}
+
+async fn publish(config: ClientConfig, opts: Options) -> Result<ExitCode, String> {
+    let Options {
+        topic,
+        timeout,
+        report_stored,
+        batch: batch_size,
+    } = opts;
     let client = config.start().map_err(|e| e.to_string())?;
     let printer = Printer { printed: 0 }.start();
     client
@@ -125,7 +146,7 @@ async fn publish(
         .await
         .map_err(|e| e.to_string())?;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch = Vec::with_capacity(batch_size);
     loop {
         let line = lines
             .next_line()
@@ -135,13 +156,16 @@ async fn publish(
         if let Some(line) = line {
             batch.push(Publish::new(topic.clone(), line));
         }
-        if batch.len() >= 1024 || (end && !batch.is_empty()) {
-            let msgs = std::mem::replace(&mut batch, Vec::with_capacity(1024));
-            client
+        if batch.len() >= batch_size || (end && !batch.is_empty()) {
+            let msgs = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+            let stored = client
                 .send(PublishBatch::new(msgs))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
+            if let (true, Some((first, last))) = (report_stored, stored) {
+                eprintln!("stored {first} {last}");
+            }
         }
         if end {
             break;
