@@ -19,7 +19,7 @@
 //!   nothing for an interval, and treats 2 x interval without any frame from the server as a
 //!   dead connection. It never answers the server's beats (PROTOCOL.md section 9: no storms).
 //! - **Reconnect**: a dropped connection is retried on the same server first; a failed attempt
-//!   moves to the next URI, with the per-server backoff of [`super::backoff`]. With a maximum
+//!   moves to the next URI, with per-server backoff (`backoff.rs`). With a maximum
 //!   retry time, the actor gives up after that long without a logon, and pending flushes fail.
 
 use std::io::IoSlice;

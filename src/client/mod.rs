@@ -9,7 +9,7 @@
 //! - the **publish store actor** numbers every write, keeps it until the server acknowledges
 //!   it, sends it, replays it after a reconnect, answers flushes and applies backpressure;
 //! - the **connection actor** owns the socket: connect, logon, heartbeats, reconnect;
-//! - the **ack actor** ([`AckRouter`](ack_router::AckRouter)) classifies every frame from the
+//! - the **ack actor** ([`AckRouter`]) classifies every frame from the
 //!   server: persisted acks go to the store as `AckReceived`, acks for waited-on commands
 //!   complete them, the rest is unclaimed;
 //! - the **handler registry** delivers failed writes to failed-write subscribers, or with none

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Records are encoded by the session that accepts the write, straight into the shared log
-//! buffer, and written by the group-commit writer (see [`super::core`]). On start,
+//! buffer, and written by the group-commit writer (see `core.rs`). On start,
 //! [`recover`] reads the file front to back; the first record that is short (a torn write) or
 //! whose checksum does not match ends the log: the file is truncated there and the record is
 //! never replayed.
