@@ -51,6 +51,8 @@ pub(crate) struct AckQueue {
     q: VecDeque<Pending>,
     /// LSNs of the waiting flushes, oldest first.
     flushes: VecDeque<u64>,
+    /// Sequences of failure acks written into the output since the last `take_written_failures`.
+    written_failures: Vec<u64>,
 }
 
 impl AckQueue {
@@ -82,6 +84,12 @@ impl AckQueue {
         self.q.push_back(Pending::Flush { lsn, cid, acks });
     }
 
+    /// The sequences of failure acks drained since the last call (the session forgets them as
+    /// unreported once the output reaches the socket).
+    pub fn take_written_failures(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.written_failures)
+    }
+
     /// Writes out every event whose LSN is durable, conflated; returns whether anything was
     /// written.
     pub fn drain(&mut self, durable: u64, out: &mut BytesMut) -> bool {
@@ -96,6 +104,7 @@ impl AckQueue {
                         persisted(out, Status::Success, s, None);
                     }
                     persisted(out, Status::Failure, seq, Some(reason));
+                    self.written_failures.push(seq);
                 }
                 Pending::Flush { cid, acks, .. } => {
                     self.flushes.pop_front();

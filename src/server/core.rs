@@ -104,6 +104,11 @@ pub(crate) struct State {
     pub log_stop: bool,
     /// The writer hit an I/O error; writes are refused with `tx store failure`.
     pub log_failed: bool,
+    /// Failure acks not yet written to any connection, per client name. A connection that
+    /// closes before its failure acks went out would otherwise lose them: the logon ack reports
+    /// a last sequence above the refused one, the client discards it, and the failure is never
+    /// reported. The next logon of the same name sends these first.
+    pub unreported: HashMap<String, std::collections::BTreeMap<u64, crate::protocol::Reason>>,
 }
 
 /// One write to accept.

@@ -170,6 +170,11 @@ impl ServerHandle {
             last_lsn: 0,
             log_stop: false,
             log_failed: false,
+            // Failures not yet delivered survive a stop/restart of this handle (not a crash).
+            unreported: lock(&self.last)
+                .as_ref()
+                .map(|prev| std::mem::take(&mut prev.lock().unreported))
+                .unwrap_or_default(),
         };
         let (file, end) = txlog::recover(&self.data_dir, |rec| state.replay(rec))?;
         tracing::info!(

@@ -191,6 +191,7 @@ impl Session {
                         }
                         self.out.clear();
                         self.last_sent = Instant::now();
+                        self.failures_delivered();
                     }
                     if flow == Flow::Close {
                         return "closed after a refused command";
@@ -211,6 +212,25 @@ impl Session {
                 }
                 self.out.clear();
                 self.last_sent = Instant::now();
+                self.failures_delivered();
+            }
+        }
+    }
+
+    /// The output just reached the socket: its failure acks are no longer unreported.
+    fn failures_delivered(&mut self) {
+        let seqs = self.acks.take_written_failures();
+        let Some(name) = self.client_name.as_deref() else { return };
+        if seqs.is_empty() {
+            return;
+        }
+        let mut st = self.shared.lock();
+        if let Some(pending) = st.unreported.get_mut(name) {
+            for seq in seqs {
+                pending.remove(&seq);
+            }
+            if pending.is_empty() {
+                st.unreported.remove(name);
             }
         }
     }
@@ -345,6 +365,21 @@ impl Session {
         };
         encode_parts(&h, b"", &mut self.out);
         tracing::info!(peer = %self.peer, client = %name, last_sequence = last, "logon");
+        // Failure acks an earlier connection of this name never delivered go out first.
+        let unreported: Vec<(u64, Reason)> = self
+            .shared
+            .lock()
+            .unreported
+            .get(&name)
+            .map(|m| m.iter().map(|(s, r)| (*s, r.clone())).collect())
+            .unwrap_or_default();
+        if !unreported.is_empty() {
+            tracing::info!(client = %name, count = unreported.len(), "re-sending undelivered failure acks");
+            for (seq, reason) in unreported {
+                self.acks.failure(0, seq, reason);
+            }
+            self.acks.drain(0, &mut self.out);
+        }
         self.client_name = Some(name);
         Flow::Continue
     }
@@ -493,6 +528,10 @@ impl Session {
                 tracing::debug!(peer = %self.peer, client, topic, seq = ?h.seq, %reason, "write refused");
                 if let (Some(seq), true) = (h.seq, wants.contains(AckType::Persisted)) {
                     self.acks.failure(self.my_lsn, seq, reason.clone());
+                    st.unreported
+                        .entry(client.to_owned())
+                        .or_default()
+                        .insert(seq, reason.clone());
                     self.arm_ack_timer();
                 }
                 (false, Err(reason))

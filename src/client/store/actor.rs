@@ -18,7 +18,7 @@
 //! sends a `flush` command, and resolves when the store holds nothing at or below that sequence
 //! and the flush ack has arrived; one timer fails it at its deadline with the count still held.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,9 @@ use crate::protocol::{AckType, AckTypes, Command, Frame, Header, PublishHeader, 
 static PUBLISH: Command = Command::Publish;
 static DELTA_PUBLISH: Command = Command::DeltaPublish;
 static SOW_DELETE: Command = Command::SowDelete;
+
+/// How many reported failure sequences are remembered for suppressing repeats.
+const REPORTED_MEMORY: usize = 65_536;
 
 /// Replay is sent in chunks of about this many bytes.
 const REPLAY_CHUNK: usize = 1 << 20;
@@ -102,6 +105,12 @@ pub struct PublishStoreActor {
     /// Command ids of stored sow_deletes whose callers wait for stats, by sequence: a replay
     /// re-sends them under the same id so the stats still reach the caller.
     waited: BTreeMap<u64, String>,
+    /// Messages the last logon discarded (the server had them) kept until the first success
+    /// ack, so a failure ack the server re-sends for one of them can still be enriched.
+    limbo: Vec<StoredMessage>,
+    /// Sequences already reported failed (the most recent ones), so a repeated failure ack for
+    /// a message no longer held is not reported twice.
+    reported: BTreeSet<u64>,
     /// Write requests admitted but waiting for the store's next `sync`.
     commits: Vec<(oneshot::Sender<WriteResult>, WriteResult)>,
     published: u64,
@@ -145,6 +154,8 @@ impl PublishStoreActor {
             gave_up: None,
             commits: Vec::new(),
             waited: BTreeMap::new(),
+            limbo: Vec::new(),
+            reported: BTreeSet::new(),
             published: 0,
             persisted: 0,
             failed: 0,
@@ -453,6 +464,8 @@ impl PublishStoreActor {
 
     fn on_success(&mut self, seq: u64) {
         self.forget_waited(seq);
+        // Re-sent failures come before any success on a new connection: none is left to come.
+        self.limbo.clear();
         let Some(store) = &mut self.store else { return };
         match store.discard_up_to(seq) {
             Ok(n) => self.persisted += n as u64,
@@ -463,12 +476,27 @@ impl PublishStoreActor {
 
     fn on_failure(&mut self, seq: u64, ack: Header, received_at: std::time::Instant) {
         self.forget_waited(seq);
-        let message = self.store.as_ref().and_then(|s| s.get(seq).cloned());
+        let mut message = self.store.as_ref().and_then(|s| s.get(seq).cloned());
+        let in_store = message.is_some();
+        if message.is_none() {
+            // A failure the server re-sends after a logon whose last sequence covered it.
+            if let Ok(i) = self.limbo.binary_search_by_key(&seq, |m| m.seq) {
+                message = Some(self.limbo.remove(i));
+                self.persisted = self.persisted.saturating_sub(1);
+            } else if self.reported.contains(&seq) {
+                tracing::debug!(sequence = seq, "failure already reported; ignoring the repeat");
+                return;
+            }
+        }
+        self.reported.insert(seq);
+        if self.reported.len() > REPORTED_MEMORY {
+            self.reported.pop_first();
+        }
         if let Some(store) = &mut self.store {
             match store.discard_up_to(seq) {
                 Ok(n) => {
-                    let below = n as u64 - u64::from(message.is_some());
-                    self.persisted += below;
+                    // Everything below the failed message was persisted.
+                    self.persisted += (n as u64).saturating_sub(u64::from(in_store));
                 }
                 Err(e) => tracing::error!(%e, "publish store failed to discard a failed message"),
             }
@@ -703,6 +731,10 @@ impl Handler<LoggedOn> for PublishStoreActor {
                     discarded: self.highest_persisted,
                 });
             }
+            // Keep what the logon discards until the first success ack: a failure ack the
+            // previous connection never delivered may still come for one of them.
+            self.limbo
+                .extend(store.iter().take_while(|m| m.seq <= msg.server_last).cloned());
             match store.discard_up_to(msg.server_last) {
                 Ok(n) => self.persisted += n as u64,
                 Err(e) => tracing::error!(%e, "publish store failed to discard at logon"),
