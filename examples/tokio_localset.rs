@@ -23,16 +23,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (server.uri(), Some(server))
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let client = ClientConfig::new("localset-publisher").uri(&uri)?.start()?;
         for i in 0..100 {
-            client.send(Publish::new("ticks", format!(r#"{{"i":{i}}}"#))).await??;
+            client
+                .send(Publish::new("ticks", format!(r#"{{"i":{i}}}"#)))
+                .await??;
         }
-        client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+        client
+            .send(PublishFlush {
+                timeout: Duration::from_secs(10),
+            })
+            .await??;
         let stats = client.send(GetStats).await?;
-        println!("published={} persisted={}", stats.published, stats.persisted);
+        println!(
+            "published={} persisted={}",
+            stats.published, stats.persisted
+        );
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }

@@ -46,6 +46,10 @@ pub enum UriError {
     /// No host.
     #[error("URI has no host")]
     MissingHost,
+    /// The host has characters no host name or address has (`[`, `]`, `@`, `/`, whitespace),
+    /// or is an IPv6 address without brackets.
+    #[error("URI host {0:?} is not a valid host name or address")]
+    BadHost(String),
     /// No `:port`.
     #[error("URI has no port")]
     MissingPort,

@@ -72,14 +72,27 @@ async fn run_seed(seed: u64) -> Figures {
             0..=54 => {
                 let n = 1 + rng.below(50);
                 let batch = (0..n)
-                    .map(|k| Publish::new("orders", format!(r#"{{"id":{},"step":{step},"k":{k}}}"#, (id + k) % 200)))
+                    .map(|k| {
+                        Publish::new(
+                            "orders",
+                            format!(r#"{{"id":{},"step":{step},"k":{k}}}"#, (id + k) % 200),
+                        )
+                    })
                     .collect();
-                let (a, b) = client.send(PublishBatch::new(batch)).await.unwrap().unwrap().unwrap();
+                let (a, b) = client
+                    .send(PublishBatch::new(batch))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .unwrap();
                 ok.extend(a..=b);
             }
             55..=69 => {
                 let s = client
-                    .send(DeltaPublish::new("orders", format!(r#"{{"id":{id},"qty":{step}}}"#)))
+                    .send(DeltaPublish::new(
+                        "orders",
+                        format!(r#"{{"id":{id},"qty":{step}}}"#),
+                    ))
                     .await
                     .unwrap()
                     .unwrap()
@@ -93,7 +106,10 @@ async fn run_seed(seed: u64) -> Figures {
                     _ => SowDeleteSelector::Data(format!(r#"{{"id":{id}}}"#).into()),
                 };
                 let s = client
-                    .send(SowDelete { topic: "orders".into(), selector })
+                    .send(SowDelete {
+                        topic: "orders".into(),
+                        selector,
+                    })
                     .await
                     .unwrap()
                     .unwrap()
@@ -101,9 +117,16 @@ async fn run_seed(seed: u64) -> Figures {
                 ok.push(s);
             }
             77..=86 => {
-                let topic = if rng.below(2) == 0 { "denied.a" } else { "denied.b" };
+                let topic = if rng.below(2) == 0 {
+                    "denied.a"
+                } else {
+                    "denied.b"
+                };
                 let s = client
-                    .send(Publish::new(topic, format!(r#"{{"id":{id}}}"#)).correlation_id(format!("c{step}")))
+                    .send(
+                        Publish::new(topic, format!(r#"{{"id":{id}}}"#))
+                            .correlation_id(format!("c{step}")),
+                    )
                     .await
                     .unwrap()
                     .unwrap()
@@ -137,7 +160,11 @@ async fn run_seed(seed: u64) -> Figures {
     if stalled {
         server.handle.resume_acks();
     }
-    client.send(PublishFlush { timeout: WAIT }).await.unwrap().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
     let stats = client.send(GetStats).await.unwrap();
     assert_eq!(stats.unacknowledged, 0);
 
@@ -150,11 +177,18 @@ async fn run_seed(seed: u64) -> Figures {
         }
     }
     events.assert_quiet(Duration::from_millis(50)).await;
-    assert!(failed.values().all(|n| *n == 1), "a failure was reported twice: seed {seed}");
+    assert!(
+        failed.values().all(|n| *n == 1),
+        "a failure was reported twice: seed {seed}"
+    );
 
     let persisted_list = server.persisted(&name);
     let persisted: HashSet<u64> = persisted_list.iter().copied().collect();
-    assert_eq!(persisted.len(), persisted_list.len(), "a sequence was persisted twice: seed {seed}");
+    assert_eq!(
+        persisted.len(),
+        persisted_list.len(),
+        "a sequence was persisted twice: seed {seed}"
+    );
 
     f.writes = ok.len() as u64;
     for seq in &ok {
@@ -189,7 +223,10 @@ fn every_ok_write_is_persisted_or_failed_exactly_once() {
             f.writes, f.persisted, f.failed, f.drops, f.restarts, f.stalls, f.lost, f.both
         );
         assert_eq!((f.lost, f.both), (0, 0), "seed {seed}: {f:?}");
-        assert!(f.failed > 0 && f.persisted > 0, "seed {seed} exercised both outcomes: {f:?}");
+        assert!(
+            f.failed > 0 && f.persisted > 0,
+            "seed {seed} exercised both outcomes: {f:?}"
+        );
         total.writes += f.writes;
         total.persisted += f.persisted;
         total.failed += f.failed;

@@ -310,10 +310,18 @@ async fn a_failure_ack_lost_with_its_connection_is_still_reported_once_and_enric
         .unwrap()
         .unwrap()
         .unwrap();
-    let after = client.send(Publish::new("orders", r#"{"id":9}"#)).await.unwrap().unwrap().unwrap();
+    let after = client
+        .send(Publish::new("orders", r#"{"id":9}"#))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     while server.handle.last_sequence("fw-lost-ack") != Some(after) {
-        assert!(tokio::time::Instant::now() < deadline, "the server never persisted {after}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never persisted {after}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.handle.drop_connections();
@@ -323,10 +331,21 @@ async fn a_failure_ack_lost_with_its_connection_is_still_reported_once_and_enric
     // re-sends the undelivered failure and the client still has the message to report.
     client.send(FLUSH).await.unwrap().unwrap();
     let f = fw.next_failed().await;
-    assert_eq!((f.sequence, f.reason.clone()), (denied, Reason::NotEntitled));
+    assert_eq!(
+        (f.sequence, f.reason.clone()),
+        (denied, Reason::NotEntitled)
+    );
     assert_eq!(f.topic(), Some("denied.lost"));
     assert_eq!(f.correlation_id(), Some("c-lost"));
     fw.assert_quiet(Duration::from_millis(100)).await;
     let stats = client.send(GetStats).await.unwrap();
-    assert_eq!((stats.published, stats.persisted, stats.failed, stats.unacknowledged), (2, 1, 1, 0));
+    assert_eq!(
+        (
+            stats.published,
+            stats.persisted,
+            stats.failed,
+            stats.unacknowledged
+        ),
+        (2, 1, 1, 0)
+    );
 }

@@ -139,6 +139,13 @@ pub fn parse_uri(input: &str) -> Result<AmpsUri, UriError> {
     if host.is_empty() {
         return Err(UriError::MissingHost);
     }
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '[' | ']' | '@' | '/'))
+        || (host.contains(':') && !hostport.starts_with('['))
+    {
+        return Err(UriError::BadHost(host.to_owned()));
+    }
     let port: u16 = port.parse().map_err(|_| UriError::BadPort(port.into()))?;
     if port == 0 {
         return Err(UriError::BadPort("0".into()));
@@ -244,6 +251,15 @@ mod tests {
             Err(UriError::BadPort(_))
         ));
         assert_eq!(parse_uri("tcp://:1/amps/json"), Err(UriError::MissingHost));
+        // Found by the uri fuzz target: such a host would not display as a parseable URI.
+        assert!(matches!(
+            parse_uri("tcp://a]:b:1"),
+            Err(UriError::BadHost(_))
+        ));
+        assert!(matches!(
+            parse_uri("tcp://a b:1"),
+            Err(UriError::BadHost(_))
+        ));
         assert_eq!(
             parse_uri("tcp://u:%zz@h:1"),
             Err(UriError::BadPercentEncoding)

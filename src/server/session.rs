@@ -220,7 +220,9 @@ impl Session {
     /// The output just reached the socket: its failure acks are no longer unreported.
     fn failures_delivered(&mut self) {
         let seqs = self.acks.take_written_failures();
-        let Some(name) = self.client_name.as_deref() else { return };
+        let Some(name) = self.client_name.as_deref() else {
+            return;
+        };
         if seqs.is_empty() {
             return;
         }

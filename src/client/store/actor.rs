@@ -484,7 +484,10 @@ impl PublishStoreActor {
                 message = Some(self.limbo.remove(i));
                 self.persisted = self.persisted.saturating_sub(1);
             } else if self.reported.contains(&seq) {
-                tracing::debug!(sequence = seq, "failure already reported; ignoring the repeat");
+                tracing::debug!(
+                    sequence = seq,
+                    "failure already reported; ignoring the repeat"
+                );
                 return;
             }
         }
@@ -733,8 +736,12 @@ impl Handler<LoggedOn> for PublishStoreActor {
             }
             // Keep what the logon discards until the first success ack: a failure ack the
             // previous connection never delivered may still come for one of them.
-            self.limbo
-                .extend(store.iter().take_while(|m| m.seq <= msg.server_last).cloned());
+            self.limbo.extend(
+                store
+                    .iter()
+                    .take_while(|m| m.seq <= msg.server_last)
+                    .cloned(),
+            );
             match store.discard_up_to(msg.server_last) {
                 Ok(n) => self.persisted += n as u64,
                 Err(e) => tracing::error!(%e, "publish store failed to discard at logon"),
