@@ -137,3 +137,68 @@ async fn a_restarted_client_continues_after_the_servers_last_sequence() {
     assert_eq!(again.send(GetStats).await.unwrap().failed, 0);
     assert_eq!(server.persisted("replay-renumber"), vec![s1, s2]);
 }
+
+#[actix_rt::test]
+async fn connection_events_follow_a_drop_in_order() {
+    use actix_amps::client::ConnectionEvent;
+    use support::{Event, Events};
+    let server = TestServer::start(|c| c);
+    let client = config("replay-events", &server).start().unwrap();
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
+    let mut events = Events::new();
+    events.subscribe_connection(&client).await;
+    server.handle.stall_acks();
+    let (first, last) = publish_range(&client, 0, 10).await;
+    server.handle.drop_connections();
+    server.handle.resume_acks();
+    let mut seen = Vec::new();
+    while !matches!(seen.last(), Some(ConnectionEvent::Replayed { .. })) {
+        if let Event::Connection(e) = events.next().await {
+            seen.push(e);
+        }
+    }
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|e| match e {
+            ConnectionEvent::Connected { .. } => "connected",
+            ConnectionEvent::LoggedOn { .. } => "logged on",
+            ConnectionEvent::Replayed { .. } => "replayed",
+            ConnectionEvent::Disconnected { .. } => "disconnected",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["disconnected", "connected", "logged on", "replayed"]
+    );
+    // The server had persisted all ten before the drop (only the acks were held back), so the
+    // logon reports the last one and nothing needs replaying.
+    match (&seen[2], &seen[3]) {
+        (
+            ConnectionEvent::LoggedOn {
+                server_last_sequence,
+            },
+            ConnectionEvent::Replayed { messages },
+        ) => {
+            assert!(*server_last_sequence <= last);
+            assert_eq!(
+                *messages as u64,
+                last - (*server_last_sequence).max(first - 1)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        server.persisted("replay-events"),
+        (first..=last).collect::<Vec<_>>()
+    );
+}
