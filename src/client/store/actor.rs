@@ -105,6 +105,9 @@ pub struct PublishStoreActor {
     /// Command ids of stored sow_deletes whose callers wait for stats, by sequence: a replay
     /// re-sends them under the same id so the stats still reach the caller.
     waited: BTreeMap<u64, String>,
+    /// Highest sequence handed to any connection (restored messages count as sent: an earlier
+    /// process may have sent them).
+    highest_sent: u64,
     /// Messages the last logon discarded (the server had them) kept until the first success
     /// ack, so a failure ack the server re-sends for one of them can still be enriched.
     limbo: Vec<StoredMessage>,
@@ -126,6 +129,7 @@ impl PublishStoreActor {
         router: Addr<AckRouter>,
         registry: Addr<HandlerRegistry>,
     ) -> Self {
+        let store_last_assigned = store.as_ref().map_or(0, |s| s.last_assigned());
         let (next_seq, highest_persisted) = match &store {
             Some(s) if s.last_assigned() > 0 => (s.last_assigned() + 1, s.last_discarded()),
             _ => {
@@ -155,6 +159,7 @@ impl PublishStoreActor {
             commits: Vec::new(),
             waited: BTreeMap::new(),
             limbo: Vec::new(),
+            highest_sent: store_last_assigned,
             reported: BTreeSet::new(),
             published: 0,
             persisted: 0,
@@ -261,6 +266,7 @@ impl PublishStoreActor {
             }
         }
         if self.live.is_some() {
+            self.highest_sent = seq;
             self.schedule_send(ctx);
         }
         if let Some(cid) = cid {
@@ -472,6 +478,38 @@ impl PublishStoreActor {
             Err(e) => tracing::error!(%e, "publish store failed to discard acknowledged messages"),
         }
         self.highest_persisted = self.highest_persisted.max(seq);
+    }
+
+    /// Reports a never-sent message whose number the server already has (see `LoggedOn`).
+    fn report_sequence_conflict(&mut self, m: StoredMessage, server_last: u64) {
+        tracing::error!(
+            sequence = m.seq,
+            server_last,
+            "the server's last sequence covers a message that was never sent; reporting it failed"
+        );
+        let reason = crate::protocol::Reason::Other(format!(
+            "sequence conflict: the server's last sequence {server_last} for this client name \
+             covers this never-sent message (is another publisher using the same client name?)"
+        ));
+        // No ack exists for this write: the header describes the client's own verdict.
+        let ack = Header {
+            command: Some(Command::Ack),
+            ack_type: AckTypes::PERSISTED,
+            status: Some(Status::Failure),
+            reason: Some(reason.clone()),
+            seq: Some(m.seq),
+            ..Header::default()
+        };
+        self.failed += 1;
+        self.reported.insert(m.seq);
+        self.registry.do_send(WriteFailed(FailedWrite {
+            sequence: m.seq,
+            reason,
+            status: Status::Failure,
+            message: Some(m),
+            ack,
+            received_at: std::time::Instant::now(),
+        }));
     }
 
     fn on_failure(&mut self, seq: u64, ack: Header, received_at: std::time::Instant) {
@@ -734,17 +772,31 @@ impl Handler<LoggedOn> for PublishStoreActor {
                     discarded: self.highest_persisted,
                 });
             }
+            // A message this process stored but never sent cannot be on the server, even if the
+            // server's last sequence covers its number (another publisher with this client
+            // name, or a clock that went back). Discarding it would lose it silently; it is
+            // reported as a failed write instead.
+            let never_sent: Vec<StoredMessage> = store
+                .iter()
+                .take_while(|m| m.seq <= msg.server_last)
+                .filter(|m| m.seq > self.highest_sent)
+                .cloned()
+                .collect();
             // Keep what the logon discards until the first success ack: a failure ack the
             // previous connection never delivered may still come for one of them.
             self.limbo.extend(
                 store
                     .iter()
                     .take_while(|m| m.seq <= msg.server_last)
+                    .filter(|m| m.seq <= self.highest_sent)
                     .cloned(),
             );
             match store.discard_up_to(msg.server_last) {
-                Ok(n) => self.persisted += n as u64,
+                Ok(n) => self.persisted += (n - never_sent.len()) as u64,
                 Err(e) => tracing::error!(%e, "publish store failed to discard at logon"),
+            }
+            for m in never_sent {
+                self.report_sequence_conflict(m, msg.server_last);
             }
             self.highest_persisted = self.highest_persisted.max(msg.server_last);
         }
@@ -757,6 +809,7 @@ impl Handler<LoggedOn> for PublishStoreActor {
             let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
             for m in store.iter() {
                 encode(m, self.waited.get(&m.seq).map(String::as_str), &mut chunk);
+                self.highest_sent = self.highest_sent.max(m.seq);
                 replayed += 1;
                 if chunk.len() >= REPLAY_CHUNK {
                     self.conn.do_send(SendFrames {
