@@ -24,8 +24,12 @@ pub enum StoreKind {
     /// Unacknowledged messages in memory: survives reconnects, not the process.
     Memory,
     /// Unacknowledged messages in a directory of segment files: survives the process.
-    /// A write resolves only once it is on disk per the fsync policy (see
-    /// [`FileStore`](crate::client::store::FileStore)).
+    ///
+    /// When a write resolves `Ok`: under `Always` and `Batch` it is already fsynced to disk
+    /// (`Always` in the append itself, `Batch` by the group commit the store actor runs before
+    /// answering), so a crash afterwards never loses it; under `Never` it has been written to
+    /// the operating system (survives the process, not a power loss). See
+    /// [`FileStore`](crate::client::store::FileStore).
     File {
         /// The store directory (locked while the client runs).
         dir: PathBuf,

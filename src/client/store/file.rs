@@ -66,8 +66,8 @@
 //! during recovery. A new segment's header and directory entry are fsynced under `Always` and
 //! `Batch`, as is the finished segment before it. A discard mark is durable at the same point as
 //! an append; if one is lost in a crash, reopening brings those acknowledged messages back
-//! (unless `meta` already covers them), replay resends them and the server drops them as
-//! duplicates: that costs traffic, never correctness. Dropping the store writes nothing, as a
+//! (unless `meta` already covers them); the next logon's last sequence covers them, so the
+//! client discards them again without resending: that costs a little work, never correctness. Dropping the store writes nothing, as a
 //! crash would: call `sync` first for a clean shutdown.
 //!
 //! # Recovery
