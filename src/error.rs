@@ -22,6 +22,39 @@ pub enum ProtocolError {
         /// Byte offset inside the header where it was noticed.
         offset: usize,
     },
+    /// The connection ended in the middle of a frame: `have` of the `need` bytes (length prefix
+    /// included) had arrived.
+    #[error("connection closed mid-frame: {have} of {need} bytes received")]
+    Truncated {
+        /// Bytes of the unfinished frame received (length prefix included).
+        have: usize,
+        /// Bytes the frame needed (length prefix included; 4 when the prefix itself is cut).
+        need: usize,
+    },
+    /// A persisted ack names a sequence above the highest the client ever assigned (or learned
+    /// from a logon): obeying it would discard messages the server never received.
+    #[error("persisted ack for sequence {seq}, above the highest assigned sequence {highest}")]
+    AckBeyondAssigned {
+        /// The ack's sequence.
+        seq: u64,
+        /// The highest sequence the client has assigned (or learned at logon).
+        highest: u64,
+    },
+    /// A persisted ack went backwards: below an earlier cumulative ack on the same connection.
+    /// (A new logon legitimately starts over; only acks on one connection are compared.)
+    #[error("persisted ack for sequence {seq} after an ack for {previous} on the same connection")]
+    AckWentBackwards {
+        /// The ack's sequence.
+        seq: u64,
+        /// The highest sequence acknowledged earlier on this connection.
+        previous: u64,
+    },
+    /// A logon ack reports a last sequence so close to `u64::MAX` that no sequence could follow.
+    #[error("logon ack reports last sequence {last}, leaving no room for further sequences")]
+    LastSequenceOutOfRange {
+        /// The reported last sequence.
+        last: u64,
+    },
     /// The underlying socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -6,7 +6,9 @@
 //! - an ack with a `cid` someone registered with `ExpectAck` (a flush, a sow_delete awaiting its
 //!   stats) completes that waiter; intermediate acks of a registered command are consumed;
 //! - anything else (an ack for a command id nobody waits for, an unknown command) is unclaimed
-//!   and goes to the registry's last-chance subscribers.
+//!   and goes to the registry's last-chance subscribers. An unknown command from the server is
+//!   not a protocol violation (servers add commands; an old client must not drop a connection
+//!   over one): it is delivered as [`UnexpectedKind::Unclaimed`] and the connection stays up.
 //!
 //! When the connection is lost, waiters for commands that will not be answered on the next
 //! connection (a flush, re-sent under a new id) are dropped; a stored sow_delete is replayed
@@ -60,7 +62,12 @@ impl Actor for AckRouter {
 impl Handler<Inbound> for AckRouter {
     type Result = ();
 
-    fn handle(&mut self, Inbound { frame, received_at }: Inbound, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Inbound, _: &mut Context<Self>) {
+        let Inbound {
+            epoch,
+            frame,
+            received_at,
+        } = msg;
         let h = &frame.header;
         if h.command != Some(Command::Ack) {
             self.unclaimed(UnexpectedKind::Unclaimed, frame);
@@ -68,6 +75,7 @@ impl Handler<Inbound> for AckRouter {
         }
         if h.ack_type.is_only(AckType::Persisted) && h.cid.is_none() {
             self.store.do_send(AckReceived {
+                epoch,
                 ack: frame.header,
                 received_at,
             });

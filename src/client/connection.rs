@@ -13,8 +13,15 @@
 //!   ack and heartbeats are handled here; every other frame goes to the ack actor.
 //! - **Logon** sends client name, `version` `<crate version>:rust`, credentials from the URI or
 //!   the config (never logged), the message type and the `ack_conflation` option; the server's
-//!   last sequence comes from `bm` (`<hash>|<seq>|`), falling back to `s`. The store then
-//!   discards, replays and goes live.
+//!   last sequence comes from `bm` (`<hash>|<seq>|`), falling back to `s`; a logon ack with
+//!   neither (or neither parseable) means last sequence 0, so the whole store is replayed and
+//!   the server's duplicate check drops what it already has. The store then discards, replays
+//!   and goes live. A last sequence above `u64::MAX / 2` is a protocol error (no numbering could
+//!   follow it).
+//! - **Protocol violations** (undecodable bytes, a frame over `max_frame`, a frame cut short,
+//!   and the impossible acks the store detects) close the connection with a typed
+//!   [`ConnectError::Protocol`], reported in [`ConnectionEvent::Disconnected`], and reconnect
+//!   as for any drop. The store is untouched by the offending frame and replays after logon.
 //! - **Heartbeats**: after logon the actor sends `start,<secs>`, a `beat` whenever it has sent
 //!   nothing for an interval, and treats 2 x interval without any frame from the server as a
 //!   dead connection. It never answers the server's beats (PROTOCOL.md section 9: no storms).
@@ -41,12 +48,17 @@ use crate::client::backoff::Reconnects;
 use crate::client::config::ClientConfig;
 use crate::client::handlers::HandlerRegistry;
 use crate::client::internal::{
-    ConnectionLost, GaveUp, Inbound, LoggedOn, ReconnectCount, SendFrames, StopActor,
+    ConnectionLost, GaveUp, Inbound, LoggedOn, ProtocolViolation, ReconnectCount, SendFrames,
+    StopActor,
 };
 use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
 use crate::error::{ConnectError, ProtocolError};
 use crate::protocol::{AckTypes, AmpsCodec, AmpsUri, Command, Frame, Header, Reason, Status};
+
+/// Highest last sequence a logon ack may report: far above any real sequence (about
+/// `now_ms * 1_000_000`, 1.8e18 today), far enough below `u64::MAX` that numbering can continue.
+const MAX_LOGON_SEQUENCE: u64 = u64::MAX / 2;
 
 /// The logon's `version`: `<crate version>:rust`.
 pub const CLIENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), ":rust");
@@ -279,6 +291,7 @@ impl ConnectionActor {
         if was_connected {
             self.registry.do_send(ConnectionEvent::Disconnected {
                 reason: err.to_string(),
+                error: Some(Arc::new(err)),
             });
         }
         self.reconnects.failed(self.server);
@@ -298,8 +311,31 @@ impl ConnectionActor {
         tracing::warn!(server = %self.uri(), %reason, "disconnected");
         self.close(ctx);
         self.down_since = Instant::now();
-        self.registry
-            .do_send(ConnectionEvent::Disconnected { reason });
+        self.registry.do_send(ConnectionEvent::Disconnected {
+            reason,
+            error: None,
+        });
+        self.schedule_connect(ctx);
+    }
+
+    /// The server broke the protocol: close with the typed error and reconnect (the same
+    /// server first when it had logged on, as for any drop; the next server during logon).
+    fn violation(&mut self, source: ProtocolError, ctx: &mut Context<Self>) {
+        let err = ConnectError::Protocol {
+            uri: self.uri().to_string(),
+            source,
+        };
+        tracing::error!(error = %err, "closing the connection");
+        if !matches!(self.state, State::Up) {
+            self.attempt_failed(err, ctx);
+            return;
+        }
+        self.close(ctx);
+        self.down_since = Instant::now();
+        self.registry.do_send(ConnectionEvent::Disconnected {
+            reason: err.to_string(),
+            error: Some(Arc::new(err)),
+        });
         self.schedule_connect(ctx);
     }
 
@@ -336,6 +372,13 @@ impl ConnectionActor {
             .and_then(|s| s.parse::<u64>().ok())
             .or(ack.seq)
             .unwrap_or(0);
+        if server_last > MAX_LOGON_SEQUENCE {
+            self.violation(
+                ProtocolError::LastSequenceOutOfRange { last: server_last },
+                ctx,
+            );
+            return;
+        }
         self.state = State::Up;
         self.logons += 1;
         self.reconnects.reset();
@@ -468,12 +511,7 @@ impl StreamHandler<ReadItem> for ConnectionActor {
         let frame = match item {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {
-                let err = ConnectError::Protocol {
-                    uri: self.uri().to_string(),
-                    source: e,
-                };
-                tracing::error!(error = %err, "closing the connection");
-                self.dropped(err.to_string(), ctx);
+                self.violation(e, ctx);
                 return;
             }
             None => {
@@ -490,6 +528,7 @@ impl StreamHandler<ReadItem> for ConnectionActor {
             }
             _ if frame.header.command == Some(Command::Heartbeat) => {}
             _ => self.router.do_send(Inbound {
+                epoch,
                 frame,
                 received_at: std::time::Instant::now(),
             }),
@@ -507,6 +546,17 @@ impl Handler<SendFrames> for ConnectionActor {
     fn handle(&mut self, msg: SendFrames, _: &mut Context<Self>) {
         if msg.epoch == self.epoch && matches!(self.state, State::Up) {
             self.write(msg.bytes);
+        }
+    }
+}
+
+impl Handler<ProtocolViolation> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProtocolViolation, ctx: &mut Context<Self>) {
+        // A violation seen late, after its connection already ended, changes nothing.
+        if msg.epoch == self.epoch && !matches!(self.state, State::Down) {
+            self.violation(msg.error, ctx);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! ConnectionActor --Inbound--> AckRouter --AckReceived--> PublishStoreActor
 //! ConnectionActor --LoggedOn/ConnectionLost--> PublishStoreActor, AckRouter
 //! PublishStoreActor --WriteFailed--> HandlerRegistry; AckRouter --Unexpected--> HandlerRegistry
+//! PublishStoreActor --ProtocolViolation--> ConnectionActor (an impossible ack: drop and retry)
 //! ```
 //! Frames sent on a connection carry the connection's epoch so that bytes meant for a dead
 //! connection are never written to its successor before that one has logged on and replayed.
@@ -15,7 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::client::messages::{ClientStats, FailedWrite, UnexpectedMessage};
 use crate::client::store::{MessageOptions, Operation};
-use crate::error::{ConnectError, FlushError, PublishError};
+use crate::error::{ConnectError, FlushError, ProtocolError, PublishError};
 use crate::protocol::{AckType, Frame, Header};
 
 /// One write to store and send.
@@ -71,6 +72,8 @@ pub(crate) struct GaveUp {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Inbound {
+    /// The connection it arrived on.
+    pub epoch: u64,
     pub frame: Frame,
     /// When the connection decoded it.
     pub received_at: std::time::Instant,
@@ -80,8 +83,20 @@ pub(crate) struct Inbound {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct AckReceived {
+    /// The connection it arrived on (acks are checked per connection).
+    pub epoch: u64,
     pub ack: Header,
     pub received_at: std::time::Instant,
+}
+
+/// The server broke the protocol on connection `epoch` in a way only the store can see (a
+/// persisted ack for a sequence never assigned, or one going backwards): the connection closes
+/// it with this error and reconnects; the store keeps every message and replays it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ProtocolViolation {
+    pub epoch: u64,
+    pub error: ProtocolError,
 }
 
 /// Wait for the ack of command `cid`: completes with the first ack of type `completes_on`, or the

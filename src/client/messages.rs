@@ -8,13 +8,14 @@
 //! none, as an [`UnexpectedMessage`] to the last-chance subscribers. [`PublishFlush`] waits for
 //! everything stored before it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::client::store::{Operation, StoredMessage};
-use crate::error::{FlushError, PublishError, SowDeleteError};
+use crate::error::{ConnectError, FlushError, PublishError, SowDeleteError};
 use crate::protocol::ack::{Reason, Status};
 use crate::protocol::{AmpsUri, Frame, Header};
 
@@ -299,6 +300,12 @@ pub enum ConnectionEvent {
     Disconnected {
         /// Why, in words.
         reason: String,
+        /// The typed error, when the connection was closed because of one: the client closes a
+        /// connection whose server breaks the protocol with [`ConnectError::Protocol`] (bytes
+        /// that are not AMPS, a frame over the maximum, a frame cut short, a persisted ack for
+        /// a sequence never assigned or going backwards). `None` for an ordinary close by the
+        /// server, a write error or a heartbeat timeout.
+        error: Option<Arc<ConnectError>>,
     },
     /// The client gave up reconnecting (max retry time, refused credentials, publish gap).
     GaveUp {

@@ -3,7 +3,8 @@
 //! Decoding reads the 4-byte big-endian length, refuses anything above the configured maximum
 //! with [`ProtocolError::FrameTooLarge`] (before buffering it), waits for the whole frame, then
 //! parses the header in place; the body is a zero-copy slice of the read buffer. Zero-length frames
-//! are legal and skipped. Encoding accepts a [`Frame`], or `Bytes` that already hold complete
+//! are legal and skipped. A stream that ends inside a frame is [`ProtocolError::Truncated`].
+//! Encoding accepts a [`Frame`], or `Bytes` that already hold complete
 //! encoded frames (the client encodes batches itself and hands them over in one piece).
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -70,6 +71,24 @@ impl Decoder for AmpsCodec {
             let bytes = src.split_to(len).freeze();
             return decode_frame(bytes).map(Some);
         }
+    }
+
+    /// At end of stream, a partial frame is [`ProtocolError::Truncated`], not a silent loss.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        if src.is_empty() {
+            return Ok(None);
+        }
+        let have = src.len();
+        let need = if have < 4 {
+            4
+        } else {
+            4 + u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize
+        };
+        src.clear();
+        Err(ProtocolError::Truncated { have, need })
     }
 }
 

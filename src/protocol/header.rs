@@ -12,9 +12,13 @@
 //! **Reading** ([`Header::parse`]) is tolerant: every value may be a string or a number, long key
 //! aliases (`cmd`, `cmd_id`, `topic`, `seq`, ...) are accepted, unknown keys (even with nested
 //! values) are skipped, whitespace between tokens is allowed, and sequence numbers are parsed as
-//! `u64` without passing through `f64`. The reader is a hand-written scanner over the frame's
-//! bytes: a persisted ack (`c`, `a`, `s`, `status`, and a known `reason`) is parsed without
-//! allocating at all; string fields allocate only when present.
+//! `u64` without passing through `f64`. Valid but unusual JSON is accepted (whitespace anywhere
+//! between tokens, `\/`, `\u0065` for `e`, surrogate pairs); an invalid escape (`\x`, a short
+//! `\u`, an unpaired surrogate) is a [`ProtocolError::MalformedHeader`] wherever it appears,
+//! including inside an unknown key's skipped value, so a peer cannot smuggle one past the reader.
+//! The reader is a hand-written scanner over the frame's bytes: a persisted ack (`c`, `a`, `s`,
+//! `status`, and a known `reason`) is parsed without allocating at all; string fields allocate
+//! only when present.
 
 use bytes::{BufMut, BytesMut};
 
@@ -578,13 +582,22 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// Skips a string, still checking its escapes: an invalid escape is an error wherever it is.
+    fn skip_string(&mut self) -> Result<(), ProtocolError> {
+        let raw = self.string_raw()?;
+        if raw.escaped {
+            unescape(raw.bytes, self)?;
+        }
+        Ok(())
+    }
+
     /// Skips any JSON value (for unknown keys): scalars, literals, nested arrays and objects.
     fn skip_value(&mut self, depth: usize) -> Result<(), ProtocolError> {
         if depth > MAX_NESTING {
             return Err(self.error("value nested too deeply"));
         }
         match self.peek() {
-            Some(b'"') => self.string_raw().map(drop),
+            Some(b'"') => self.skip_string(),
             Some(b'{') | Some(b'[') => {
                 let close = if self.peek() == Some(b'{') {
                     b'}'
@@ -601,7 +614,7 @@ impl<'a> Parser<'a> {
                 loop {
                     self.skip_ws();
                     if is_obj {
-                        self.string_raw()?;
+                        self.skip_string()?;
                         self.skip_ws();
                         self.expect(b':')?;
                         self.skip_ws();
@@ -790,6 +803,33 @@ mod tests {
             b"{\"s\":99999999999999999999}",
             b"{c:1}",
             b"{\"a\":1,",
+        ] {
+            assert!(
+                matches!(
+                    Header::parse(bad),
+                    Err(ProtocolError::MalformedHeader { .. })
+                ),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn odd_but_valid_json_is_accepted_and_invalid_escapes_are_not() {
+        let h = parse(
+            "{ \"c\" :\t\"ack\" ,\r\n \"a\": \"persisted\", \"status\":\"succ\\u0065ss\", \"x\":\"a\\/b\", \"s\" : 5 }",
+        );
+        assert_eq!(h.command, Some(Command::Ack));
+        assert_eq!(h.status, Some(Status::Success));
+        assert_eq!(h.correlation_id.as_deref(), Some("a/b"));
+        assert_eq!(h.seq, Some(5));
+        for bad in [
+            &br#"{"c":"ack","status":"succ\xess"}"#[..],
+            br#"{"c":"ack","unknown":"\q"}"#,
+            br#"{"c":"ack","unknown":{"k\z":1}}"#,
+            br#"{"c":"ack","unknown":["\u12"]}"#,
+            br#"{"c":"ack","t":"\ud800x"}"#,
         ] {
             assert!(
                 matches!(

@@ -51,11 +51,25 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Largest accepted message body; larger writes fail with `message too large`.
     pub max_message_size: usize,
+    /// Most connections open at once; one more is closed as soon as it is accepted (with a
+    /// `warn` log line), before it can send anything.
+    pub max_connections: usize,
+    /// Most bytes a connection may have waiting to be written to it. A client that stops
+    /// reading while it keeps sending (so its acks pile up) is disconnected once its unsent
+    /// output passes this, so one slow reader cannot make the server grow without bound.
+    pub max_unsent_bytes: usize,
 }
+
+/// Default [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Default [`ServerConfig::max_unsent_bytes`]: 32 MiB.
+pub const DEFAULT_MAX_UNSENT_BYTES: usize = 32 << 20;
 
 impl ServerConfig {
     /// Defaults: listen on `127.0.0.1:0`, fsync per batch, 5 ms ack conflation, 64 MiB maximum
-    /// message, no users (no authentication), nothing denied, no SOW topics.
+    /// message, 1024 connections, 32 MiB of unsent output per connection, no users (no
+    /// authentication), nothing denied, no SOW topics.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
@@ -66,6 +80,8 @@ impl ServerConfig {
             ack_conflation: Duration::from_millis(5),
             fsync: FsyncPolicy::Batch,
             max_message_size: DEFAULT_MAX_FRAME,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
         }
     }
 
@@ -111,6 +127,18 @@ impl ServerConfig {
     /// Sets the largest accepted message body in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the most connections open at once (at least 1).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets the most unsent output bytes per connection before it is disconnected (at least 1).
+    pub fn max_unsent_bytes(mut self, bytes: usize) -> Self {
+        self.max_unsent_bytes = bytes;
         self
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write as _;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub ack_conflation: Duration,
     pub fsync: FsyncPolicy,
     pub max_message_size: usize,
+    pub max_connections: usize,
+    pub max_unsent_bytes: usize,
 }
 
 fn compile(pattern: &str) -> Result<Regex, ServerError> {
@@ -75,6 +77,8 @@ impl Settings {
             ack_conflation: cfg.ack_conflation,
             fsync: cfg.fsync,
             max_message_size: cfg.max_message_size,
+            max_connections: cfg.max_connections.max(1),
+            max_unsent_bytes: cfg.max_unsent_bytes.max(1),
         })
     }
 
@@ -223,6 +227,12 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     pub conns: Mutex<HashMap<u64, ConnEntry>>,
     pub next_conn: AtomicU64,
+    /// Connections closed at accept because `max_connections` were open.
+    pub refused_connections: AtomicU64,
+    /// Connections closed because their unsent output passed `max_unsent_bytes`.
+    pub slow_consumer_disconnects: AtomicU64,
+    /// The most unsent output any connection held after a write attempt.
+    pub peak_unsent: AtomicUsize,
 }
 
 impl Shared {
@@ -237,6 +247,9 @@ impl Shared {
             shutdown: watch::Sender::new(false),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            refused_connections: AtomicU64::new(0),
+            slow_consumer_disconnects: AtomicU64::new(0),
+            peak_unsent: AtomicUsize::new(0),
         }
     }
 

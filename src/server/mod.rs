@@ -24,6 +24,13 @@
 //! `not entitled` ([`ServerConfig::deny_write`]), `message too large`, `no topic`,
 //! `invalid topic`, `bad filter`, and the sow_delete one-selector rule.
 //!
+//! **Limits.** The server never trusts a peer to behave: frames above the maximum message size
+//! close the connection; at most [`ServerConfig::max_connections`] connections are open (one
+//! more is closed as soon as it is accepted); and a connection's unsent output is bounded by
+//! [`ServerConfig::max_unsent_bytes`]: the session keeps reading while its output waits for
+//! the socket, and a client that sends but does not read is disconnected once its acks pile up
+//! past the bound. [`ServerHandle::stats`] counts both refusals.
+//!
 //! # The API
 //!
 //! [`Server::start`] runs the server on a tokio runtime of its own threads and returns a
@@ -54,6 +61,7 @@ pub mod txlog;
 use std::fs::{File, OpenOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -61,7 +69,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use self::config::{FsyncPolicy, ServerConfig};
+pub use self::config::{
+    FsyncPolicy, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
+};
 pub use self::journal::{ClientJournal, Journal};
 pub use self::raw_writer::{RawRun, RawWriter};
 pub use self::session::SERVER_VERSION;
@@ -74,6 +84,21 @@ pub const LOCK_FILE: &str = "LOCK";
 
 /// How long [`ServerHandle::stop`] waits for connections to close.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counters from [`ServerHandle::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connections open now (0 once stopped).
+    pub connections: usize,
+    /// Connections closed at accept because [`ServerConfig::max_connections`] were open.
+    pub refused_connections: u64,
+    /// Connections closed because their unsent output passed
+    /// [`ServerConfig::max_unsent_bytes`].
+    pub slow_consumer_disconnects: u64,
+    /// The most output any connection had waiting for its socket after a write attempt.
+    pub peak_unsent_bytes: usize,
+}
 
 /// Entry point: see [`Server::start`].
 #[derive(Debug)]
@@ -297,6 +322,24 @@ impl ServerHandle {
         }
     }
 
+    /// Counters of the current (or last) run: open connections and the limits' refusals.
+    pub fn stats(&self) -> ServerStats {
+        let Some(shared) = lock(&self.last).clone() else {
+            return ServerStats::default();
+        };
+        let connections = if self.is_running() {
+            shared.conns().len()
+        } else {
+            0
+        };
+        ServerStats {
+            connections,
+            refused_connections: shared.refused_connections.load(Ordering::Relaxed),
+            slow_consumer_disconnects: shared.slow_consumer_disconnects.load(Ordering::Relaxed),
+            peak_unsent_bytes: shared.peak_unsent.load(Ordering::Relaxed),
+        }
+    }
+
     /// The last durable sequence for `client_name` (waits briefly for the log to catch up
     /// with what was accepted); `None` if the name never persisted a sequenced write.
     pub fn last_sequence(&self, client_name: &str) -> Option<u64> {
@@ -366,7 +409,16 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             r = listener.accept() => match r {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
+                    // Finished sessions leave the set here, so its length is the open count.
+                    while sessions.try_join_next().is_some() {}
+                    let max = shared.settings.max_connections;
+                    if sessions.len() >= max {
+                        shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     sessions.spawn(session::run(shared.clone(), stream));
                 }

@@ -4,15 +4,19 @@
 //! bytes from the client (decoded into as many frames as are buffered, then handled as a batch
 //! under one state lock), the conflation timer (drain the durable prefix of the ack queue), a
 //! durability change while a flush waits, a heartbeat timer, or a hook (kill, freeze, stall,
-//! shutdown). Everything to send is appended to one output buffer and written once per turn.
+//! shutdown), or the socket becoming writable while output waits. Everything to send is
+//! appended to one output buffer and written without blocking once per turn: a session never
+//! stops reading or reacting to hooks because its peer stopped reading, and a peer whose unsent
+//! output passes `max_unsent_bytes` is disconnected.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::WriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
@@ -31,6 +35,9 @@ pub const SERVER_VERSION: &str = "5.3.5.0";
 /// Extra frame room above the maximum body, so a slightly oversized body gets a
 /// `message too large` ack instead of a closed connection.
 const HEADER_ROOM: usize = 64 * 1024;
+
+/// How long the ack of a refused command may take to write before the connection closes.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a logon waits for the log to catch up before giving up.
 const LOGON_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,6 +158,11 @@ impl Session {
                 _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
                     self.drain(*durable_rx.borrow_and_update());
                 }
+                r = wr.writable(), if live && !self.out.is_empty() => {
+                    if r.is_err() {
+                        return "write error";
+                    }
+                }
                 _ = sleep_until(beat_at), if hb.is_some() => {
                     let h = Header { command: Some(Command::Heartbeat), options: Some("beat".into()), ..Header::default() };
                     encode_parts(&h, b"", &mut self.out);
@@ -185,16 +197,13 @@ impl Session {
                     if !stalled && self.acks.flush_ready(durable) {
                         self.drain(durable);
                     }
-                    if !self.out.is_empty() {
-                        if wr.write_all(&self.out).await.is_err() {
-                            return "write error";
-                        }
-                        self.out.clear();
-                        self.last_sent = Instant::now();
-                        self.failures_delivered();
-                    }
                     if flow == Flow::Close {
+                        // Best effort for the refusal's ack, bounded: the peer may not read.
+                        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, wr.write_all(&self.out)).await;
                         return "closed after a refused command";
+                    }
+                    if let Err(why) = self.send_out(&wr) {
+                        return why;
                     }
                     // Backpressure: let the log writer catch up before reading more.
                     if self.shared.lock().log_buf.len() > LOG_BACKLOG_LIMIT {
@@ -206,18 +215,15 @@ impl Session {
                     }
                 }
             }
-            if !self.out.is_empty() && !*freeze_rx.borrow() {
-                if wr.write_all(&self.out).await.is_err() {
-                    return "write error";
+            if !*freeze_rx.borrow() {
+                if let Err(why) = self.send_out(&wr) {
+                    return why;
                 }
-                self.out.clear();
-                self.last_sent = Instant::now();
-                self.failures_delivered();
             }
         }
     }
 
-    /// The output just reached the socket: its failure acks are no longer unreported.
+    /// The output just reached the socket in full: its failure acks are no longer unreported.
     fn failures_delivered(&mut self) {
         let seqs = self.acks.take_written_failures();
         let Some(name) = self.client_name.as_deref() else {
@@ -235,6 +241,48 @@ impl Session {
                 st.unreported.remove(name);
             }
         }
+    }
+
+    /// Writes as much pending output as the socket takes now, without waiting (the loop waits
+    /// for writability alongside everything else, so reading goes on). Fails on a socket error,
+    /// or when the output still waiting passes `max_unsent_bytes`: the peer is not reading.
+    fn send_out(&mut self, wr: &WriteHalf<'_>) -> Result<(), &'static str> {
+        while !self.out.is_empty() {
+            match wr.try_write(&self.out) {
+                Ok(0) => return Err("write error"),
+                Ok(n) => {
+                    self.out.advance(n);
+                    self.last_sent = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "write failed");
+                    return Err("write error");
+                }
+            }
+        }
+        let unsent = self.out.len();
+        if unsent == 0 {
+            self.failures_delivered();
+            return Ok(());
+        }
+        self.shared.peak_unsent.fetch_max(unsent, Ordering::Relaxed);
+        let max = self.shared.settings.max_unsent_bytes;
+        if unsent > max {
+            self.shared
+                .slow_consumer_disconnects
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = %self.peer,
+                client = self.client_name.as_deref().unwrap_or(""),
+                unsent,
+                max_unsent_bytes = max,
+                "closing connection: the client is not reading its acks"
+            );
+            return Err("slow consumer: unsent output over the limit");
+        }
+        Ok(())
     }
 
     /// Sends the durable prefix of the ack queue and re-arms the conflation timer.

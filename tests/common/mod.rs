@@ -117,6 +117,15 @@ impl Conn {
         }
     }
 
+    /// Wraps an already connected stream (e.g. one with a small receive buffer).
+    pub fn from_stream(stream: TcpStream) -> Conn {
+        stream.set_nodelay(true).ok();
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub async fn send(&mut self, h: &Header, body: &[u8]) {
         let mut b = BytesMut::new();
         encode_parts(h, body, &mut b);

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix_amps::server::{FsyncPolicy, Server, ServerConfig};
+use actix_amps::server::{
+    FsyncPolicy, Server, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
+};
 use clap::Args;
 
 /// Arguments of `serve`.
@@ -34,6 +36,14 @@ pub struct ServeArgs {
     /// Largest accepted message body in bytes.
     #[arg(long = "max-message-size", value_name = "BYTES")]
     max_message_size: Option<usize>,
+    /// Most connections open at once; more are closed as soon as they are accepted.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_connections: usize,
+    /// Most unsent output bytes per connection; a client that stops reading is disconnected.
+    #[arg(long = "max-unsent-bytes", value_name = "BYTES", default_value_t = DEFAULT_MAX_UNSENT_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_unsent_bytes: usize,
 }
 
 /// Runs the server until a termination signal, then stops it cleanly.
@@ -42,7 +52,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let mut config = ServerConfig::new(&args.data)
         .listen(args.listen)
         .ack_conflation(Duration::from_millis(args.ack_conflation))
-        .fsync(args.fsync);
+        .fsync(args.fsync)
+        .max_connections(args.max_connections)
+        .max_unsent_bytes(args.max_unsent_bytes);
     for re in &args.deny_write {
         config = config.deny_write(re);
     }

@@ -14,6 +14,12 @@
 //! 4. **Replay.** After every logon the store discards up to the server's last sequence and
 //!    re-sends the rest in order, before any new message, then goes live.
 //!
+//! **Distrust.** Before obeying a persisted ack the store checks it: a sequence above the highest
+//! it ever assigned, or below an earlier ack on the same connection, is a protocol violation.
+//! The ack is ignored (nothing is discarded), later acks from that connection are ignored too,
+//! and the connection actor is told to close it with the typed error and reconnect; the replay
+//! after the next logon then re-sends everything still held.
+//!
 //! A [`PublishFlush`](crate::client::PublishFlush) records the highest sequence stored before it,
 //! sends a `flush` command, and resolves when the store holds nothing at or below that sequence
 //! and the flush ack has arrived; one timer fails it at its deadline with the count still held.
@@ -33,11 +39,11 @@ use crate::client::config::FullPolicy;
 use crate::client::connection::ConnectionActor;
 use crate::client::handlers::HandlerRegistry;
 use crate::client::internal::{
-    AckReceived, ConnectionLost, ExpectAck, GaveUp, LoggedOn, NewWrite, SendFrames, StartFlush,
-    StopActor, StoreStats, StoreWrites, Unexpected, WriteFailed,
+    AckReceived, ConnectionLost, ExpectAck, GaveUp, LoggedOn, NewWrite, ProtocolViolation,
+    SendFrames, StartFlush, StopActor, StoreStats, StoreWrites, Unexpected, WriteFailed,
 };
 use crate::client::messages::{ClientStats, FailedWrite, UnexpectedKind, UnexpectedMessage};
-use crate::error::{ConnectError, FlushError, PublishError, StoreError};
+use crate::error::{ConnectError, FlushError, ProtocolError, PublishError, StoreError};
 use crate::protocol::{AckType, AckTypes, Command, Frame, Header, PublishHeader, Status};
 
 static PUBLISH: Command = Command::Publish;
@@ -101,6 +107,10 @@ pub struct PublishStoreActor {
     last_topic: Option<Arc<str>>,
     /// Highest sequence acknowledged as persisted (for publish-gap detection).
     highest_persisted: u64,
+    /// The connection epoch and the highest persisted ack seen on it (acks never go back).
+    ack_mark: Option<(u64, u64)>,
+    /// A connection that broke the protocol: its remaining acks are ignored.
+    poisoned: Option<u64>,
     gave_up: Option<String>,
     /// Command ids of stored sow_deletes whose callers wait for stats, by sequence: a replay
     /// re-sends them under the same id so the stats still reach the caller.
@@ -155,6 +165,8 @@ impl PublishStoreActor {
             next_id: 0,
             last_topic: None,
             highest_persisted,
+            ack_mark: None,
+            poisoned: None,
             gave_up: None,
             commits: Vec::new(),
             waited: BTreeMap::new(),
@@ -732,11 +744,55 @@ impl Handler<StoreWrites> for PublishStoreActor {
     }
 }
 
+impl PublishStoreActor {
+    /// Checks a persisted ack against what this store knows before obeying it: an ack above
+    /// the highest sequence ever assigned (or learned at logon) would discard messages the
+    /// server never received, and one below an earlier ack on the same connection contradicts
+    /// it. Either is a protocol violation: the ack is ignored, the connection is told to close
+    /// and reconnect, and the store keeps every message for the replay.
+    fn check_ack(&mut self, epoch: u64, seq: u64) -> bool {
+        if self.poisoned == Some(epoch) {
+            return false;
+        }
+        let highest = self.next_seq.saturating_sub(1);
+        let error = if seq > highest {
+            Some(ProtocolError::AckBeyondAssigned { seq, highest })
+        } else {
+            match self.ack_mark {
+                Some((e, previous)) if e == epoch && seq < previous => {
+                    Some(ProtocolError::AckWentBackwards { seq, previous })
+                }
+                _ => None,
+            }
+        };
+        let Some(error) = error else {
+            let previous = self
+                .ack_mark
+                .filter(|(e, _)| *e == epoch)
+                .map_or(0, |m| m.1);
+            self.ack_mark = Some((epoch, previous.max(seq)));
+            return true;
+        };
+        tracing::error!(%error, epoch, "persisted ack refused; the connection will be re-established");
+        self.poisoned = Some(epoch);
+        if self.live == Some(epoch) {
+            self.live = None;
+            self.out.clear();
+        }
+        self.conn.do_send(ProtocolViolation { epoch, error });
+        false
+    }
+}
+
 impl Handler<AckReceived> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: AckReceived, ctx: &mut Context<Self>) {
-        let AckReceived { ack, received_at } = msg;
+        let AckReceived {
+            epoch,
+            ack,
+            received_at,
+        } = msg;
         let Some(seq) = ack.seq else {
             self.registry.do_send(Unexpected(UnexpectedMessage {
                 kind: UnexpectedKind::Unclaimed,
@@ -744,6 +800,9 @@ impl Handler<AckReceived> for PublishStoreActor {
             }));
             return;
         };
+        if self.store.is_some() && !self.check_ack(epoch, seq) {
+            return;
+        }
         let failed = ack.status == Some(Status::Failure)
             || ack.reason.as_ref().is_some_and(|r| r.marks_failed_write());
         if failed {
