@@ -35,6 +35,14 @@ impl Reconnects {
         }
     }
 
+    /// Counts at least `n` failures on `server` (a server that broke the protocol `n` times in
+    /// a row is retried with the delay of `n` failed attempts).
+    pub(crate) fn penalize(&mut self, server: usize, n: u32) {
+        if let Some(f) = self.failures.get_mut(server) {
+            *f = (*f).max(n);
+        }
+    }
+
     /// Forgets every failure (after a successful logon).
     pub(crate) fn reset(&mut self) {
         self.failures.iter_mut().for_each(|f| *f = 0);
@@ -96,6 +104,24 @@ mod tests {
         );
         r.reset();
         assert_eq!(r.delay(&policy, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_protocol_violation_streak_delays_the_retry() {
+        let policy = Backoff::Exponential {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(20),
+            jitter: 0.0,
+        };
+        let mut r = Reconnects::new(1);
+        r.penalize(0, 3);
+        assert_eq!(r.delay(&policy, 0), Duration::from_millis(800));
+        r.penalize(0, 1);
+        assert_eq!(
+            r.delay(&policy, 0),
+            Duration::from_millis(800),
+            "never lowers the count"
+        );
     }
 
     #[test]

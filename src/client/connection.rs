@@ -60,6 +60,9 @@ use crate::protocol::{AckTypes, AmpsCodec, AmpsUri, Command, Frame, Header, Reas
 /// `now_ms * 1_000_000`, 1.8e18 today), far enough below `u64::MAX` that numbering can continue.
 const MAX_LOGON_SEQUENCE: u64 = u64::MAX / 2;
 
+/// A connection that stays up this long clears the protocol-violation streak.
+const VIOLATION_STREAK_RESET: Duration = Duration::from_secs(10);
+
 /// The logon's `version`: `<crate version>:rust`.
 pub const CLIENT_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), ":rust");
 
@@ -85,6 +88,10 @@ pub struct ConnectionActor {
     last_received: Instant,
     down_since: Instant,
     logons: u64,
+    /// When the current connection logged on.
+    up_since: Instant,
+    /// Protocol violations in a row (see `violation`).
+    violation_streak: u32,
     stopping: bool,
     gave_up: bool,
 }
@@ -123,6 +130,8 @@ impl ConnectionActor {
             last_received: Instant::now(),
             down_since: Instant::now(),
             logons: 0,
+            up_since: Instant::now(),
+            violation_streak: 0,
             stopping: false,
             gave_up: false,
         }
@@ -330,6 +339,14 @@ impl ConnectionActor {
             self.attempt_failed(err, ctx);
             return;
         }
+        // A server that breaks the protocol after every logon must not get a tight reconnect
+        // and full replay loop: back off by how many violations came in a row (a connection
+        // that stays up for a while clears the streak).
+        if self.up_since.elapsed() >= VIOLATION_STREAK_RESET {
+            self.violation_streak = 0;
+        }
+        self.violation_streak = self.violation_streak.saturating_add(1);
+        self.reconnects.penalize(self.server, self.violation_streak);
         self.close(ctx);
         self.down_since = Instant::now();
         self.registry.do_send(ConnectionEvent::Disconnected {
@@ -380,6 +397,7 @@ impl ConnectionActor {
             return;
         }
         self.state = State::Up;
+        self.up_since = Instant::now();
         self.logons += 1;
         self.reconnects.reset();
         tracing::info!(server = %uri, server_last, server_version = ack.version.as_deref(), "logged on");
