@@ -186,54 +186,6 @@ fn wanted(args: &Args, section: &str) -> bool {
     args.only.as_deref().is_none_or(|o| section.contains(o))
 }
 
-/// A throughput pair, raw and client, in alternating order; adds `<key>/raw`, `<key>/client`.
-async fn pair(
-    s: &mut Samples,
-    key: &str,
-    run: usize,
-    addr: SocketAddr,
-    uri: &str,
-    size: usize,
-    count: u64,
-) -> Result<(), String> {
-    let b = body(size);
-    let raw_name = format!("raw-{key}-{run}");
-    let client_name = format!("client-{key}-{run}");
-    let (raw, client) = if run % 2 == 0 {
-        let r = runs::raw_rate(addr, &raw_name, &b, count).await?;
-        let c = runs::client_rate(
-            uri,
-            &client_name,
-            StoreKind::Memory,
-            &b,
-            count,
-            Mode::Batch(batch_for(size)),
-        )
-        .await?;
-        (r, c)
-    } else {
-        let c = runs::client_rate(
-            uri,
-            &client_name,
-            StoreKind::Memory,
-            &b,
-            count,
-            Mode::Batch(batch_for(size)),
-        )
-        .await?;
-        let r = runs::raw_rate(addr, &raw_name, &b, count).await?;
-        (r, c)
-    };
-    eprintln!(
-        "  {key}: raw {raw:.0}/s client {client:.0}/s ({:.2}x)",
-        client / raw
-    );
-    s.add(format!("{key}/raw"), raw);
-    s.add(format!("{key}/client"), client);
-    s.add(format!("{key}/ratio"), client / raw);
-    Ok(())
-}
-
 /// Messages per `PublishBatch`: 1000, fewer for big bodies (about 1 MiB per batch).
 fn batch_for(size: usize) -> usize {
     (1 << 20) / size.max(1)
@@ -259,8 +211,21 @@ async fn run(args: Args) -> Result<(), String> {
     let file_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     for run in 0..args.runs {
         eprintln!("run {}/{}", run + 1, args.runs);
+        if args.only.as_deref() == Some("profile") {
+            // The client alone against the sink, for callgrind (no raw writer in the profile).
+            let rate = runs::client_rate(
+                &tp_uri,
+                &format!("profile-{run}"),
+                StoreKind::Memory,
+                &body(128),
+                counts.main,
+                Mode::Batch(1000),
+            )
+            .await?;
+            eprintln!("  profile: client {rate:.0}/s");
+        }
         if wanted(&args, "main") {
-            pair(&mut s, "main", run, tp_addr, &tp_uri, 128, counts.main).await?;
+            pair_sized(&mut s, "main", run, tp_addr, &tp_uri, 128, counts.main).await?;
         }
         if wanted(&args, "file") {
             let b = body(128);
@@ -336,7 +301,7 @@ async fn run(args: Args) -> Result<(), String> {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let server = Server::start(ServerConfig::new(dir.path()).fsync(FsyncPolicy::Never))
                 .map_err(|e| e.to_string())?;
-            pair(
+            pair_sized(
                 &mut s,
                 "embedded",
                 run,
@@ -423,6 +388,8 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// A throughput pair, raw and client (alternating which goes first); adds `<key>/raw`,
+/// `<key>/client` and `<key>/ratio`.
 async fn pair_sized(
     s: &mut Samples,
     key: &str,
@@ -436,7 +403,7 @@ async fn pair_sized(
     let mode = Mode::Batch(batch_size(size));
     let raw_name = format!("raw-{key}-{run}");
     let client_name = format!("client-{key}-{run}");
-    let raw_first = run % 2 == 0;
+    let raw_first = run.is_multiple_of(2);
     let mut raw = 0.0;
     if raw_first {
         raw = runs::raw_rate(addr, &raw_name, &b, count).await?;

@@ -45,12 +45,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 
+use crate::error::ProtocolError;
 use crate::protocol::{
     encode_parts, AckType, AckTypes, AmpsCodec, Command, Header, Reason, Status,
 };
@@ -289,7 +290,7 @@ impl Session {
         }
     }
 
-    fn logon(&mut self, req: Header) {
+    fn logon(&mut self, req: Seen) {
         let name = req.client_name.unwrap_or_default();
         let last = *lock(&self.shared.last_seq).get(&name).unwrap_or(&0);
         let h = Header {
@@ -307,7 +308,7 @@ impl Session {
         self.client_name = Some(name);
     }
 
-    fn frame(&mut self, h: Header, stalled: bool) {
+    fn frame(&mut self, h: Seen, stalled: bool) {
         match h.command {
             Some(Command::Logon) => self.logon(h),
             Some(Command::Heartbeat) => {}
@@ -327,7 +328,11 @@ impl Session {
                 if !h.ack_type.contains(AckType::Persisted) {
                     return;
                 }
-                let fail = self.shared.config.fail_every.is_some_and(|n| seq % n == 0);
+                let fail = self
+                    .shared
+                    .config
+                    .fail_every
+                    .is_some_and(|n| seq.is_multiple_of(n));
                 if fail {
                     if !stalled {
                         self.ack_pending();
@@ -345,9 +350,43 @@ impl Session {
     }
 }
 
+/// The few header fields the sink reads.
+struct Seen {
+    command: Option<Command>,
+    cid: Option<String>,
+    ack_type: AckTypes,
+    seq: Option<u64>,
+    client_name: Option<String>,
+}
+
+impl From<Header> for Seen {
+    fn from(h: Header) -> Seen {
+        Seen {
+            command: h.command,
+            cid: h.cid,
+            ack_type: h.ack_type,
+            seq: h.seq,
+            client_name: h.client_name,
+        }
+    }
+}
+
+/// [`AmpsCodec`] keeping only what the sink reads: a `Header` is several hundred bytes, and
+/// moving whole frames through the stream and `select!` layers cost more than parsing them.
+struct SinkCodec(AmpsCodec);
+
+impl Decoder for SinkCodec {
+    type Item = Seen;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Seen>, ProtocolError> {
+        Ok(self.0.decode(src)?.map(|f| Seen::from(f.header)))
+    }
+}
+
 async fn session(shared: Arc<Shared>, stream: TcpStream) {
     let (rd, mut wr) = stream.into_split();
-    let mut frames = FramedRead::with_capacity(rd, AmpsCodec::default(), 256 * 1024);
+    let mut frames = FramedRead::with_capacity(rd, SinkCodec(AmpsCodec::default()), 256 * 1024);
     let mut stall = shared.stall.subscribe();
     let mut tick = tokio::time::interval(shared.config.ack_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -373,17 +412,35 @@ async fn session(shared: Arc<Shared>, stream: TcpStream) {
                     s.answer_flushes();
                 }
             }
-            f = frames.next() => match f {
-                Some(Ok(f)) => {
-                    shared.frames.fetch_add(1, Ordering::Relaxed);
-                    s.frame(f.header, stalled);
+            f = frames.next() => {
+                // Everything already buffered is handled in this turn: one `select!` per
+                // socket read, not per frame.
+                let mut next = Some(f);
+                let mut n = 0u64;
+                let mut closed = false;
+                while let Some(f) = next.take() {
+                    match f {
+                        Some(Ok(f)) => s.frame(f, stalled),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "sink: closing a connection");
+                            closed = true;
+                            break;
+                        }
+                        None => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                    n += 1;
+                    if n < 4096 {
+                        next = frames.next().now_or_never();
+                    }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "sink: closing a connection");
+                shared.frames.fetch_add(n, Ordering::Relaxed);
+                if closed {
                     break;
                 }
-                None => break,
-            },
+            }
         }
         if !s.out.is_empty() {
             if std::mem::take(&mut s.out_has_persisted) {
