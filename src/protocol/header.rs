@@ -372,7 +372,7 @@ impl<'a> JsonObjectWriter<'a> {
     pub(crate) fn num(&mut self, key: &str, value: u64) {
         self.key(key);
         let mut buf = itoa_buf::Buf::new();
-        self.dst.put_slice(buf.format(value).as_bytes());
+        self.dst.put_slice(buf.digits(value));
     }
 
     pub(crate) fn opt_num(&mut self, key: &str, value: Option<u64>) {
@@ -699,8 +699,20 @@ fn unescape(raw: &[u8], p: &Parser<'_>) -> Result<String, ProtocolError> {
     String::from_utf8(out).map_err(|_| p.error("string is not UTF-8"))
 }
 
-/// A tiny stack buffer for formatting integers without allocating.
-mod itoa_buf {
+/// A stack buffer for an integer's digits (for [`super::publish::SeqTemplate`]).
+pub(crate) fn itoa_digits() -> itoa_buf::Buf {
+    itoa_buf::Buf::new()
+}
+
+/// A tiny stack buffer for formatting integers without allocating: two digits per division,
+/// from a table (sequence numbers have 19 digits, and every publish writes one).
+pub(crate) mod itoa_buf {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+
     pub struct Buf([u8; 20]);
 
     impl Buf {
@@ -708,18 +720,56 @@ mod itoa_buf {
             Buf([0; 20])
         }
 
-        pub fn format(&mut self, mut n: u64) -> &str {
+        /// The decimal digits of `n`, as ASCII bytes.
+        pub fn digits(&mut self, mut n: u64) -> &[u8] {
             let mut i = self.0.len();
-            loop {
-                i -= 1;
-                self.0[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
+            while n >= 100 {
+                let pair = (n % 100) as usize * 2;
+                n /= 100;
+                i -= 2;
+                self.0[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
             }
+            if n >= 10 {
+                let pair = n as usize * 2;
+                i -= 2;
+                self.0[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+            } else {
+                i -= 1;
+                self.0[i] = b'0' + n as u8;
+            }
+            &self.0[i..]
+        }
+
+        /// The decimal digits of `n` as a `str`.
+        pub fn format(&mut self, n: u64) -> &str {
             // Only ASCII digits were written.
-            std::str::from_utf8(&self.0[i..]).unwrap_or("0")
+            std::str::from_utf8(self.digits(n)).unwrap_or("0")
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn formats_like_display() {
+            for n in [
+                0,
+                1,
+                9,
+                10,
+                99,
+                100,
+                101,
+                999,
+                1000,
+                12345,
+                u64::MAX,
+                1795489793738000001,
+            ]
+            .into_iter()
+            .chain((0..2000).map(|i| i * 7919))
+            {
+                assert_eq!(super::Buf::new().format(n), n.to_string());
+            }
         }
     }
 }

@@ -16,5 +16,5 @@ pub use ack::{AckType, AckTypes, Reason, Status};
 pub use codec::{decode_frame, AmpsCodec, DEFAULT_MAX_FRAME};
 pub use frame::{encode_parts, Frame};
 pub use header::{Command, Header};
-pub use publish::PublishHeader;
+pub use publish::{PublishHeader, SeqTemplate};
 pub use uri::{parse_uri, parse_uri_list, AmpsUri, Password};

@@ -67,6 +67,60 @@ impl PublishHeader<'_> {
     }
 }
 
+/// A publish header encoded once with its sequence number cut out.
+///
+/// Consecutive publishes to one topic with the same command and no options differ only in `s`,
+/// so a store writes them as `head + digits + tail + body`: byte-identical to
+/// [`PublishHeader::encode`], without walking the JSON writer per message. The template is
+/// built by encoding the header twice, with `s` 0 and 1, and cutting at the one byte that
+/// differs, so it holds whatever the writer writes (field order, escaping) by construction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeqTemplate {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl SeqTemplate {
+    /// The template of `header` (its own `seq` is ignored).
+    pub fn new(header: &PublishHeader<'_>) -> SeqTemplate {
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        PublishHeader {
+            seq: Some(0),
+            ..*header
+        }
+        .encode(b"", &mut a);
+        PublishHeader {
+            seq: Some(1),
+            ..*header
+        }
+        .encode(b"", &mut b);
+        let cut = a
+            .iter()
+            .zip(b.iter())
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len());
+        // Skip the length prefix; `a` and `b` differ only at `cut` (a single digit).
+        let start = 4.min(cut);
+        SeqTemplate {
+            head: a[start..cut].to_vec(),
+            tail: a.get(cut + 1..).map_or_else(Vec::new, <[u8]>::to_vec),
+        }
+    }
+
+    /// Appends `[len][header with s = seq][body]` to `dst`.
+    pub fn encode(&self, seq: u64, body: &[u8], dst: &mut BytesMut) {
+        let mut buf = super::header::itoa_digits();
+        let digits = buf.digits(seq);
+        let len = self.head.len() + digits.len() + self.tail.len() + body.len();
+        dst.reserve(4 + len);
+        dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        dst.put_slice(&self.head);
+        dst.put_slice(digits);
+        dst.put_slice(&self.tail);
+        dst.put_slice(body);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +146,38 @@ mod tests {
             u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize,
             expected.len()
         );
+    }
+
+    #[test]
+    fn template_matches_the_full_encoder() {
+        let headers = [
+            PublishHeader {
+                command: Some(&Command::Publish),
+                topic: "orders",
+                ack_type: AckTypes::PERSISTED,
+                ..PublishHeader::default()
+            },
+            PublishHeader {
+                command: Some(&Command::DeltaPublish),
+                topic: "we\"ird\\topic",
+                ack_type: AckTypes::PERSISTED,
+                sow_key: Some("k1"),
+                ..PublishHeader::default()
+            },
+        ];
+        for h in headers {
+            let t = SeqTemplate::new(&h);
+            for seq in [0, 1, 9, 10, 1795489793738000001, u64::MAX] {
+                let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+                PublishHeader {
+                    seq: Some(seq),
+                    ..h
+                }
+                .encode(b"body", &mut a);
+                t.encode(seq, b"body", &mut b);
+                assert_eq!(a, b, "seq {seq}");
+            }
+        }
     }
 
     #[test]

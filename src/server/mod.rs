@@ -46,7 +46,8 @@
 //! # Ok::<(), actix_amps::error::ServerError>(())
 //! ```
 //!
-//! [`RawWriter`] is a pipelined raw-socket publisher: the baseline for benchmarks.
+//! [`RawWriter`] is a pipelined raw-socket publisher: the baseline for benchmarks. [`Sink`] is a
+//! minimal acking endpoint for benchmarks that should measure the client, not the server.
 
 mod acks;
 mod config;
@@ -55,6 +56,7 @@ pub mod filter;
 pub mod journal;
 mod raw_writer;
 mod session;
+mod sink;
 pub mod sow;
 pub mod txlog;
 
@@ -75,6 +77,7 @@ pub use self::config::{
 pub use self::journal::{ClientJournal, Journal};
 pub use self::raw_writer::{RawRun, RawWriter};
 pub use self::session::SERVER_VERSION;
+pub use self::sink::{Sink, SinkConfig, SinkHandle};
 pub use crate::error::ServerError;
 
 use self::core::{Settings, Shared, State};

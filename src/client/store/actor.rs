@@ -44,7 +44,9 @@ use crate::client::internal::{
 };
 use crate::client::messages::{ClientStats, FailedWrite, UnexpectedKind, UnexpectedMessage};
 use crate::error::{ConnectError, FlushError, ProtocolError, PublishError, StoreError};
-use crate::protocol::{AckType, AckTypes, Command, Frame, Header, PublishHeader, Status};
+use crate::protocol::{
+    AckType, AckTypes, Command, Frame, Header, PublishHeader, SeqTemplate, Status,
+};
 
 static PUBLISH: Command = Command::Publish;
 static DELTA_PUBLISH: Command = Command::DeltaPublish;
@@ -105,6 +107,8 @@ pub struct PublishStoreActor {
     flushes: Vec<PendingFlush>,
     next_id: u64,
     last_topic: Option<Arc<str>>,
+    /// The encoded header of the last plain message, for its successors to the same topic.
+    template: Template,
     /// Highest sequence acknowledged as persisted (for publish-gap detection).
     highest_persisted: u64,
     /// The connection epoch and the highest persisted ack seen on it (acks never go back).
@@ -164,6 +168,7 @@ impl PublishStoreActor {
             flushes: Vec::new(),
             next_id: 0,
             last_topic: None,
+            template: None,
             highest_persisted,
             ack_mark: None,
             poisoned: None,
@@ -263,7 +268,7 @@ impl PublishStoreActor {
         };
         let mark = self.out.len();
         if self.live.is_some() {
-            encode(&msg, cid, &mut self.out);
+            encode(&msg, cid, &mut self.out, &mut self.template);
         }
         if let Some(store) = &mut self.store {
             if let Err(e) = store.append(msg) {
@@ -590,9 +595,30 @@ fn command_of(op: Operation) -> &'static Command {
     }
 }
 
+/// The [`SeqTemplate`] of the last plain message encoded, keyed by its topic and operation.
+type Template = Option<(Arc<str>, Operation, SeqTemplate)>;
+
 /// Encodes a stored message as sent and replayed: persisted ack requested, original fields.
 /// A live sow_delete whose caller waits also asks for `processed` and `stats` under its cid.
-fn encode(msg: &StoredMessage, cid: Option<&str>, dst: &mut BytesMut) {
+/// A message without options or cid goes through the cached template of its topic.
+fn encode(msg: &StoredMessage, cid: Option<&str>, dst: &mut BytesMut, template: &mut Template) {
+    if cid.is_none() && msg.options.is_none() {
+        let hit = matches!(template, Some((t, op, _)) if *op == msg.operation
+            && (Arc::ptr_eq(t, &msg.topic) || **t == *msg.topic));
+        if !hit {
+            let header = PublishHeader {
+                command: Some(command_of(msg.operation)),
+                topic: &msg.topic,
+                ack_type: AckTypes::PERSISTED,
+                ..PublishHeader::default()
+            };
+            *template = Some((msg.topic.clone(), msg.operation, SeqTemplate::new(&header)));
+        }
+        if let Some((_, _, t)) = template {
+            t.encode(msg.seq, &msg.data, dst);
+            return;
+        }
+    }
     let o = msg.opts();
     let ack_type = if cid.is_some() {
         AckTypes::PROCESSED
@@ -867,7 +893,8 @@ impl Handler<LoggedOn> for PublishStoreActor {
         if let Some(store) = &self.store {
             let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
             for m in store.iter() {
-                encode(m, self.waited.get(&m.seq).map(String::as_str), &mut chunk);
+                let cid = self.waited.get(&m.seq).map(String::as_str);
+                encode(m, cid, &mut chunk, &mut self.template);
                 self.highest_sent = self.highest_sent.max(m.seq);
                 replayed += 1;
                 if chunk.len() >= REPLAY_CHUNK {
