@@ -12,3 +12,4 @@ pub mod error;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod tls;
