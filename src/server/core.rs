@@ -26,7 +26,7 @@ use super::config::{FsyncPolicy, ServerConfig};
 use super::sow::{DeleteStats, Sow, SowTopicConfig};
 use super::txlog::{encode_record, Record, RecordKind};
 use crate::error::ServerError;
-use crate::protocol::Reason;
+use crate::protocol::{Password, Reason};
 
 /// Above this many unwritten log bytes, sessions wait for the writer before reading more.
 pub(crate) const LOG_BACKLOG_LIMIT: usize = 32 << 20;
@@ -35,7 +35,10 @@ pub(crate) const LOG_BACKLOG_LIMIT: usize = 32 << 20;
 pub(crate) struct Settings {
     pub deny_write: Option<RegexSet>,
     pub sow: Vec<(Regex, Vec<String>)>,
-    pub users: HashMap<String, String>,
+    pub users: HashMap<String, Password>,
+    /// Present when the listener speaks TLS only.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls_handshake_timeout: Duration,
     pub ack_conflation: Duration,
     pub fsync: FsyncPolicy,
     pub max_message_size: usize,
@@ -75,6 +78,11 @@ impl Settings {
             ack_conflation: cfg.ack_conflation,
             fsync: cfg.fsync,
             max_message_size: cfg.max_message_size,
+            tls: match &cfg.tls {
+                Some(identity) => Some(tokio_rustls::TlsAcceptor::from(identity.server_config()?)),
+                None => None,
+            },
+            tls_handshake_timeout: cfg.tls_handshake_timeout,
         })
     }
 
@@ -218,10 +226,26 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     pub conns: Mutex<HashMap<u64, ConnEntry>>,
     pub next_conn: AtomicU64,
+    /// Counters kept across restarts (owned by the handle).
+    pub counters: Arc<Counters>,
+}
+
+/// What [`ServerHandle::stats`](super::ServerHandle::stats) reports.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connections: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub logons_accepted: AtomicU64,
+    pub logons_refused: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(settings: Arc<Settings>, state: State, durable: u64) -> Shared {
+    pub fn new(
+        settings: Arc<Settings>,
+        state: State,
+        durable: u64,
+        counters: Arc<Counters>,
+    ) -> Shared {
         Shared {
             settings,
             state: Mutex::new(state),
@@ -232,6 +256,7 @@ impl Shared {
             shutdown: watch::Sender::new(false),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
+            counters,
         }
     }
 

@@ -39,6 +39,15 @@
 //! # Ok::<(), actix_amps::error::ServerError>(())
 //! ```
 //!
+//! # TLS and users
+//!
+//! With [`ServerConfig::tls`] (a PEM certificate chain and key) the listener speaks only TLS:
+//! the handshake runs before anything is read as AMPS, bounded by
+//! [`ServerConfig::tls_handshake_timeout`], and a client that does not speak TLS is closed
+//! ([`ServerStats::tls_handshake_failures`]). With [`ServerConfig::user`] a logon must carry a
+//! matching `user_id` and `pw`, or it is refused with `auth failure` and the connection closed.
+//! Passwords are never logged.
+//!
 //! [`RawWriter`] is a pipelined raw-socket publisher: the baseline for benchmarks.
 
 mod acks;
@@ -54,6 +63,7 @@ pub mod txlog;
 use std::fs::{File, OpenOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -67,7 +77,7 @@ pub use self::raw_writer::{RawRun, RawWriter};
 pub use self::session::SERVER_VERSION;
 pub use crate::error::ServerError;
 
-use self::core::{Settings, Shared, State};
+use self::core::{Counters, Settings, Shared, State};
 
 /// The name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -92,6 +102,7 @@ impl Server {
             addr: Mutex::new(config.listen),
             running: Mutex::new(None),
             last: Mutex::new(None),
+            counters: Arc::default(),
         };
         handle.start_on(config.listen)?;
         Ok(handle)
@@ -140,6 +151,23 @@ pub struct ServerHandle {
     running: Mutex<Option<Running>>,
     /// The shared state of the last run (for [`ServerHandle::last_sequence`] after a stop).
     last: Mutex<Option<Arc<Shared>>>,
+    counters: Arc<Counters>,
+}
+
+/// Connection and logon counts since [`Server::start`] (kept across restarts), for tests and
+/// monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// TCP connections accepted.
+    pub connections: u64,
+    /// TLS handshakes that failed or timed out (plaintext clients on a TLS listener, among
+    /// others).
+    pub tls_handshake_failures: u64,
+    /// Logons accepted.
+    pub logons_accepted: u64,
+    /// Logons refused (`auth failure`, no client name, bad options, ...).
+    pub logons_refused: u64,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -184,7 +212,12 @@ impl ServerHandle {
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let shared = Arc::new(Shared::new(self.settings.clone(), state, 0));
+        let shared = Arc::new(Shared::new(
+            self.settings.clone(),
+            state,
+            0,
+            self.counters.clone(),
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("amps-server")
@@ -227,9 +260,31 @@ impl ServerHandle {
         *lock(&self.addr)
     }
 
-    /// The URI a client connects to: `tcp://127.0.0.1:PORT/amps/json`.
+    /// The URI a client connects to: `tcp://127.0.0.1:PORT/amps/json`, or `tcps://...` when
+    /// the server speaks TLS.
     pub fn uri(&self) -> String {
-        format!("tcp://{}/amps/json", self.addr())
+        let scheme = if self.settings.tls.is_some() {
+            "tcps"
+        } else {
+            "tcp"
+        };
+        format!("{scheme}://{}/amps/json", self.addr())
+    }
+
+    /// Whether the listener speaks TLS only.
+    pub fn is_tls(&self) -> bool {
+        self.settings.tls.is_some()
+    }
+
+    /// Connection and logon counts since the server was started.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.counters;
+        ServerStats {
+            connections: c.connections.load(Ordering::Relaxed),
+            tls_handshake_failures: c.tls_handshake_failures.load(Ordering::Relaxed),
+            logons_accepted: c.logons_accepted.load(Ordering::Relaxed),
+            logons_refused: c.logons_refused.load(Ordering::Relaxed),
+        }
     }
 
     /// The data directory.
@@ -361,9 +416,15 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             r = listener.accept() => match r {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    sessions.spawn(session::run(shared.clone(), stream));
+                    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    match shared.settings.tls.clone() {
+                        None => sessions.spawn(session::run(shared.clone(), stream, peer)),
+                        Some(acceptor) => {
+                            sessions.spawn(tls_session(shared.clone(), acceptor, stream, peer))
+                        }
+                    };
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -382,4 +443,37 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
         sessions.abort_all();
     }
     let _ = done.send(());
+}
+
+/// Completes the TLS handshake (bounded by the handshake timeout, abandoned on shutdown), then
+/// runs the session over TLS. A peer that does not speak TLS is closed, never served in clear.
+async fn tls_session(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let limit = shared.settings.tls_handshake_timeout;
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    match outcome {
+        Ok(Ok(tls)) => session::run(shared, tls, peer).await,
+        Ok(Err(e)) => {
+            shared
+                .counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, error = %e, "TLS handshake failed; closing");
+        }
+        Err(_) => {
+            shared
+                .counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, timeout = ?limit, "TLS handshake timed out; closing");
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! One client connection: logon, the write path, acks, flush and heartbeats.
 //!
+//! The connection is a TCP stream or, on a TLS listener, a TLS stream whose handshake the
+//! accept loop has already completed; the session does not know which.
+//!
 //! A session is one tokio task owning its socket. Each turn of its loop waits for the first of:
 //! bytes from the client (decoded into as many frames as are buffered, then handled as a batch
 //! under one state lock), the conflation timer (drain the durable prefix of the ack queue), a
@@ -7,13 +10,13 @@
 //! shutdown). Everything to send is appended to one output buffer and written once per turn.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::Decoder;
@@ -66,8 +69,12 @@ struct Session {
     topics: HashMap<String, TopicInfo>,
 }
 
-/// Registers a connection and runs it until it closes.
-pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
+/// Registers a connection and runs it until it closes. `stream` is a TCP stream, or a TLS
+/// stream whose handshake has completed.
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let kill = Arc::new(Notify::new());
     shared.conns().insert(
@@ -77,10 +84,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
             kill: kill.clone(),
         },
     );
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer = peer.to_string();
     let now = Instant::now();
     let mut s = Session {
         conflation: shared.settings.ack_conflation,
@@ -97,14 +101,19 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
         my_lsn: 0,
         topics: HashMap::new(),
     };
-    let why = s.run(stream, &kill).await;
+    let mut stream = stream;
+    let why = s.run(&mut stream, &kill).await;
     tracing::debug!(peer = %s.peer, client = s.client_name.as_deref().unwrap_or(""), "connection closed: {why}");
     shared.conns().remove(&conn_id);
 }
 
 impl Session {
-    async fn run(&mut self, mut stream: TcpStream, kill: &Notify) -> &'static str {
-        let (mut rd, mut wr) = stream.split();
+    /// The loop. One stream serves both directions: a `select!` drops its branch futures
+    /// before running the chosen handler, so the read future never overlaps a write.
+    async fn run<S>(&mut self, stream: &mut S, kill: &Notify) -> &'static str
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let max = self.shared.settings.max_message_size;
         let mut codec = AmpsCodec::new(max.saturating_add(HEADER_ROOM));
         let mut inbuf = BytesMut::with_capacity(64 * 1024);
@@ -159,7 +168,7 @@ impl Session {
                     tracing::info!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), "closing connection: heartbeat timeout");
                     return "heartbeat timeout";
                 }
-                r = rd.read_buf(&mut inbuf), if live => {
+                r = stream.read_buf(&mut inbuf), if live => {
                     match r {
                         Ok(0) => return "closed by the client",
                         Err(e) => {
@@ -186,7 +195,7 @@ impl Session {
                         self.drain(durable);
                     }
                     if !self.out.is_empty() {
-                        if wr.write_all(&self.out).await.is_err() {
+                        if write_out(stream, &self.out).await.is_err() {
                             return "write error";
                         }
                         self.out.clear();
@@ -206,7 +215,7 @@ impl Session {
                 }
             }
             if !self.out.is_empty() && !*freeze_rx.borrow() {
-                if wr.write_all(&self.out).await.is_err() {
+                if write_out(stream, &self.out).await.is_err() {
                     return "write error";
                 }
                 self.out.clear();
@@ -245,9 +254,13 @@ impl Session {
                 );
                 return Flow::Close;
             }
-            if self.logon(first.header).await == Flow::Close {
+            let flow = self.logon(first.header).await;
+            let counters = &self.shared.counters;
+            if flow == Flow::Close {
+                counters.logons_refused.fetch_add(1, Ordering::Relaxed);
                 return Flow::Close;
             }
+            counters.logons_accepted.fetch_add(1, Ordering::Relaxed);
         }
         self.process(frames);
         Flow::Continue
@@ -283,7 +296,10 @@ impl Session {
         };
         if !settings.users.is_empty() {
             let ok = match (req.user_id.as_deref(), req.password.as_ref()) {
-                (Some(u), Some(pw)) => settings.users.get(u).is_some_and(|p| p == pw.expose()),
+                (Some(u), Some(pw)) => settings
+                    .users
+                    .get(u)
+                    .is_some_and(|p| p.expose() == pw.expose()),
                 _ => false,
             };
             if !ok {
@@ -548,6 +564,12 @@ fn topic_info(shared: &Shared, st: &State, topic: &str) -> TopicInfo {
         valid,
         is_sow: st.sow.is_sow_topic(topic),
     }
+}
+
+/// Writes everything and flushes (a no-op for TCP; TLS may buffer records until flushed).
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// `ack_conflation` values: `<n>ms`, `<n>s`, or a bare number of milliseconds.

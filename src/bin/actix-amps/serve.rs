@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// Largest accepted message body in bytes.
     #[arg(long = "max-message-size", value_name = "BYTES")]
     max_message_size: Option<usize>,
+    /// Serve TLS only (tcps://) with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs the server until a termination signal, then stops it cleanly.
@@ -69,6 +75,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(max) = args.max_message_size {
         config = config.max_message_size(max);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config = config.tls(cert, key);
     }
     let server = Server::start(config).map_err(|e| e.to_string())?;
     eprintln!(
