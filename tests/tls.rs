@@ -409,3 +409,81 @@ fn bad_tls_files_are_typed_errors() {
     assert!(!format!("{cfg:?}").contains(&pki.key_pem[40..80]));
     let _ = Path::new(".");
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_actix-amps");
+
+#[actix_rt::test]
+async fn cli_serve_speaks_tls_and_cli_publish_trusts_a_ca() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let pki = Pki::new(&["127.0.0.1"]);
+    let data = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ack-conflation",
+            "2",
+            "--data",
+        ])
+        .arg(data.path())
+        .arg("--tls-cert")
+        .arg(pki.cert())
+        .arg("--tls-key")
+        .arg(pki.key())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = serve.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("actix-amps: listening on ") {
+                let uri = rest.split(['(', ')']).nth(1).unwrap_or("").to_string();
+                let _ = tx.send(uri);
+            }
+        }
+    });
+    let uri = rx.recv_timeout(WAIT).expect("serve prints its URI");
+    assert!(uri.starts_with("tcps://127.0.0.1:"), "{uri}");
+    let publish = |extra: &[&std::ffi::OsStr]| {
+        let mut child = Command::new(BIN)
+            .args([
+                "publish",
+                "--uri",
+                &uri,
+                "--topic",
+                "t",
+                "--client-name",
+                "cli-tls",
+            ])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn publish");
+        child.stdin.take().unwrap().write_all(b"a\nb\n").unwrap();
+        child.wait_with_output().expect("publish exits")
+    };
+    let ca = pki.ca();
+    let ok = publish(&[
+        "--flush-timeout".as_ref(),
+        "10000".as_ref(),
+        "--tls-ca".as_ref(),
+        ca.as_os_str(),
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Without the CA flag the tcps:// URI cannot be used: a clean failure, not plaintext.
+    let refused = publish(&["--flush-timeout".as_ref(), "500".as_ref()]);
+    assert_ne!(refused.status.code(), Some(0));
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
