@@ -487,3 +487,52 @@ async fn cli_serve_speaks_tls_and_cli_publish_trusts_a_ca() {
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+#[actix_rt::test]
+async fn tls_reconnects_and_replays_after_the_server_drops_the_connection() {
+    let pki = Pki::new(&["127.0.0.1"]);
+    let server = tls_server(&pki, |c| c);
+    let client = support::config("tls-drop", &server)
+        .reconnect(fast_retry())
+        .tls(pki.trust())
+        .start()
+        .unwrap();
+    let mut events = Events::new();
+    events.subscribe_connection(&client).await;
+    for i in 0..50 {
+        client
+            .send(Publish::new("t", format!("{i}")))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
+    server.handle.drop_connections();
+    let reason = match events
+        .until_connection(|e| matches!(e, ConnectionEvent::Disconnected { .. }))
+        .await
+    {
+        ConnectionEvent::Disconnected { reason } => reason,
+        _ => unreachable!(),
+    };
+    // The server closes TLS cleanly (close_notify): an end of stream, not a truncation.
+    assert!(!reason.contains("close_notify"), "{reason}");
+    for i in 50..100 {
+        client
+            .send(Publish::new("t", format!("{i}")))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(server.handle.stats().logons_accepted, 2);
+    assert_eq!(server.persisted("tls-drop").len(), 100);
+}

@@ -35,6 +35,9 @@ pub const SERVER_VERSION: &str = "5.3.5.0";
 /// `message too large` ack instead of a closed connection.
 const HEADER_ROOM: usize = 64 * 1024;
 
+/// How long closing a connection may wait to send its last bytes (TLS close_notify).
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long a logon waits for the log to catch up before giving up.
 const LOGON_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -105,6 +108,9 @@ where
     let why = s.run(&mut stream, &kill).await;
     tracing::debug!(peer = %s.peer, client = s.client_name.as_deref().unwrap_or(""), "connection closed: {why}");
     shared.conns().remove(&conn_id);
+    // A clean close: TLS sends close_notify (so the client sees an end of stream, not a
+    // truncation); TCP sends its FIN. Bounded, since a peer that does not read can block it.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
 }
 
 impl Session {
