@@ -226,7 +226,8 @@ pub enum ConnectError {
         /// The socket error.
         source: std::io::Error,
     },
-    /// TCP connect did not finish in time.
+    /// TCP connect (and, for `tcps://`, the TLS handshake) did not finish within the connect
+    /// timeout.
     #[error("connecting to {uri} timed out")]
     ConnectTimeout {
         /// The server (password masked).
