@@ -263,7 +263,8 @@ pub enum ConnectError {
         /// The socket error.
         source: std::io::Error,
     },
-    /// TCP connect did not finish in time.
+    /// TCP connect (and, for `tcps://`, the TLS handshake) did not finish within the connect
+    /// timeout.
     #[error("connecting to {uri} timed out")]
     ConnectTimeout {
         /// The server (password masked).
@@ -300,11 +301,22 @@ pub enum ConnectError {
         /// What was wrong.
         source: ProtocolError,
     },
-    /// `tcps://` was asked for but this build has no TLS support; never falls back to plaintext.
-    #[error("{uri} asks for TLS, which this build does not support (no plaintext fallback)")]
+    /// `tcps://` was asked for but the client has no TLS configuration
+    /// ([`ClientConfig::tls`](crate::client::ClientConfig::tls)); never falls back to plaintext.
+    #[error("{uri} asks for TLS but the client has no TLS configuration (set ClientConfig::tls); no plaintext fallback")]
     TlsUnavailable {
         /// The server (password masked).
         uri: String,
+    },
+    /// The TLS handshake failed (unknown certificate authority, certificate for another name,
+    /// a peer that does not speak TLS) or the URI's host cannot be checked against a
+    /// certificate. Retried with backoff like any failed attempt; never falls back to plaintext.
+    #[error("TLS with {uri} failed: {source}")]
+    Tls {
+        /// The server (password masked).
+        uri: String,
+        /// What went wrong.
+        source: TlsError,
     },
     /// The connection closed before the logon ack arrived.
     #[error("{uri} closed the connection during logon")]
@@ -312,6 +324,62 @@ pub enum ConnectError {
         /// The server (password masked).
         uri: String,
     },
+}
+
+/// A TLS configuration that cannot be used, or a TLS handshake that failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// PEM data that does not parse.
+    #[error("bad PEM in {origin}: {message}")]
+    Pem {
+        /// The file (or "PEM bytes").
+        origin: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// PEM data without any `CERTIFICATE` section (or an empty root store).
+    #[error("no certificate found in {origin}")]
+    NoCertificates {
+        /// The file (or "PEM bytes").
+        origin: String,
+    },
+    /// PEM data without a private key section.
+    #[error("no private key found in {origin}")]
+    NoPrivateKey {
+        /// The file (or "PEM bytes").
+        origin: String,
+    },
+    /// A trust root that rustls refuses.
+    #[error("unusable certificate in {origin}: {message}")]
+    BadCertificate {
+        /// The file (or "PEM bytes").
+        origin: String,
+        /// rustls' reason.
+        message: String,
+    },
+    /// rustls refused the configuration (e.g. a key that does not match the certificate).
+    #[error("TLS configuration refused: {0}")]
+    Rustls(rustls::Error),
+    /// The URI's host is neither a DNS name nor an IP address, so no certificate can match it.
+    #[error("host {host:?} is not a valid DNS name or IP address for certificate checks")]
+    InvalidServerName {
+        /// The host as given in the URI.
+        host: String,
+    },
+    /// The handshake failed. The source is usually an `io::Error` wrapping a `rustls::Error`
+    /// (`InvalidCertificate(UnknownIssuer)`, `NotValidForName`, ...), or an early end of stream
+    /// when the peer does not speak TLS.
+    #[error("handshake failed: {0}")]
+    Handshake(std::io::Error),
 }
 
 /// The client could not start.
@@ -371,6 +439,9 @@ pub enum ServerError {
         /// What was wrong.
         what: String,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] TlsError),
     /// The server runtime could not be created, or the server is not running.
     #[error("server runtime error: {0}")]
     Runtime(String),

@@ -22,8 +22,9 @@
 //!
 //! Behind the facade, separate actors own the store, the connection, ack classification and
 //! subscriber routing; see [`client`]. [`protocol`] is the wire layer (bytes to typed frames,
-//! no I/O), and `server` (feature `server`, on by default) is the embedded server used by the
-//! examples, tests and benchmarks. The README has a runnable walk-through.
+//! no I/O), [`tls`] the `tcps://` support shared by client and server, and `server` (feature
+//! `server`, on by default) is the embedded server used by the examples, tests and benchmarks.
+//! The README has a runnable walk-through.
 
 #![warn(missing_docs)]
 
@@ -32,3 +33,4 @@ pub mod error;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod tls;

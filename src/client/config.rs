@@ -3,7 +3,8 @@
 //! Build it with [`ClientConfig::new`] and the chained setters, then start the client with
 //! [`ClientConfig::start`] (inside an actix `System` or a tokio `LocalSet`). Defaults are chosen
 //! for a publisher that must not lose data: a memory store, wait-when-full backpressure,
-//! exponential reconnect backoff with no time limit.
+//! exponential reconnect backoff with no time limit, giving up on a refused password
+//! ([`ReconnectPolicy::stop_on_auth_failure`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::client::store::FsyncPolicy;
 use crate::error::UriError;
 use crate::protocol::uri::{parse_uri, AmpsUri, Password};
 use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::tls::TlsClientConfig;
 
 /// Which publish store the client uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,15 +89,38 @@ impl Default for Backoff {
 }
 
 /// Reconnect behaviour.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReconnectPolicy {
     /// Delay schedule.
     pub backoff: Backoff,
     /// Give up after this long without a logged-on connection: pending flushes then fail with
-    /// [`FlushError::RetryTimeExceeded`](crate::error::FlushError). `None`: retry forever.
+    /// [`FlushError::GaveUp`](crate::error::FlushError::GaveUp). `None`: retry forever.
     pub max_retry_time: Option<Duration>,
-    /// Stop retrying after an `auth failure` logon instead of trying the same credentials again.
+    /// What to do when a server refuses the logon with `auth failure`.
+    ///
+    /// `true` (the default): the client gives up at once: it emits
+    /// [`ConnectionEvent::GaveUp`](crate::client::ConnectionEvent::GaveUp) and pending flushes
+    /// fail with [`FlushError::GaveUp`](crate::error::FlushError::GaveUp). The credentials
+    /// cannot change while the client runs, so retrying them cannot succeed unless the server's
+    /// user list changes; retrying a bad password forever hides a configuration error behind a
+    /// client that looks merely disconnected, and it can trip the server's lock-out or alerting
+    /// for password guessing. Stopping makes the mistake loud and immediate.
+    ///
+    /// `false`: the refusal counts as a failed attempt on that server and the client retries
+    /// with the normal, growing [`Backoff`] (the same credentials are never retried faster than
+    /// the backoff allows): for deployments where users are added to the server at run time.
     pub stop_on_auth_failure: bool,
+}
+
+impl Default for ReconnectPolicy {
+    /// The default [`Backoff`], no maximum retry time, stop on `auth failure`.
+    fn default() -> ReconnectPolicy {
+        ReconnectPolicy {
+            backoff: Backoff::default(),
+            max_retry_time: None,
+            stop_on_auth_failure: true,
+        }
+    }
 }
 
 /// Everything the client needs to run.
@@ -133,12 +158,16 @@ pub struct ClientConfig {
     /// Fail the logon when the server's last sequence is below what the store already
     /// discarded (messages lost server-side); the default ignores it, as AMPS clients do.
     pub error_on_publish_gap: bool,
+    /// Trust roots for `tcps://` URIs; `None` makes every `tcps://` attempt fail with
+    /// [`ConnectError::TlsUnavailable`](crate::error::ConnectError::TlsUnavailable).
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl ClientConfig {
     /// A configuration for `client_name` with no servers yet and the defaults: memory store,
     /// 1,000,000 messages / 1 GiB capacity, wait when full, 10 s logon timeout, heartbeats every
-    /// 10 s, server-default ack conflation, 64 MiB frames, exponential reconnect forever.
+    /// 10 s, server-default ack conflation, 64 MiB frames, exponential reconnect forever
+    /// except after an `auth failure`, no TLS configuration.
     pub fn new(client_name: impl Into<String>) -> ClientConfig {
         ClientConfig {
             client_name: client_name.into(),
@@ -156,10 +185,12 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(5),
             reconnect: ReconnectPolicy::default(),
             error_on_publish_gap: false,
+            tls: None,
         }
     }
 
-    /// Adds a server URI (`tcp://[user[:password]@]host:port/amps/json`).
+    /// Adds a server URI (`tcp://[user[:password]@]host:port/amps/json`, or `tcps://` for TLS,
+    /// which needs [`ClientConfig::tls`]).
     pub fn uri(mut self, uri: &str) -> Result<ClientConfig, UriError> {
         self.uris.push(parse_uri(uri)?);
         Ok(self)
@@ -171,7 +202,14 @@ impl ClientConfig {
         self
     }
 
-    /// Credentials used for every server (override the URIs').
+    /// The TLS configuration (trust roots) for `tcps://` URIs. `tcp://` URIs stay plaintext.
+    pub fn tls(mut self, tls: TlsClientConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Credentials used for every server (override the URIs'). The password is kept in a
+    /// [`Password`], which never prints itself.
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self.password = Some(Password::new(password));

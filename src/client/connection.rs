@@ -6,6 +6,9 @@
 //! meant for and dropped if that connection is gone, so nothing reaches a new connection before
 //! its logon and replay.
 //!
+//! - **Connecting**: TCP, then for `tcps://` the TLS handshake (both within the connect
+//!   timeout; see [`crate::tls`]); a `tcps://` URI never falls back to plaintext. Plain and TLS
+//!   connections are split into a read half and a write half and share everything below.
 //! - **Writing** happens in a task that owns the socket's write half and takes `Bytes` (whole
 //!   encoded frames, usually many) from a channel, gathering everything queued into one
 //!   vectored write: no copy of the bodies, one system call per burst.
@@ -36,8 +39,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::stream::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -53,7 +56,7 @@ use crate::client::internal::{
 };
 use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
-use crate::error::{ConnectError, ProtocolError};
+use crate::error::{ConnectError, ProtocolError, TlsError};
 use crate::protocol::{AckTypes, AmpsCodec, AmpsUri, Command, Frame, Header, Reason, Status};
 
 /// Highest last sequence a logon ack may report: far above any real sequence (about
@@ -94,6 +97,18 @@ pub struct ConnectionActor {
     violation_streak: u32,
     stopping: bool,
     gave_up: bool,
+}
+
+/// A connected socket, before it is split.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Why a connect attempt failed before the logon.
+enum ConnectFailure {
+    Io(std::io::Error),
+    Tls(std::io::Error),
 }
 
 /// One item from the read half, tagged with its connection; `None` when the socket closed.
@@ -193,44 +208,81 @@ impl ConnectionActor {
         self.epoch += 1;
         let epoch = self.epoch;
         let uri = self.uri().clone();
-        if uri.tls {
-            let err = ConnectError::TlsUnavailable {
-                uri: uri.to_string(),
+        // `tcps://` is TLS or nothing: no configuration or no usable name is a failed attempt.
+        let tls = if uri.tls {
+            let Some(tls) = &self.config.tls else {
+                let err = ConnectError::TlsUnavailable {
+                    uri: uri.to_string(),
+                };
+                self.attempt_failed(err, ctx);
+                return;
             };
-            self.attempt_failed(err, ctx);
-            return;
-        }
+            match ServerName::try_from(uri.host.clone()) {
+                Ok(name) => Some((tls.connector(), name)),
+                Err(_) => {
+                    let err = ConnectError::Tls {
+                        uri: uri.to_string(),
+                        source: TlsError::InvalidServerName {
+                            host: uri.host.clone(),
+                        },
+                    };
+                    self.attempt_failed(err, ctx);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        // The timeout covers the TCP connect and the TLS handshake.
         let timeout = self.config.connect_timeout;
         let authority = uri.authority();
-        let fut = async move { tokio::time::timeout(timeout, TcpStream::connect(authority)).await };
+        let fut = async move {
+            tokio::time::timeout(timeout, async move {
+                let tcp = TcpStream::connect(authority)
+                    .await
+                    .map_err(ConnectFailure::Io)?;
+                // Latency matters more than packet count: frames are already batched.
+                let _ = tcp.set_nodelay(true);
+                match tls {
+                    None => Ok(Transport::Plain(tcp)),
+                    Some((connector, name)) => connector
+                        .connect(name, tcp)
+                        .await
+                        .map(|s| Transport::Tls(Box::new(s)))
+                        .map_err(ConnectFailure::Tls),
+                }
+            })
+            .await
+        };
         ctx.spawn(fut::wrap_future::<_, Self>(fut).map(move |res, act, ctx| {
             if act.epoch != epoch || act.stopping {
                 return;
             }
-            match res {
-                Ok(Ok(stream)) => act.connected(stream, uri, ctx),
-                Ok(Err(source)) => act.attempt_failed(
-                    ConnectError::Io {
-                        uri: uri.to_string(),
-                        source,
-                    },
-                    ctx,
-                ),
-                Err(_) => act.attempt_failed(
-                    ConnectError::ConnectTimeout {
-                        uri: uri.to_string(),
-                    },
-                    ctx,
-                ),
-            }
+            let err = match res {
+                Ok(Ok(transport)) => return act.connected(transport, uri, ctx),
+                Ok(Err(ConnectFailure::Io(source))) => ConnectError::Io {
+                    uri: uri.to_string(),
+                    source,
+                },
+                Ok(Err(ConnectFailure::Tls(e))) => ConnectError::Tls {
+                    uri: uri.to_string(),
+                    source: TlsError::Handshake(e),
+                },
+                Err(_) => ConnectError::ConnectTimeout {
+                    uri: uri.to_string(),
+                },
+            };
+            act.attempt_failed(err, ctx);
         }));
     }
 
-    fn connected(&mut self, stream: TcpStream, uri: AmpsUri, ctx: &mut Context<Self>) {
+    /// Starts the read stream and the write task on the two halves of a connection.
+    fn attach<R, W>(&mut self, read: R, write: W, ctx: &mut Context<Self>)
+    where
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin + 'static,
+    {
         let epoch = self.epoch;
-        // Latency matters more than packet count: frames are already batched by the store.
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         self.writer = Some(tx);
         let writer = ctx.spawn(
@@ -242,6 +294,22 @@ impl ConnectionActor {
             .chain(futures_util::stream::once(async move { (epoch, None) }));
         let reader = ctx.add_stream(frames);
         self.tasks = vec![writer, reader];
+    }
+
+    fn connected(&mut self, transport: Transport, uri: AmpsUri, ctx: &mut Context<Self>) {
+        let epoch = self.epoch;
+        match transport {
+            // Owned halves: no lock between reading and writing, vectored writes straight to
+            // the socket.
+            Transport::Plain(stream) => {
+                let (read, write) = stream.into_split();
+                self.attach(read, write, ctx);
+            }
+            Transport::Tls(stream) => {
+                let (read, write) = tokio::io::split(*stream);
+                self.attach(read, write, ctx);
+            }
+        }
         self.last_received = Instant::now();
         tracing::info!(server = %uri, "connected");
         self.registry
@@ -297,10 +365,14 @@ impl ConnectionActor {
         tracing::warn!(error = %err, "connection attempt failed");
         let was_connected = !matches!(self.state, State::Down);
         self.close(ctx);
+        let reason = err.to_string();
+        let err = Arc::new(err);
+        self.registry
+            .do_send(ConnectionEvent::AttemptFailed { error: err.clone() });
         if was_connected {
             self.registry.do_send(ConnectionEvent::Disconnected {
-                reason: err.to_string(),
-                error: Some(Arc::new(err)),
+                reason,
+                error: Some(err),
             });
         }
         self.reconnects.failed(self.server);
@@ -376,7 +448,11 @@ impl ConnectionActor {
             if auth && self.config.reconnect.stop_on_auth_failure {
                 tracing::error!(error = %err, "logon refused");
                 self.close(ctx);
-                self.give_up(err.to_string());
+                let reason = err.to_string();
+                self.registry.do_send(ConnectionEvent::AttemptFailed {
+                    error: Arc::new(err),
+                });
+                self.give_up(reason);
                 return;
             }
             self.attempt_failed(err, ctx);
@@ -462,8 +538,8 @@ impl ConnectionActor {
 }
 
 /// Owns the write half: writes everything queued in one vectored write per wakeup.
-async fn write_loop(
-    mut socket: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
 ) -> Option<std::io::Error> {
     let mut batch: Vec<Bytes> = Vec::with_capacity(64);
@@ -478,14 +554,18 @@ async fn write_loop(
         if let Err(e) = write_all_vectored(&mut socket, &mut batch).await {
             return Some(e);
         }
+        // A no-op for TCP; TLS may hold encrypted records until flushed.
+        if let Err(e) = socket.flush().await {
+            return Some(e);
+        }
         batch.clear();
     }
     let _ = socket.shutdown().await;
     None
 }
 
-async fn write_all_vectored(
-    socket: &mut OwnedWriteHalf,
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    socket: &mut W,
     bufs: &mut [Bytes],
 ) -> std::io::Result<()> {
     let mut first = 0;

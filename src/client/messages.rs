@@ -307,6 +307,18 @@ pub enum ConnectionEvent {
         /// server, a write error or a heartbeat timeout.
         error: Option<Arc<ConnectError>>,
     },
+    /// A connect or logon attempt failed: TCP, TLS ([`ConnectError::Tls`],
+    /// [`ConnectError::TlsUnavailable`]), a refused logon ([`ConnectError::LogonRefused`]) or a
+    /// timeout. The client backs off and tries again, unless a [`ConnectionEvent::GaveUp`]
+    /// follows.
+    ///
+    /// [`ConnectError::Tls`]: crate::error::ConnectError::Tls
+    /// [`ConnectError::TlsUnavailable`]: crate::error::ConnectError::TlsUnavailable
+    /// [`ConnectError::LogonRefused`]: crate::error::ConnectError::LogonRefused
+    AttemptFailed {
+        /// What failed (the URI inside has its password masked).
+        error: std::sync::Arc<crate::error::ConnectError>,
+    },
     /// The client gave up reconnecting (max retry time, refused credentials, publish gap).
     GaveUp {
         /// Why, in words.

@@ -55,6 +55,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+pub use crate::tls::TlsClientConfig;
 pub use config::{Backoff, ClientConfig, FullPolicy, ReconnectPolicy, StoreKind};
 pub use connection::CLIENT_VERSION;
 pub use messages::*;

@@ -5,7 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::protocol::{Password, DEFAULT_MAX_FRAME};
+use crate::tls::TlsIdentity;
 
 /// When the transaction log writer calls `fsync` (`File::sync_data`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,8 +44,8 @@ pub struct ServerConfig {
     pub deny_write: Vec<String>,
     /// SOW topics: a topic regex and its key fields (`/id`, `/region`, ...).
     pub sow: Vec<(String, Vec<String>)>,
-    /// Users and passwords; empty means authentication is disabled.
-    pub users: Vec<(String, String)>,
+    /// Users and passwords; empty means authentication is disabled. Passwords never print.
+    pub users: Vec<(String, Password)>,
     /// Default interval between conflated persisted acks (a logon may ask for another).
     pub ack_conflation: Duration,
     /// fsync policy of the transaction log.
@@ -58,6 +59,10 @@ pub struct ServerConfig {
     /// reading while it keeps sending (so its acks pile up) is disconnected once its unsent
     /// output passes this, so one slow reader cannot make the server grow without bound.
     pub max_unsent_bytes: usize,
+    /// The certificate and key: when set the listener speaks only TLS (`tcps://`).
+    pub tls: Option<TlsIdentity>,
+    /// How long a TLS handshake may take before the connection is closed.
+    pub tls_handshake_timeout: Duration,
 }
 
 /// Default [`ServerConfig::max_connections`].
@@ -69,7 +74,8 @@ pub const DEFAULT_MAX_UNSENT_BYTES: usize = 32 << 20;
 impl ServerConfig {
     /// Defaults: listen on `127.0.0.1:0`, fsync per batch, 5 ms ack conflation, 64 MiB maximum
     /// message, 1024 connections, 32 MiB of unsent output per connection, no users (no
-    /// authentication), nothing denied, no SOW topics.
+    /// authentication), nothing denied, no SOW topics, plaintext (no TLS; a 10 s handshake
+    /// timeout once TLS is set).
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
@@ -82,6 +88,8 @@ impl ServerConfig {
             max_message_size: DEFAULT_MAX_FRAME,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 
@@ -108,7 +116,35 @@ impl ServerConfig {
 
     /// Adds a user; once any user exists, logons must carry a matching `user_id` and `pw`.
     pub fn user(mut self, name: &str, password: &str) -> Self {
-        self.users.push((name.to_owned(), password.to_owned()));
+        self.users.push((name.to_owned(), Password::new(password)));
+        self
+    }
+
+    /// Serves TLS only, with the certificate chain (leaf first) and the private key in these
+    /// PEM files (read when the server starts; a bad file is [`ServerError::Tls`]). Plaintext
+    /// clients then fail the handshake: nothing is ever served in clear.
+    ///
+    /// [`ServerError::Tls`]: crate::error::ServerError::Tls
+    pub fn tls(mut self, cert_pem: impl Into<PathBuf>, key_pem: impl Into<PathBuf>) -> Self {
+        self.tls = Some(TlsIdentity::Files {
+            cert: cert_pem.into(),
+            key: key_pem.into(),
+        });
+        self
+    }
+
+    /// Like [`ServerConfig::tls`], with the PEM text in memory.
+    pub fn tls_pem(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.tls = Some(TlsIdentity::Pem {
+            cert: cert_pem.into(),
+            key: key_pem.into(),
+        });
+        self
+    }
+
+    /// Sets how long a TLS handshake may take (a silent peer is closed after it).
+    pub fn tls_handshake_timeout(mut self, d: Duration) -> Self {
+        self.tls_handshake_timeout = d;
         self
     }
 

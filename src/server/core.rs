@@ -26,7 +26,7 @@ use super::config::{FsyncPolicy, ServerConfig};
 use super::sow::{DeleteStats, Sow, SowTopicConfig};
 use super::txlog::{encode_record, Record, RecordKind};
 use crate::error::ServerError;
-use crate::protocol::Reason;
+use crate::protocol::{Password, Reason};
 
 /// Above this many unwritten log bytes, sessions wait for the writer before reading more.
 pub(crate) const LOG_BACKLOG_LIMIT: usize = 32 << 20;
@@ -35,7 +35,10 @@ pub(crate) const LOG_BACKLOG_LIMIT: usize = 32 << 20;
 pub(crate) struct Settings {
     pub deny_write: Option<RegexSet>,
     pub sow: Vec<(Regex, Vec<String>)>,
-    pub users: HashMap<String, String>,
+    pub users: HashMap<String, Password>,
+    /// Present when the listener speaks TLS only.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls_handshake_timeout: Duration,
     pub ack_conflation: Duration,
     pub fsync: FsyncPolicy,
     pub max_message_size: usize,
@@ -79,6 +82,11 @@ impl Settings {
             max_message_size: cfg.max_message_size,
             max_connections: cfg.max_connections.max(1),
             max_unsent_bytes: cfg.max_unsent_bytes.max(1),
+            tls: match &cfg.tls {
+                Some(identity) => Some(tokio_rustls::TlsAcceptor::from(identity.server_config()?)),
+                None => None,
+            },
+            tls_handshake_timeout: cfg.tls_handshake_timeout,
         })
     }
 
@@ -233,10 +241,26 @@ pub(crate) struct Shared {
     pub slow_consumer_disconnects: AtomicU64,
     /// The most unsent output any connection held after a write attempt.
     pub peak_unsent: AtomicUsize,
+    /// Counters kept across restarts (owned by the handle).
+    pub counters: Arc<Counters>,
+}
+
+/// What [`ServerHandle::stats`](super::ServerHandle::stats) reports.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub connections: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub logons_accepted: AtomicU64,
+    pub logons_refused: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(settings: Arc<Settings>, state: State, durable: u64) -> Shared {
+    pub fn new(
+        settings: Arc<Settings>,
+        state: State,
+        durable: u64,
+        counters: Arc<Counters>,
+    ) -> Shared {
         Shared {
             settings,
             state: Mutex::new(state),
@@ -250,6 +274,7 @@ impl Shared {
             refused_connections: AtomicU64::new(0),
             slow_consumer_disconnects: AtomicU64::new(0),
             peak_unsent: AtomicUsize::new(0),
+            counters,
         }
     }
 

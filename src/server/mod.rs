@@ -46,6 +46,15 @@
 //! # Ok::<(), actix_amps::error::ServerError>(())
 //! ```
 //!
+//! # TLS and users
+//!
+//! With [`ServerConfig::tls`] (a PEM certificate chain and key) the listener speaks only TLS:
+//! the handshake runs before anything is read as AMPS, bounded by
+//! [`ServerConfig::tls_handshake_timeout`], and a client that does not speak TLS is closed
+//! ([`ServerStats::tls_handshake_failures`]). With [`ServerConfig::user`] a logon must carry a
+//! matching `user_id` and `pw`, or it is refused with `auth failure` and the connection closed.
+//! Passwords are never logged.
+//!
 //! [`RawWriter`] is a pipelined raw-socket publisher: the baseline for benchmarks. [`Sink`] is a
 //! minimal acking endpoint for benchmarks that should measure the client, not the server.
 
@@ -80,7 +89,7 @@ pub use self::session::SERVER_VERSION;
 pub use self::sink::{Sink, SinkConfig, SinkHandle};
 pub use crate::error::ServerError;
 
-use self::core::{Settings, Shared, State};
+use self::core::{Counters, Settings, Shared, State};
 
 /// The name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -101,6 +110,15 @@ pub struct ServerStats {
     pub slow_consumer_disconnects: u64,
     /// The most output any connection had waiting for its socket after a write attempt.
     pub peak_unsent_bytes: usize,
+    /// TCP connections accepted since the handle was created (across restarts).
+    pub connections_accepted: u64,
+    /// TLS handshakes that failed or timed out (plaintext clients on a TLS listener, among
+    /// others).
+    pub tls_handshake_failures: u64,
+    /// Logons accepted.
+    pub logons_accepted: u64,
+    /// Logons refused (`auth failure`, no client name, bad options, ...).
+    pub logons_refused: u64,
 }
 
 /// Entry point: see [`Server::start`].
@@ -120,6 +138,7 @@ impl Server {
             addr: Mutex::new(config.listen),
             running: Mutex::new(None),
             last: Mutex::new(None),
+            counters: Arc::default(),
         };
         handle.start_on(config.listen)?;
         Ok(handle)
@@ -168,6 +187,7 @@ pub struct ServerHandle {
     running: Mutex<Option<Running>>,
     /// The shared state of the last run (for [`ServerHandle::last_sequence`] after a stop).
     last: Mutex<Option<Arc<Shared>>>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -217,7 +237,12 @@ impl ServerHandle {
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let shared = Arc::new(Shared::new(self.settings.clone(), state, 0));
+        let shared = Arc::new(Shared::new(
+            self.settings.clone(),
+            state,
+            0,
+            self.counters.clone(),
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("amps-server")
@@ -260,9 +285,20 @@ impl ServerHandle {
         *lock(&self.addr)
     }
 
-    /// The URI a client connects to: `tcp://127.0.0.1:PORT/amps/json`.
+    /// The URI a client connects to: `tcp://127.0.0.1:PORT/amps/json`, or `tcps://...` when
+    /// the server speaks TLS.
     pub fn uri(&self) -> String {
-        format!("tcp://{}/amps/json", self.addr())
+        let scheme = if self.settings.tls.is_some() {
+            "tcps"
+        } else {
+            "tcp"
+        };
+        format!("{scheme}://{}/amps/json", self.addr())
+    }
+
+    /// Whether the listener speaks TLS only.
+    pub fn is_tls(&self) -> bool {
+        self.settings.tls.is_some()
     }
 
     /// The data directory.
@@ -325,10 +361,19 @@ impl ServerHandle {
         }
     }
 
-    /// Counters of the current (or last) run: open connections and the limits' refusals.
+    /// Counters: open connections and the limits' refusals of the current (or last) run;
+    /// connection, handshake and logon counts since the handle was created.
     pub fn stats(&self) -> ServerStats {
+        let c = &self.counters;
+        let totals = ServerStats {
+            connections_accepted: c.connections.load(Ordering::Relaxed),
+            tls_handshake_failures: c.tls_handshake_failures.load(Ordering::Relaxed),
+            logons_accepted: c.logons_accepted.load(Ordering::Relaxed),
+            logons_refused: c.logons_refused.load(Ordering::Relaxed),
+            ..ServerStats::default()
+        };
         let Some(shared) = lock(&self.last).clone() else {
-            return ServerStats::default();
+            return totals;
         };
         let connections = if self.is_running() {
             shared.conns().len()
@@ -340,6 +385,7 @@ impl ServerHandle {
             refused_connections: shared.refused_connections.load(Ordering::Relaxed),
             slow_consumer_disconnects: shared.slow_consumer_disconnects.load(Ordering::Relaxed),
             peak_unsent_bytes: shared.peak_unsent.load(Ordering::Relaxed),
+            ..totals
         }
     }
 
@@ -423,7 +469,13 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    sessions.spawn(session::run(shared.clone(), stream));
+                    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    match shared.settings.tls.clone() {
+                        None => sessions.spawn(session::run(shared.clone(), stream, peer)),
+                        Some(acceptor) => {
+                            sessions.spawn(tls_session(shared.clone(), acceptor, stream, peer))
+                        }
+                    };
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -442,4 +494,37 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
         sessions.abort_all();
     }
     let _ = done.send(());
+}
+
+/// Completes the TLS handshake (bounded by the handshake timeout, abandoned on shutdown), then
+/// runs the session over TLS. A peer that does not speak TLS is closed, never served in clear.
+async fn tls_session(
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let limit = shared.settings.tls_handshake_timeout;
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    match outcome {
+        Ok(Ok(tls)) => session::run(shared, tls, peer).await,
+        Ok(Err(e)) => {
+            shared
+                .counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, error = %e, "TLS handshake failed; closing");
+        }
+        Err(_) => {
+            shared
+                .counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, timeout = ?limit, "TLS handshake timed out; closing");
+        }
+    }
 }

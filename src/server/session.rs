@@ -1,5 +1,8 @@
 //! One client connection: logon, the write path, acks, flush and heartbeats.
 //!
+//! The connection is a TCP stream or, on a TLS listener, a TLS stream whose handshake the
+//! accept loop has already completed; the session does not know which.
+//!
 //! A session is one tokio task owning its socket. Each turn of its loop waits for the first of:
 //! bytes from the client (decoded into as many frames as are buffered, then handled as a batch
 //! under one state lock), the conflation timer (drain the durable prefix of the ack queue), a
@@ -10,14 +13,14 @@
 //! output passes `max_unsent_bytes` is disconnected.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::WriteHalf;
-use tokio::net::TcpStream;
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::Decoder;
@@ -38,6 +41,9 @@ const HEADER_ROOM: usize = 64 * 1024;
 
 /// How long the ack of a refused command may take to write before the connection closes.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long closing a connection may wait to send its last bytes (TLS close_notify).
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a logon waits for the log to catch up before giving up.
 const LOGON_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,8 +79,12 @@ struct Session {
     topics: HashMap<String, TopicInfo>,
 }
 
-/// Registers a connection and runs it until it closes.
-pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
+/// Registers a connection and runs it until it closes. `stream` is a TCP stream, or a TLS
+/// stream whose handshake has completed.
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let kill = Arc::new(Notify::new());
     shared.conns().insert(
@@ -84,10 +94,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
             kill: kill.clone(),
         },
     );
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer = peer.to_string();
     let now = Instant::now();
     let mut s = Session {
         conflation: shared.settings.ack_conflation,
@@ -104,14 +111,27 @@ pub(crate) async fn run(shared: Arc<Shared>, stream: TcpStream) {
         my_lsn: 0,
         topics: HashMap::new(),
     };
-    let why = s.run(stream, &kill).await;
+    // Halves, so the loop can wait to write (a peer slow to read) while it goes on reading.
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let why = s.run(&mut rd, &mut wr, &kill).await;
     tracing::debug!(peer = %s.peer, client = s.client_name.as_deref().unwrap_or(""), "connection closed: {why}");
     shared.conns().remove(&conn_id);
+    // A clean close: TLS sends close_notify (so the client sees an end of stream, not a
+    // truncation); TCP sends its FIN. Bounded, since a peer that does not read can block it.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
 }
 
 impl Session {
-    async fn run(&mut self, mut stream: TcpStream, kill: &Notify) -> &'static str {
-        let (mut rd, mut wr) = stream.split();
+    /// The loop. Output is written without blocking the loop: what the socket does not take
+    /// at once waits in `out`, written by the select's write branch while reading goes on, and
+    /// a peer that lets it grow past `max_unsent_bytes` is disconnected.
+    async fn run<R, W>(&mut self, rd: &mut R, wr: &mut W, kill: &Notify) -> &'static str
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        // Bytes handed to the writer that it may still buffer (TLS) until a flush.
+        let mut unflushed = false;
         let max = self.shared.settings.max_message_size;
         let mut codec = AmpsCodec::new(max.saturating_add(HEADER_ROOM));
         let mut inbuf = BytesMut::with_capacity(64 * 1024);
@@ -158,9 +178,18 @@ impl Session {
                 _ = sleep_until(ack_at.unwrap_or_else(far)), if ack_at.is_some() => {
                     self.drain(*durable_rx.borrow_and_update());
                 }
-                r = wr.writable(), if live && !self.out.is_empty() => {
-                    if r.is_err() {
-                        return "write error";
+                r = write_or_flush(wr, &self.out), if live && (unflushed || !self.out.is_empty()) => {
+                    match r {
+                        Ok(0) => unflushed = false,
+                        Ok(n) => {
+                            self.out.advance(n);
+                            self.last_sent = Instant::now();
+                            unflushed = true;
+                            if self.out.is_empty() {
+                                self.failures_delivered();
+                            }
+                        }
+                        Err(_) => return "write error",
                     }
                 }
                 _ = sleep_until(beat_at), if hb.is_some() => {
@@ -199,10 +228,10 @@ impl Session {
                     }
                     if flow == Flow::Close {
                         // Best effort for the refusal's ack, bounded: the peer may not read.
-                        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, wr.write_all(&self.out)).await;
+                        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write_out(wr, &self.out)).await;
                         return "closed after a refused command";
                     }
-                    if let Err(why) = self.send_out(&wr) {
+                    if let Err(why) = self.send_out(wr, &mut unflushed) {
                         return why;
                     }
                     // Backpressure: let the log writer catch up before reading more.
@@ -216,7 +245,7 @@ impl Session {
                 }
             }
             if !*freeze_rx.borrow() {
-                if let Err(why) = self.send_out(&wr) {
+                if let Err(why) = self.send_out(wr, &mut unflushed) {
                     return why;
                 }
             }
@@ -246,20 +275,34 @@ impl Session {
     /// Writes as much pending output as the socket takes now, without waiting (the loop waits
     /// for writability alongside everything else, so reading goes on). Fails on a socket error,
     /// or when the output still waiting passes `max_unsent_bytes`: the peer is not reading.
-    fn send_out(&mut self, wr: &WriteHalf<'_>) -> Result<(), &'static str> {
+    fn send_out<W: AsyncWrite + Unpin>(
+        &mut self,
+        wr: &mut W,
+        unflushed: &mut bool,
+    ) -> Result<(), &'static str> {
         while !self.out.is_empty() {
-            match wr.try_write(&self.out) {
-                Ok(0) => return Err("write error"),
-                Ok(n) => {
+            // One poll: `None` means the socket would block, and the loop's write branch
+            // takes over.
+            match wr.write(&self.out).now_or_never() {
+                None => break,
+                Some(Ok(0)) => return Err("write error"),
+                Some(Ok(n)) => {
                     self.out.advance(n);
                     self.last_sent = Instant::now();
+                    *unflushed = true;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Some(Err(e)) => {
                     tracing::debug!(peer = %self.peer, error = %e, "write failed");
                     return Err("write error");
                 }
+            }
+        }
+        if *unflushed && self.out.is_empty() {
+            match wr.flush().now_or_never() {
+                Some(Ok(())) => *unflushed = false,
+                Some(Err(_)) => return Err("write error"),
+                None => {} // the loop's flush branch finishes it
             }
         }
         let unsent = self.out.len();
@@ -315,9 +358,13 @@ impl Session {
                 );
                 return Flow::Close;
             }
-            if self.logon(first.header).await == Flow::Close {
+            let flow = self.logon(first.header).await;
+            let counters = &self.shared.counters;
+            if flow == Flow::Close {
+                counters.logons_refused.fetch_add(1, Ordering::Relaxed);
                 return Flow::Close;
             }
+            counters.logons_accepted.fetch_add(1, Ordering::Relaxed);
         }
         self.process(frames);
         Flow::Continue
@@ -353,7 +400,10 @@ impl Session {
         };
         if !settings.users.is_empty() {
             let ok = match (req.user_id.as_deref(), req.password.as_ref()) {
-                (Some(u), Some(pw)) => settings.users.get(u).is_some_and(|p| p == pw.expose()),
+                (Some(u), Some(pw)) => settings
+                    .users
+                    .get(u)
+                    .is_some_and(|p| p.expose() == pw.expose()),
                 _ => false,
             };
             if !ok {
@@ -637,6 +687,25 @@ fn topic_info(shared: &Shared, st: &State, topic: &str) -> TopicInfo {
         valid,
         is_sow: st.sow.is_sow_topic(topic),
     }
+}
+
+/// Writes everything and flushes (a no-op for TCP; TLS may buffer records until flushed).
+/// Writes some of `out` (returns how much), or with nothing left to write flushes what the
+/// writer buffered (TLS) and returns 0.
+async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, out: &[u8]) -> std::io::Result<usize> {
+    if out.is_empty() {
+        wr.flush().await?;
+        return Ok(0);
+    }
+    match wr.write(out).await? {
+        0 => Err(std::io::ErrorKind::WriteZero.into()),
+        n => Ok(n),
+    }
+}
+
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// `ack_conflation` values: `<n>ms`, `<n>s`, or a bare number of milliseconds.

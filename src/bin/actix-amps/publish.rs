@@ -12,6 +12,7 @@ use actix_amps::client::{
     StoreKind, SubscribeFailedWrites,
 };
 use actix_amps::protocol::parse_uri;
+use actix_amps::tls::TlsClientConfig;
 use clap::Args;
 use tokio::io::AsyncBufReadExt;
 
@@ -40,6 +41,9 @@ pub struct PublishArgs {
     /// Lines per batch (one actor message each).
     #[arg(long, default_value_t = 1024)]
     batch: usize,
+    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Vec<std::path::PathBuf>,
 }
 
 /// Parses `none`, `memory` or `file:DIR`.
@@ -56,13 +60,22 @@ pub fn parse_store(s: &str) -> Result<StoreKind, String> {
     }
 }
 
-/// Builds a client config from repeated `--uri`s.
-pub fn client_config(name: &str, uris: &[String]) -> Result<ClientConfig, String> {
-    uris.iter().try_fold(ClientConfig::new(name), |cfg, u| {
+/// Builds a client config from repeated `--uri`s and `--tls-ca`s.
+pub fn client_config(
+    name: &str,
+    uris: &[String],
+    tls_ca: &[std::path::PathBuf],
+) -> Result<ClientConfig, String> {
+    let config = uris.iter().try_fold(ClientConfig::new(name), |cfg, u| {
         parse_uri(u)
             .map(|uri| cfg.parsed_uri(uri))
             .map_err(|e| format!("--uri {u:?}: {e}"))
-    })
+    })?;
+    if tls_ca.is_empty() {
+        return Ok(config);
+    }
+    let tls = TlsClientConfig::from_pem_files(tls_ca).map_err(|e| format!("--tls-ca: {e}"))?;
+    Ok(config.tls(tls))
 }
 
 /// Prints each failed write as one JSON line.
@@ -109,7 +122,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
     crate::init_logging_quiet();
     let store = parse_store(&args.store)?;
     let timeout = Duration::from_millis(args.flush_timeout);
-    let config = client_config(&args.client_name, &args.uri)?
+    let config = client_config(&args.client_name, &args.uri, &args.tls_ca)?
         .store(store)
         // Without a server, give up when the flush would time out anyway.
         .reconnect(ReconnectPolicy {

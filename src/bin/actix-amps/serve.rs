@@ -44,6 +44,12 @@ pub struct ServeArgs {
     #[arg(long = "max-unsent-bytes", value_name = "BYTES", default_value_t = DEFAULT_MAX_UNSENT_BYTES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_unsent_bytes: usize,
+    /// Serve TLS only (tcps://) with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Runs the server until a termination signal, then stops it cleanly.
@@ -81,6 +87,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(max) = args.max_message_size {
         config = config.max_message_size(max);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config = config.tls(cert, key);
     }
     let server = Server::start(config).map_err(|e| e.to_string())?;
     eprintln!(

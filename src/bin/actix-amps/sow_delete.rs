@@ -32,6 +32,9 @@ pub struct SowDeleteArgs {
     /// Deadline in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout: u64,
+    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Vec<std::path::PathBuf>,
 }
 
 /// Runs the command: prints `{"matches":..,"records_deleted":..,"topic_matches":..}`.
@@ -44,8 +47,8 @@ pub fn run(args: SowDeleteArgs) -> Result<ExitCode, String> {
         _ => return Err("give exactly one of --filter, --keys, --data".into()),
     };
     let timeout = Duration::from_millis(args.timeout);
-    let config =
-        crate::publish::client_config(&args.client_name, &args.uri)?.reconnect(ReconnectPolicy {
+    let config = crate::publish::client_config(&args.client_name, &args.uri, &args.tls_ca)?
+        .reconnect(ReconnectPolicy {
             max_retry_time: Some(timeout),
             ..ReconnectPolicy::default()
         });
