@@ -366,6 +366,36 @@ async fn an_unknown_command_goes_to_last_chance_without_a_reconnect() {
 }
 
 #[actix_rt::test]
+async fn acks_for_command_ids_nobody_waits_for_go_to_last_chance() {
+    let peer = HostilePeer::start(script(
+        |_| {
+            let mut v = raw_frame(
+                br#"{"c":"ack","cid":"nobody-waits","a":"processed","status":"success"}"#,
+            );
+            // An ack with no cid that is not a persisted ack is unclaimed too.
+            v.extend(raw_frame(br#"{"c":"ack","a":"stats","matches":1}"#));
+            v
+        },
+        After::BeGood,
+    ))
+    .await;
+    let (client, mut events, seqs) = start("hostile-unknown-cid", &peer).await;
+    let u = events.next_unexpected().await;
+    assert_eq!(u.kind, UnexpectedKind::UnknownCommandId);
+    assert_eq!(u.frame.header.cid.as_deref(), Some("nobody-waits"));
+    let u = events.next_unexpected().await;
+    assert_eq!(u.kind, UnexpectedKind::Unclaimed);
+    assert_eq!(u.frame.header.matches, Some(1));
+    client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .expect("client alive")
+        .expect("flush completes");
+    assert_no_disconnect(&mut events);
+    assert_eq!(peer.sequences(0), seqs);
+}
+
+#[actix_rt::test]
 async fn an_ack_with_whitespace_and_valid_escapes_is_accepted() {
     let peer = HostilePeer::start(script(
         |seqs| {
