@@ -392,6 +392,9 @@ pub enum StartError {
     /// The publish store could not be opened.
     #[error("cannot open the publish store: {0}")]
     Store(#[from] StoreError),
+    /// The arbiter given to `start_in` has stopped.
+    #[error("the arbiter to start the client in has stopped")]
+    ArbiterStopped,
 }
 
 /// The embedded server (or the journal reader) cannot start or read its data directory.

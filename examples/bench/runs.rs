@@ -192,25 +192,34 @@ impl Handler<TakeLatencies> for Recorder {
 /// Failure-notification latencies in µs, sorted. `loaded`: `count` messages in batches while
 /// the server refuses some of them (it must refuse about one in ten); otherwise one publish at
 /// a time to a server that refuses everything, waiting for each notification.
+/// With `own_arbiter`, the client and the subscriber run on a dedicated arbiter (thread), as
+/// `ClientConfig::start_in` allows, so the producer's own work does not delay them.
 pub async fn failure_latencies(
     uri: &str,
     name: &str,
     body: &Bytes,
     count: u64,
     loaded: bool,
+    own_arbiter: Option<&actix::ArbiterHandle>,
 ) -> Result<Vec<f64>, String> {
-    let client = ClientConfig::new(name)
+    let config = ClientConfig::new(name)
         .uri(uri)
         .map_err(err)?
-        .capacity(count as usize + 1000, 8 << 30)
-        .start()
-        .map_err(err)?;
+        .capacity(count as usize + 1000, 8 << 30);
+    let client = match own_arbiter {
+        Some(arbiter) => config.start_in(arbiter),
+        None => config.start(),
+    }
+    .map_err(err)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let recorder = Recorder {
         latencies: Vec::new(),
         tx,
-    }
-    .start();
+    };
+    let recorder = match own_arbiter {
+        Some(arbiter) => Recorder::start_in_arbiter(arbiter, move |_| recorder),
+        None => recorder.start(),
+    };
     client
         .send(SubscribeFailedWrites(recorder.clone().recipient()))
         .await

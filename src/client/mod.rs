@@ -86,6 +86,33 @@ impl ClientConfig {
     /// Opens the store and starts the client's actors on the current actix arbiter (inside an
     /// actix `System`, or a tokio `LocalSet`). Connecting starts at once, in the background.
     pub fn start(self) -> Result<Addr<ClientActor>, StartError> {
+        self.start_here()
+    }
+
+    /// Like [`ClientConfig::start`], but runs the client's actors on `arbiter` (another
+    /// thread), so that the application's own work on the calling thread never delays acks and
+    /// failure notifications. Blocks until the actors exist on that arbiter.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let arbiter = actix::Arbiter::new();
+    /// let client = actix_amps::client::ClientConfig::new("pub-1")
+    ///     .uri("tcp://127.0.0.1:9007/amps/json")?
+    ///     .start_in(&arbiter.handle())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start_in(self, arbiter: &actix::ArbiterHandle) -> Result<Addr<ClientActor>, StartError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = arbiter.spawn_fn(move || {
+            let _ = tx.send(self.start_here());
+        });
+        if !spawned {
+            return Err(StartError::ArbiterStopped);
+        }
+        rx.recv().unwrap_or(Err(StartError::ArbiterStopped))
+    }
+
+    fn start_here(self) -> Result<Addr<ClientActor>, StartError> {
         if self.uris.is_empty() {
             return Err(StartError::NoUri);
         }

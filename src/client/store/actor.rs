@@ -55,6 +55,10 @@ static SOW_DELETE: Command = Command::SowDelete;
 /// How many reported failure sequences are remembered for suppressing repeats.
 const REPORTED_MEMORY: usize = 65_536;
 
+/// Most writes admitted per actor turn. A larger batch continues on later turns, so acks (and
+/// failure notifications) wait behind at most this much work, not behind whole batches.
+const ADMIT_SLICE: usize = 64;
+
 /// Replay is sent in chunks of about this many bytes.
 const REPLAY_CHUNK: usize = 1 << 20;
 
@@ -128,6 +132,8 @@ pub struct PublishStoreActor {
     /// Sequences already reported failed (the most recent ones), so a repeated failure ack for
     /// a message no longer held is not reported twice.
     reported: BTreeSet<u64>,
+    /// A `ResumeAdmission` is queued.
+    resume_scheduled: bool,
     /// Write requests admitted but waiting for the store's next `sync`.
     commits: Vec<(oneshot::Sender<WriteResult>, WriteResult)>,
     published: u64,
@@ -174,6 +180,7 @@ impl PublishStoreActor {
             poisoned: None,
             gave_up: None,
             commits: Vec::new(),
+            resume_scheduled: false,
             waited: BTreeMap::new(),
             limbo: Vec::new(),
             highest_sent: store_last_assigned,
@@ -328,12 +335,19 @@ impl PublishStoreActor {
     /// Admits waiting writes, in order, while there is room; resolves each waiting request once
     /// all its writes are stored.
     fn admit_waiting(&mut self, ctx: &mut Context<Self>) {
+        let mut budget = ADMIT_SLICE;
         'entries: while let Some(mut entry) = self.waiting.pop_front() {
             while let Some(w) = entry.writes.front() {
                 if !self.has_room(w) {
                     self.waiting.push_front(entry);
                     return;
                 }
+                if budget == 0 {
+                    self.waiting.push_front(entry);
+                    self.schedule_resume(ctx);
+                    return;
+                }
+                budget -= 1;
                 let Some(w) = entry.writes.pop_front() else {
                     break;
                 };
@@ -353,6 +367,15 @@ impl PublishStoreActor {
             }
             let result = Ok(entry.first.map(|f| (f, entry.last)));
             self.resolve(entry.tx, result, ctx);
+        }
+    }
+
+    /// Continues admitting waiting writes on a later turn, after the messages now in the
+    /// mailbox (acks above all) have been handled.
+    fn schedule_resume(&mut self, ctx: &mut Context<Self>) {
+        if !self.resume_scheduled {
+            self.resume_scheduled = true;
+            ctx.notify(ResumeAdmission);
         }
     }
 
@@ -699,6 +722,21 @@ impl Handler<Commit> for PublishStoreActor {
     }
 }
 
+/// Self-notification: admit more waiting writes (see `schedule_resume`).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ResumeAdmission;
+
+impl Handler<ResumeAdmission> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeAdmission, ctx: &mut Context<Self>) {
+        self.resume_scheduled = false;
+        self.admit_waiting(ctx);
+        self.check_flushes();
+    }
+}
+
 impl Handler<StoreWrites> for PublishStoreActor {
     type Result = Response<WriteResult>;
 
@@ -732,10 +770,18 @@ impl Handler<StoreWrites> for PublishStoreActor {
         let mut first = None;
         let mut last = 0;
         if self.waiting.is_empty() {
+            let mut budget = ADMIT_SLICE;
             while let Some(w) = writes.front() {
                 if !self.has_room(w) {
                     break;
                 }
+                if budget == 0 {
+                    // A time slice: the rest of a big batch is admitted on later turns, so an
+                    // ack queued behind it is not held up by the whole batch.
+                    self.schedule_resume(ctx);
+                    break;
+                }
+                budget -= 1;
                 let Some(w) = writes.pop_front() else { break };
                 match self.admit(w, cid.take().as_deref(), ctx) {
                     Ok(seq) => {
