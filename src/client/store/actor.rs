@@ -59,6 +59,9 @@ const REPORTED_MEMORY: usize = 65_536;
 /// failure notifications) wait behind at most this much work, not behind whole batches.
 const ADMIT_SLICE: usize = 64;
 
+/// Most turns a group commit waits for queued admission before it syncs anyway.
+const MAX_COMMIT_DEFERRALS: u32 = 64;
+
 /// Replay is sent in chunks of about this many bytes.
 const REPLAY_CHUNK: usize = 1 << 20;
 
@@ -134,6 +137,8 @@ pub struct PublishStoreActor {
     reported: BTreeSet<u64>,
     /// A `ResumeAdmission` is queued.
     resume_scheduled: bool,
+    /// Times the pending group commit waited for admission to finish.
+    commit_deferrals: u32,
     /// Write requests admitted but waiting for the store's next `sync`.
     commits: Vec<(oneshot::Sender<WriteResult>, WriteResult)>,
     published: u64,
@@ -181,6 +186,7 @@ impl PublishStoreActor {
             gave_up: None,
             commits: Vec::new(),
             resume_scheduled: false,
+            commit_deferrals: 0,
             waited: BTreeMap::new(),
             limbo: Vec::new(),
             highest_sent: store_last_assigned,
@@ -698,7 +704,16 @@ struct Commit;
 impl Handler<Commit> for PublishStoreActor {
     type Result = ();
 
-    fn handle(&mut self, _: Commit, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Commit, ctx: &mut Context<Self>) {
+        // While admission of already queued writes continues on the next turns, wait for it:
+        // one fsync then covers them all (a bounded number of times, so a steady stream of
+        // writes cannot starve the answers).
+        if self.resume_scheduled && self.commit_deferrals < MAX_COMMIT_DEFERRALS {
+            self.commit_deferrals += 1;
+            ctx.notify(Commit);
+            return;
+        }
+        self.commit_deferrals = 0;
         let synced = self.store.as_mut().map_or(Ok(()), |s| s.sync());
         let commits = std::mem::take(&mut self.commits);
         match synced {
