@@ -71,21 +71,13 @@ async fn credentials_from_the_uri_or_the_builder_log_on() {
         .await
         .unwrap()
         .unwrap();
-    from_uri
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&from_uri).await;
     // The builder's credentials override a wrong password in the URI.
     let from_builder = client("auth-builder", &uri_with(&server, "wrong"))
         .credentials(USER, GOOD)
         .start()
         .unwrap();
-    from_builder
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&from_builder).await;
     let stats = server.handle.stats();
     assert_eq!((stats.logons_accepted, stats.logons_refused), (2, 0));
     assert_eq!(server.persisted("auth-uri").len(), 1);
@@ -100,6 +92,9 @@ fn the_default_is_to_stop_on_auth_failure() {
 #[actix_rt::test]
 async fn auth_failure_with_stop_gives_up_and_fails_pending_flushes() {
     let server = TestServer::start(with_user);
+    // Held until the writes are stored: otherwise the refusal can come first, and writes made
+    // after the client gave up are refused (a different test).
+    server.handle.freeze();
     let client = client("auth-stop", &uri_with(&server, "Wrong-Pw-1"))
         .start()
         .unwrap();
@@ -112,6 +107,7 @@ async fn auth_failure_with_stop_gives_up_and_fails_pending_flushes() {
             .unwrap()
             .unwrap();
     }
+    server.handle.thaw();
     let flush = client.send(PublishFlush { timeout: WAIT });
     let seen = events_until(&mut events, |e| matches!(e, ConnectionEvent::GaveUp { .. })).await;
     assert!(seen.iter().any(is_auth_failure), "{seen:?}");
@@ -312,10 +308,7 @@ async fn passwords_never_appear_in_client_or_server_logs() {
     // Accepted: password from the URI.
     let ok = client("log-ok", &uri_with(&server, GOOD)).start().unwrap();
     ok.send(Publish::new("t", "x")).await.unwrap().unwrap();
-    ok.send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&ok).await;
     // Refused: a wrong password from the builder (gives up) ...
     let stop = client("log-stop", &server.uri())
         .credentials(USER, BUILDER_PW)

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use actix_amps::client::{FullPolicy, GetStats, Publish, PublishBatch, PublishFlush};
+use actix_amps::client::{FullPolicy, GetStats, Publish, PublishBatch};
 use actix_amps::error::PublishError;
 use support::{config, TestServer, WAIT};
 
@@ -16,11 +16,7 @@ async fn error_mode_refuses_at_capacity_and_accepts_again_after_acks() {
         .when_full(FullPolicy::Error)
         .start()
         .unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     server.handle.stall_acks();
     for i in 0..5 {
         client
@@ -44,21 +40,13 @@ async fn error_mode_refuses_at_capacity_and_accepts_again_after_acks() {
         Err(PublishError::StoreFull { .. })
     ));
     server.handle.resume_acks();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     client
         .send(Publish::new("t", "after"))
         .await
         .unwrap()
         .unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     assert_eq!(server.persisted("cap-error").len(), 6);
 }
 
@@ -81,11 +69,7 @@ async fn byte_capacity_and_oversized_messages() {
         }) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     server.handle.stall_acks();
     client
         .send(Publish::new("t", vec![b'x'; 60]))
@@ -117,11 +101,7 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
         .capacity(3, 1 << 20)
         .start()
         .unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     server.handle.stall_acks();
     let mut seqs = Vec::new();
     for i in 0..3 {
@@ -170,11 +150,7 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
         .unwrap();
     assert_eq!(s4, seqs[2] + 1, "the waiting write kept its place in line");
     assert_eq!((b1, b2), (s4 + 1, s4 + 4));
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let persisted = server.persisted("cap-wait");
     assert_eq!(persisted, (seqs[0]..=b2).collect::<Vec<_>>());
 }

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_amps::client::{
-    DeltaPublish, GetStats, Publish, PublishBatch, PublishFlush, SowDelete, SowDeleteSelector,
-    StoreKind,
+    DeltaPublish, GetStats, Publish, PublishBatch, SowDelete, SowDeleteSelector, StoreKind,
 };
-use support::{config, Event, Events, TestServer, WAIT};
+use support::{config, Event, Events, TestServer};
 
 /// xorshift64*: small, seedable, reproducible.
 struct Rng(u64);
@@ -160,11 +159,7 @@ async fn run_seed(seed: u64) -> Figures {
     if stalled {
         server.handle.resume_acks();
     }
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let stats = client.send(GetStats).await.unwrap();
     assert_eq!(stats.unacknowledged, 0);
 

@@ -5,7 +5,7 @@
 mod support;
 
 use actix::Addr;
-use actix_amps::client::{ClientActor, GetStats, Publish, PublishBatch, PublishFlush, StoreKind};
+use actix_amps::client::{ClientActor, GetStats, Publish, PublishBatch, StoreKind};
 use support::{config, wait_stats, TestServer, WAIT};
 
 const N: u64 = 100_000;
@@ -38,11 +38,7 @@ async fn finish(
     first: u64,
     last: u64,
 ) {
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(client).await;
     let stats = client.send(GetStats).await.unwrap();
     assert_eq!(
         (stats.published, stats.failed, stats.unacknowledged),

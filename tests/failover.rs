@@ -39,11 +39,7 @@ async fn the_client_moves_to_the_second_server_and_continues() {
     wait_stats(&client, |s| s.persisted > 0).await;
     a.handle.stop();
     let (_, last) = publish_n(&client, 5_000).await;
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let stats = client.send(GetStats).await.unwrap();
     assert_eq!((stats.unacknowledged, stats.failed), (0, 0));
     assert!(stats.reconnects >= 1);
@@ -70,11 +66,7 @@ async fn publish_gap_is_a_typed_logon_error_when_enabled() {
     let mut events = Events::new();
     events.subscribe_connection(&client).await;
     let (_, last) = publish_n(&client, 100).await;
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     a.handle.stop();
     let gave_up = events
         .until_connection(|e| matches!(e, ConnectionEvent::GaveUp { .. }))
@@ -98,18 +90,10 @@ async fn publish_gap_is_ignored_by_default() {
     let b = TestServer::start(|c| c);
     let client = two_server_config("gap-off", &a, &b).start().unwrap();
     publish_n(&client, 100).await;
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     a.handle.stop();
     let (s, _) = publish_n(&client, 10).await;
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     assert_eq!(b.persisted("gap-off").first(), Some(&s));
 }
 

@@ -23,11 +23,7 @@ async fn flush_resolves_once_everything_before_it_is_persisted() {
         .unwrap()
         .unwrap();
     assert_eq!(last - first + 1, 5_000);
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     // The flush resolved, so the store is already empty: no polling needed.
     let stats = client.send(GetStats).await.unwrap();
     assert_eq!(
@@ -44,30 +40,19 @@ async fn flush_resolves_once_everything_before_it_is_persisted() {
 async fn flush_with_an_empty_store_needs_only_the_flush_ack() {
     let server = TestServer::start(|c| c);
     let client = config("flush-empty", &server).start().unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let none = config("flush-nostore", &server)
         .store(StoreKind::None)
         .start()
         .unwrap();
-    none.send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&none).await;
 }
 
 #[actix_rt::test]
 async fn flush_timeout_reports_how_many_are_unacknowledged() {
     let server = TestServer::start(|c| c);
     let client = config("flush-timeout", &server).start().unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap(); // logged on
+    support::flush(&client).await; // logged on
     server.handle.stall_acks();
     for i in 0..7 {
         client
@@ -107,11 +92,7 @@ async fn flush_timeout_reports_how_many_are_unacknowledged() {
     assert!(text.contains("7 message(s) still unacknowledged"), "{text}");
 
     server.handle.resume_acks();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     assert_eq!(client.send(GetStats).await.unwrap().unacknowledged, 0);
 }
 
@@ -125,11 +106,7 @@ async fn flush_while_disconnected_times_out_then_succeeds_after_reconnect() {
         .unwrap()
         .unwrap()
         .unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
 
     server.handle.stop();
     // Writes made while the server is down are stored...

@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use actix_amps::client::{ConnectionEvent, Publish, PublishFlush};
-use support::{config, wait_stats, Events, TestServer, WAIT};
+use actix_amps::client::{ConnectionEvent, Publish};
+use support::{config, wait_stats, Events, TestServer};
 
 #[actix_rt::test]
 async fn a_stalled_server_is_detected_within_two_intervals_and_the_client_reconnects() {
@@ -17,11 +17,7 @@ async fn a_stalled_server_is_detected_within_two_intervals_and_the_client_reconn
         .unwrap();
     let mut events = Events::new();
     events.subscribe_connection(&client).await;
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
 
     server.handle.freeze();
     let frozen_at = tokio::time::Instant::now();
@@ -50,11 +46,7 @@ async fn a_stalled_server_is_detected_within_two_intervals_and_the_client_reconn
     );
 
     server.handle.thaw();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let stats = wait_stats(&client, |s| s.reconnects >= 1).await;
     assert_eq!(stats.unacknowledged, 0);
     assert!(server.persisted("hb-stall").contains(&s));

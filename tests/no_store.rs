@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use actix_amps::client::{
-    GetStats, Publish, PublishFlush, SowDeleteAndWait, SowDeleteSelector, StoreKind,
+    GetStats, Publish, SowDeleteAndWait, SowDeleteSelector, StoreKind, WaitLoggedOn,
 };
 use actix_amps::error::PublishError;
 use support::{config, wait_stats, TestServer, WAIT};
@@ -18,21 +18,12 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
         .start()
         .unwrap();
     // Wait until logged on: a store-less publish while disconnected is refused, not kept.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match client
-            .send(Publish::new("orders", r#"{"id":0}"#))
-            .await
-            .unwrap()
-        {
-            Ok(None) => break,
-            Err(PublishError::NotConnected) => {
-                assert!(tokio::time::Instant::now() < deadline);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+    assert!(client.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    let first = client
+        .send(Publish::new("orders", r#"{"id":0}"#))
+        .await
+        .unwrap();
+    assert!(matches!(first, Ok(None)), "{first:?}");
     for i in 1..10 {
         let r = client
             .send(Publish::new("orders", format!("{{\"id\":{i}}}")))
@@ -40,11 +31,7 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
             .unwrap();
         assert!(matches!(r, Ok(None)), "no sequence without a store: {r:?}");
     }
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let stats = client
         .send(SowDeleteAndWait {
             topic: "orders".into(),
@@ -72,11 +59,7 @@ async fn without_a_store_a_disconnected_publish_is_an_error_not_a_silent_drop() 
         .start()
         .unwrap();
     wait_stats(&client, |_| true).await;
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     server.handle.stop();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -90,4 +73,41 @@ async fn without_a_store_a_disconnected_publish_is_an_error_not_a_silent_drop() 
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[actix_rt::test]
+async fn wait_logged_on_times_out_without_a_server_and_resolves_with_one() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = actix_amps::client::ClientConfig::new("nostore-wait")
+        .uri(&format!("tcp://127.0.0.1:{port}/amps/json"))
+        .unwrap()
+        .store(StoreKind::None)
+        .start()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(!client
+        .send(WaitLoggedOn {
+            timeout: Duration::from_millis(200)
+        })
+        .await
+        .unwrap());
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    let server = TestServer::start(|c| c);
+    let client = config("nostore-wait-2", &server)
+        .store(StoreKind::None)
+        .start()
+        .unwrap();
+    assert!(client.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    // Already logged on: answered from the current state.
+    assert!(client
+        .send(WaitLoggedOn {
+            timeout: Duration::from_secs(1)
+        })
+        .await
+        .unwrap());
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use actix_amps::client::{GetStats, Publish, PublishBatch, PublishFlush};
+use actix_amps::client::{GetStats, Publish, PublishBatch};
 use support::{config, wait_stats, TestServer, WAIT};
 
 const N: u64 = 20_000;
@@ -47,11 +47,7 @@ async fn dropped_connections_mid_stream_lose_and_duplicate_nothing() {
     wait_stats(&client, |s| s.reconnects >= 1).await;
     server.handle.drop_connections();
     let (_, last) = publish_range(&client, N / 2, N).await;
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let stats = client.send(GetStats).await.unwrap();
     assert_eq!(
         (
@@ -80,11 +76,7 @@ async fn server_restart_mid_stream_and_logon_reports_the_last_sequence() {
     server.handle.restart().unwrap();
     let (_, last) = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
     assert!(last > mid);
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     wait_stats(&client, |s| s.unacknowledged == 0 && s.reconnects >= 1).await;
     assert_eq!(server.handle.last_sequence("replay-restart"), Some(last));
     assert_eq!(
@@ -111,11 +103,7 @@ async fn a_restarted_client_continues_after_the_servers_last_sequence() {
         .unwrap()
         .unwrap()
         .unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     client.send(actix_amps::client::Shutdown).await.unwrap();
 
     // A new client process with the same name and a fresh memory store continues numbering
@@ -129,11 +117,7 @@ async fn a_restarted_client_continues_after_the_servers_last_sequence() {
         .unwrap()
         .unwrap();
     assert!(s2 > s1);
-    again
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&again).await;
     assert_eq!(again.send(GetStats).await.unwrap().failed, 0);
     assert_eq!(server.persisted("replay-renumber"), vec![s1, s2]);
 }
@@ -144,11 +128,7 @@ async fn connection_events_follow_a_drop_in_order() {
     use support::{Event, Events};
     let server = TestServer::start(|c| c);
     let client = config("replay-events", &server).start().unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let mut events = Events::new();
     events.subscribe_connection(&client).await;
     server.handle.stall_acks();
@@ -192,11 +172,7 @@ async fn connection_events_follow_a_drop_in_order() {
         }
         other => panic!("{other:?}"),
     }
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     assert_eq!(
         server.persisted("replay-events"),
         (first..=last).collect::<Vec<_>>()

@@ -7,9 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use actix_amps::client::{Publish, PublishFlush};
+use actix_amps::client::Publish;
 use actix_amps::protocol::Reason;
-use support::{config, Events, TestServer, WAIT};
+use support::{config, Events, TestServer};
 
 #[actix_rt::test]
 async fn never_sent_messages_covered_by_the_servers_last_sequence_are_reported() {
@@ -63,11 +63,7 @@ async fn never_sent_messages_covered_by_the_servers_last_sequence_are_reported()
         .unwrap()
         .unwrap();
     assert!(next > far_ahead);
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     fw.assert_quiet(Duration::from_millis(50)).await;
     assert_eq!(server.persisted("conflict"), vec![far_ahead, next]);
 }

@@ -3,8 +3,7 @@
 mod support;
 
 use actix_amps::client::{
-    DeltaPublish, Publish, PublishBatch, PublishFlush, SowDelete, SowDeleteAndWait,
-    SowDeleteSelector,
+    DeltaPublish, Publish, PublishBatch, SowDelete, SowDeleteAndWait, SowDeleteSelector,
 };
 use actix_amps::error::SowDeleteError;
 use actix_amps::protocol::Reason;
@@ -76,11 +75,7 @@ async fn stats_for_filter_keys_and_data() {
         .unwrap()
         .unwrap()
         .unwrap();
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let s = client
         .send(wait("orders", SowDeleteSelector::Filter("1=1".into())))
         .await

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_amps::client::{ConnectionEvent, Publish, PublishFlush, ReconnectPolicy};
+use actix_amps::client::{ConnectionEvent, Publish, ReconnectPolicy};
 use actix_amps::error::{ConnectError, ServerError, TlsError};
 use actix_amps::protocol::Reason;
 use actix_amps::server::{Server, ServerConfig};
@@ -139,11 +139,7 @@ async fn tls_publish_flush_and_failed_write_end_to_end() {
             .unwrap();
         seqs.push(seq);
     }
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     let failed = events.next_failed().await;
     assert_eq!(Some(failed.sequence), seqs[100]);
     assert_eq!(failed.reason, Reason::NotEntitled);
@@ -169,10 +165,7 @@ async fn dns_names_are_checked_too() {
         .tls(pki.trust())
         .start()
         .unwrap();
-    ok.send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&ok).await;
     // The certificate names localhost only: 127.0.0.1 does not match it.
     let wrong = actix_amps::client::ClientConfig::new("tls-wrong-name")
         .uri(&format!("tcps://127.0.0.1:{port}/amps/json"))
@@ -506,11 +499,7 @@ async fn tls_reconnects_and_replays_after_the_server_drops_the_connection() {
             .unwrap()
             .unwrap();
     }
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     server.handle.drop_connections();
     let reason = match events
         .until_connection(|e| matches!(e, ConnectionEvent::Disconnected { .. }))
@@ -528,11 +517,7 @@ async fn tls_reconnects_and_replays_after_the_server_drops_the_connection() {
             .unwrap()
             .unwrap();
     }
-    client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    support::flush(&client).await;
     assert_eq!(server.handle.stats().logons_accepted, 2);
     assert_eq!(server.persisted("tls-drop").len(), 100);
 }

@@ -51,8 +51,8 @@ use crate::client::backoff::Reconnects;
 use crate::client::config::ClientConfig;
 use crate::client::handlers::HandlerRegistry;
 use crate::client::internal::{
-    ConnectionLost, GaveUp, Inbound, LoggedOn, ProtocolViolation, ReconnectCount, SendFrames,
-    StopActor,
+    ConnectionLost, GaveUp, Inbound, LoggedOn, NotifyLoggedOn, ProtocolViolation, ReconnectCount,
+    SendFrames, StopActor,
 };
 use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
@@ -97,6 +97,8 @@ pub struct ConnectionActor {
     violation_streak: u32,
     stopping: bool,
     gave_up: bool,
+    /// Callers of `WaitLoggedOn` waiting for the next logon.
+    logon_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A connected socket, before it is split.
@@ -149,6 +151,7 @@ impl ConnectionActor {
             violation_streak: 0,
             stopping: false,
             gave_up: false,
+            logon_waiters: Vec::new(),
         }
     }
 
@@ -474,6 +477,9 @@ impl ConnectionActor {
         }
         self.state = State::Up;
         self.up_since = Instant::now();
+        for waiter in self.logon_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
         self.logons += 1;
         self.reconnects.reset();
         tracing::info!(server = %uri, server_last, server_version = ack.version.as_deref(), "logged on");
@@ -655,6 +661,19 @@ impl Handler<ProtocolViolation> for ConnectionActor {
         // A violation seen late, after its connection already ended, changes nothing.
         if msg.epoch == self.epoch && !matches!(self.state, State::Down) {
             self.violation(msg.error, ctx);
+        }
+    }
+}
+
+impl Handler<NotifyLoggedOn> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NotifyLoggedOn, _: &mut Context<Self>) {
+        if matches!(self.state, State::Up) {
+            let _ = msg.0.send(());
+        } else {
+            self.logon_waiters.retain(|w| !w.is_closed());
+            self.logon_waiters.push(msg.0);
         }
     }
 }

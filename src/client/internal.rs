@@ -134,6 +134,11 @@ pub(crate) struct StartFlush {
 #[rtype(result = "ClientStats")]
 pub(crate) struct StoreStats;
 
+/// Resolve `tx` once logged on (at once if already).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct NotifyLoggedOn(pub oneshot::Sender<()>);
+
 /// The connection's count of reconnects.
 #[derive(Message)]
 #[rtype(result = "u64")]

@@ -184,6 +184,16 @@ pub struct SubscribeConnectionEvents(pub Recipient<ConnectionEvent>);
 #[rtype(result = "bool")]
 pub struct Unsubscribe(pub SubscriptionId);
 
+/// Resolves `true` once the client is logged on (at once if it already is), `false` if
+/// `timeout` passes first. Useful without a store, where a write made while disconnected is
+/// refused rather than kept.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "bool")]
+pub struct WaitLoggedOn {
+    /// How long to wait.
+    pub timeout: Duration,
+}
+
 /// Asks for the client's counters.
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "ClientStats")]

@@ -67,7 +67,8 @@ use ack_router::AckRouter;
 use connection::ConnectionActor;
 use handlers::HandlerRegistry;
 use internal::{
-    ExpectAck, NewWrite, ReconnectCount, StartFlush, StopActor, StoreStats, StoreWrites,
+    ExpectAck, NewWrite, NotifyLoggedOn, ReconnectCount, StartFlush, StopActor, StoreStats,
+    StoreWrites,
 };
 use store::actor::{Limits, PublishStoreActor};
 use store::{FileStore, FileStoreConfig, MemoryStore, Store};
@@ -388,6 +389,16 @@ impl Handler<GetStats> for ClientActor {
             s.reconnects = reconnects.await.unwrap_or(0);
             s
         })
+    }
+}
+
+impl Handler<WaitLoggedOn> for ClientActor {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: WaitLoggedOn, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.connection.do_send(NotifyLoggedOn(tx));
+        Box::pin(async move { matches!(tokio::time::timeout(msg.timeout, rx).await, Ok(Ok(()))) })
     }
 }
 

@@ -203,3 +203,12 @@ pub async fn wait_stats(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// `PublishFlush` with the test deadline; panics if it fails.
+pub async fn flush(client: &Addr<ClientActor>) {
+    client
+        .send(actix_amps::client::PublishFlush { timeout: WAIT })
+        .await
+        .expect("client alive")
+        .expect("flush completes");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_amps::client::{
     ClientConfig, FailedWrite, GetStats, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
-    StoreKind, SubscribeFailedWrites,
+    StoreKind, SubscribeFailedWrites, WaitLoggedOn,
 };
 use actix_amps::protocol::parse_uri;
 use actix_amps::tls::TlsClientConfig;
@@ -152,12 +152,22 @@ async fn publish(config: ClientConfig, opts: Options) -> Result<ExitCode, String
         report_stored,
         batch: batch_size,
     } = opts;
+    let storeless = config.store == StoreKind::None;
     let client = config.start().map_err(|e| e.to_string())?;
     let printer = Printer { printed: 0 }.start();
     client
         .send(SubscribeFailedWrites(printer.clone().recipient()))
         .await
         .map_err(|e| e.to_string())?;
+    // Without a store a write made before the logon would be refused, not kept: wait for it.
+    if storeless
+        && !client
+            .send(WaitLoggedOn { timeout })
+            .await
+            .map_err(|e| e.to_string())?
+    {
+        return Err(format!("not logged on within {} ms", timeout.as_millis()));
+    }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut batch = Vec::with_capacity(batch_size);
     loop {
