@@ -202,7 +202,7 @@ impl PublishStoreActor {
             return Err(PublishError::EmptyTopic);
         }
         // Header fields cost at most a few hundred bytes beyond the variable parts.
-        let size = w.topic.len() + w.data.len() + options_len(w) + 256;
+        let size = write_weight(w) + 256;
         if size > self.limits.max_frame {
             return Err(PublishError::TooLarge {
                 size,
@@ -210,7 +210,7 @@ impl PublishStoreActor {
             });
         }
         if self.store.is_some() {
-            let weight = w.topic.len() + w.data.len() + options_len(w);
+            let weight = write_weight(w);
             if weight > self.limits.max_bytes {
                 return Err(PublishError::TooLarge {
                     size: weight,
@@ -225,7 +225,7 @@ impl PublishStoreActor {
         let Some(store) = &self.store else {
             return true;
         };
-        let weight = w.topic.len() + w.data.len() + options_len(w);
+        let weight = write_weight(w);
         store.len() < self.limits.max_messages
             && store.bytes().saturating_add(weight) <= self.limits.max_bytes
     }
@@ -234,10 +234,7 @@ impl PublishStoreActor {
         let Some(store) = &self.store else {
             return true;
         };
-        let weight: usize = writes
-            .iter()
-            .map(|w| w.topic.len() + w.data.len() + options_len(w))
-            .sum();
+        let weight: usize = writes.iter().map(write_weight).sum();
         self.waiting.is_empty()
             && store.len() + writes.len() <= self.limits.max_messages
             && store.bytes().saturating_add(weight) <= self.limits.max_bytes
@@ -607,13 +604,9 @@ impl PublishStoreActor {
     }
 }
 
-fn options_len(w: &NewWrite) -> usize {
-    w.options.as_deref().map_or(0, |o| {
-        [&o.correlation_id, &o.sow_key, &o.filter, &o.sow_keys]
-            .iter()
-            .map(|s| s.as_ref().map_or(0, String::len))
-            .sum()
-    })
+/// What a write will weigh once stored (see [`StoredMessage::weight`]).
+fn write_weight(w: &NewWrite) -> usize {
+    super::weight(&w.topic, &w.data, w.options.as_deref())
 }
 
 fn command_of(op: Operation) -> &'static Command {

@@ -79,6 +79,18 @@ pub struct MessageOptions {
     pub sow_keys: Option<String>,
 }
 
+/// The bytes a message counts against the store's byte capacity: topic, body and the text of
+/// its options (one definition for stored messages and writes not yet stored).
+pub(crate) fn weight(topic: &str, data: &[u8], options: Option<&MessageOptions>) -> usize {
+    let opts = options.map_or(0, |o| {
+        [&o.correlation_id, &o.sow_key, &o.filter, &o.sow_keys]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+    });
+    topic.len() + data.len() + opts
+}
+
 /// One message held by the store, with everything needed to resend it byte-identically and to
 /// report it if it fails. A sow_delete by data keeps the data in `data`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,13 +110,7 @@ pub struct StoredMessage {
 impl StoredMessage {
     /// Bytes this message counts against the store's byte capacity (topic + body + options).
     pub fn weight(&self) -> usize {
-        let opts = self.options.as_deref().map_or(0, |o| {
-            [&o.correlation_id, &o.sow_key, &o.filter, &o.sow_keys]
-                .iter()
-                .map(|s| s.as_ref().map_or(0, String::len))
-                .sum::<usize>()
-        });
-        self.topic.len() + self.data.len() + opts
+        weight(&self.topic, &self.data, self.options.as_deref())
     }
 
     /// The options, or the empty defaults.
