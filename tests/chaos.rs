@@ -63,6 +63,8 @@ async fn run_seed(seed: u64) -> Figures {
     events.subscribe_failed(&client).await;
 
     let mut ok: Vec<u64> = Vec::new();
+    // What each write was, to say what kind of write went missing if one ever does.
+    let mut kinds: HashMap<u64, String> = HashMap::new();
     let mut f = Figures::default();
     let mut stalled = false;
     for step in 0..STEPS {
@@ -85,6 +87,7 @@ async fn run_seed(seed: u64) -> Figures {
                     .unwrap()
                     .unwrap();
                 ok.extend(a..=b);
+                kinds.extend((a..=b).map(|s| (s, format!("publish step {step}"))));
             }
             55..=69 => {
                 let s = client
@@ -97,6 +100,7 @@ async fn run_seed(seed: u64) -> Figures {
                     .unwrap()
                     .unwrap();
                 ok.push(s);
+                kinds.insert(s, format!("delta step {step}"));
             }
             70..=76 => {
                 let selector = match rng.below(3) {
@@ -114,6 +118,7 @@ async fn run_seed(seed: u64) -> Figures {
                     .unwrap()
                     .unwrap();
                 ok.push(s);
+                kinds.insert(s, format!("sow_delete step {step}"));
             }
             77..=86 => {
                 let topic = if rng.below(2) == 0 {
@@ -131,14 +136,23 @@ async fn run_seed(seed: u64) -> Figures {
                     .unwrap()
                     .unwrap();
                 ok.push(s);
+                kinds.insert(s, format!("denied step {step}"));
             }
             87..=91 => {
+                let t = std::time::Instant::now();
                 server.handle.drop_connections();
+                if std::env::var("CHAOS_TIMING").is_ok() {
+                    eprintln!("drop took {:?}", t.elapsed());
+                }
                 f.drops += 1;
             }
             92..=93 => {
+                let t = std::time::Instant::now();
                 server.handle.stop();
                 server.handle.restart().expect("restart");
+                if std::env::var("CHAOS_TIMING").is_ok() {
+                    eprintln!("restart took {:?}", t.elapsed());
+                }
                 f.restarts += 1;
             }
             94..=96 => {
@@ -191,7 +205,13 @@ async fn run_seed(seed: u64) -> Figures {
             (true, false) => f.persisted += 1,
             (false, true) => f.failed += 1,
             (true, true) => f.both += 1,
-            (false, false) => f.lost += 1,
+            (false, false) => {
+                eprintln!(
+                    "seed {seed}: write {seq} ({}) neither persisted nor reported failed",
+                    kinds.get(seq).map_or("?", String::as_str)
+                );
+                f.lost += 1
+            }
         }
     }
     System::current().stop_with_code(0);
@@ -210,6 +230,12 @@ fn seeds() -> Vec<u64> {
 
 #[test]
 fn every_ok_write_is_persisted_or_failed_exactly_once() {
+    if std::env::var("CHAOS_TRACE").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let mut total = Figures::default();
     for seed in seeds() {
         let f = System::new().block_on(run_seed(seed));

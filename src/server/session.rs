@@ -39,8 +39,11 @@ pub const SERVER_VERSION: &str = "5.3.5.0";
 /// `message too large` ack instead of a closed connection.
 const HEADER_ROOM: usize = 64 * 1024;
 
-/// How long the ack of a refused command may take to write before the connection closes.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Why a session ended when the server stops.
+const STOPPING: &str = "server stopping";
+
+/// Why a session ended when the client closed its side.
+const CLIENT_CLOSED: &str = "closed by the client";
 
 /// How long closing a connection may wait to send its last bytes (TLS close_notify).
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -116,9 +119,33 @@ where
     let why = s.run(&mut rd, &mut wr, &kill).await;
     tracing::debug!(peer = %s.peer, client = s.client_name.as_deref().unwrap_or(""), "connection closed: {why}");
     shared.conns().remove(&conn_id);
-    // A clean close: TLS sends close_notify (so the client sees an end of stream, not a
-    // truncation); TCP sends its FIN. Bounded, since a peer that does not read can block it.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, wr.shutdown()).await;
+    // Failure acks written to a socket are not yet delivered: bytes the client has not read
+    // die with the connection if it is reset. They count as delivered only after a graceful
+    // close: what is queued goes out, then TLS close_notify or TCP FIN, then the client's own
+    // close, read to the end (closing with unread input would make the kernel send a reset).
+    // A stopping server, a peer that does not close in time, or an error leaves them
+    // unreported, so the next logon of this client name re-sends them (the client ignores a
+    // failure it has already reported).
+    // Only a close the server starts can show that the client read everything: when the
+    // client closed first (or the socket failed), what it read is unknown.
+    let stopping = why == STOPPING || *shared.shutdown.borrow();
+    if stopping || why == CLIENT_CLOSED || why == "read error" || why == "write error" {
+        return;
+    }
+    let graceful = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if !s.out.is_empty() {
+            wr.write_all(&s.out).await?;
+            wr.flush().await?;
+        }
+        wr.shutdown().await?;
+        let mut sink = vec![0u8; 16 * 1024];
+        while rd.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    if matches!(graceful, Ok(Ok(()))) {
+        s.failures_delivered();
+    }
 }
 
 impl Session {
@@ -142,7 +169,7 @@ impl Session {
         let far = || Instant::now() + Duration::from_secs(86_400);
         loop {
             if *shutdown_rx.borrow_and_update() {
-                return "server stopping";
+                return STOPPING;
             }
             let frozen = *freeze_rx.borrow_and_update();
             let stalled = *stall_rx.borrow_and_update();
@@ -185,9 +212,6 @@ impl Session {
                             self.out.advance(n);
                             self.last_sent = Instant::now();
                             unflushed = true;
-                            if self.out.is_empty() {
-                                self.failures_delivered();
-                            }
                         }
                         Err(_) => return "write error",
                     }
@@ -202,7 +226,7 @@ impl Session {
                 }
                 r = rd.read_buf(&mut inbuf), if live => {
                     match r {
-                        Ok(0) => return "closed by the client",
+                        Ok(0) => return CLIENT_CLOSED,
                         Err(e) => {
                             tracing::debug!(peer = %self.peer, error = %e, "read failed");
                             return "read error";
@@ -227,8 +251,7 @@ impl Session {
                         self.drain(durable);
                     }
                     if flow == Flow::Close {
-                        // Best effort for the refusal's ack, bounded: the peer may not read.
-                        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write_out(wr, &self.out)).await;
+                        // The refusal's ack goes out in the graceful close that follows.
                         return "closed after a refused command";
                     }
                     if let Err(why) = self.send_out(wr, &mut unflushed) {
@@ -252,7 +275,8 @@ impl Session {
         }
     }
 
-    /// The output just reached the socket in full: its failure acks are no longer unreported.
+    /// The connection closed gracefully: every failure ack it wrote was read by the client and
+    /// is no longer unreported.
     fn failures_delivered(&mut self) {
         let seqs = self.acks.take_written_failures();
         let Some(name) = self.client_name.as_deref() else {
@@ -307,7 +331,6 @@ impl Session {
         }
         let unsent = self.out.len();
         if unsent == 0 {
-            self.failures_delivered();
             return Ok(());
         }
         self.shared.peak_unsent.fetch_max(unsent, Ordering::Relaxed);
@@ -701,11 +724,6 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, out: &[u8]) -> std::i
         0 => Err(std::io::ErrorKind::WriteZero.into()),
         n => Ok(n),
     }
-}
-
-async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await
 }
 
 /// `ack_conflation` values: `<n>ms`, `<n>s`, or a bare number of milliseconds.

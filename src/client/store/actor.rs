@@ -827,10 +827,15 @@ impl Handler<StoreWrites> for PublishStoreActor {
 impl PublishStoreActor {
     /// Checks a persisted ack against what this store knows before obeying it: an ack above
     /// the highest sequence ever assigned (or learned at logon) would discard messages the
-    /// server never received, and one below an earlier ack on the same connection contradicts
-    /// it. Either is a protocol violation: the ack is ignored, the connection is told to close
-    /// and reconnect, and the store keeps every message for the replay.
-    fn check_ack(&mut self, epoch: u64, seq: u64) -> bool {
+    /// server never received, and a success below an earlier ack on the same connection
+    /// contradicts it. Either is a protocol violation: the ack is ignored, the connection is
+    /// told to close and reconnect, and the store keeps every message for the replay.
+    ///
+    /// A *failure* below an earlier ack is legitimate: after a logon the server first re-sends
+    /// the failures an earlier connection never delivered, and a replayed message it refuses
+    /// again is refused a second time, below the acks already sent (the repeat is not reported
+    /// twice). Refusing that connection would lose the failure acks that follow.
+    fn check_ack(&mut self, epoch: u64, seq: u64, failure: bool) -> bool {
         if self.poisoned == Some(epoch) {
             return false;
         }
@@ -839,7 +844,7 @@ impl PublishStoreActor {
             Some(ProtocolError::AckBeyondAssigned { seq, highest })
         } else {
             match self.ack_mark {
-                Some((e, previous)) if e == epoch && seq < previous => {
+                Some((e, previous)) if e == epoch && seq < previous && !failure => {
                     Some(ProtocolError::AckWentBackwards { seq, previous })
                 }
                 _ => None,
@@ -880,11 +885,11 @@ impl Handler<AckReceived> for PublishStoreActor {
             }));
             return;
         };
-        if self.store.is_some() && !self.check_ack(epoch, seq) {
-            return;
-        }
         let failed = ack.status == Some(Status::Failure)
             || ack.reason.as_ref().is_some_and(|r| r.marks_failed_write());
+        if self.store.is_some() && !self.check_ack(epoch, seq, failed) {
+            return;
+        }
         if failed {
             self.on_failure(seq, ack, received_at);
         } else if self.store.is_some() {
