@@ -5,7 +5,7 @@
 mod support;
 
 use actix::Addr;
-use actix_amps::client::{ClientActor, GetStats, Publish, PublishBatch, StoreKind};
+use actix_amps::client::{ClientActor, GetStats, StoreKind};
 use support::{config, wait_stats, TestServer, WAIT};
 
 const N: u64 = 100_000;
@@ -13,22 +13,7 @@ const BATCH: u64 = 1_000;
 
 /// Publishes `[from, to)` in batches; returns the first and last sequence.
 async fn publish(client: &Addr<ClientActor>, from: u64, to: u64) -> (u64, u64) {
-    let (mut first, mut last) = (None, 0);
-    for start in (from..to).step_by(BATCH as usize) {
-        let end = (start + BATCH).min(to);
-        let batch = (start..end)
-            .map(|k| Publish::new("durable", format!(r#"{{"k":{k}}}"#)))
-            .collect();
-        let (f, l) = client
-            .send(PublishBatch::new(batch))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        first.get_or_insert(f);
-        last = l;
-    }
-    (first.unwrap(), last)
+    support::publish_range(client, "durable", from, to, BATCH).await
 }
 
 async fn finish(

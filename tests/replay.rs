@@ -3,7 +3,7 @@
 
 mod support;
 
-use actix_amps::client::{GetStats, Publish, PublishBatch};
+use actix_amps::client::{GetStats, Publish};
 use support::{config, wait_stats, TestServer, WAIT};
 
 const N: u64 = 20_000;
@@ -14,25 +14,7 @@ async fn publish_range(
     from: u64,
     to: u64,
 ) -> (u64, u64) {
-    let mut first = None;
-    let mut last = 0;
-    let mut i = from;
-    while i < to {
-        let n = BATCH.min(to - i);
-        let batch = (i..i + n)
-            .map(|k| Publish::new("replay", format!(r#"{{"k":{k}}}"#)))
-            .collect();
-        let (f, l) = client
-            .send(PublishBatch::new(batch))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        first.get_or_insert(f);
-        last = l;
-        i += n;
-    }
-    (first.unwrap(), last)
+    support::publish_range(client, "replay", from, to, BATCH).await
 }
 
 #[actix_rt::test]

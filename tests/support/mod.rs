@@ -212,3 +212,30 @@ pub async fn flush(client: &Addr<ClientActor>) {
         .expect("client alive")
         .expect("flush completes");
 }
+
+/// Publishes `{"k":from}` .. `{"k":to-1}` to `topic` in batches of `batch`; returns the first
+/// and last sequence assigned.
+pub async fn publish_range(
+    client: &Addr<ClientActor>,
+    topic: &str,
+    from: u64,
+    to: u64,
+    batch: u64,
+) -> (u64, u64) {
+    let (mut first, mut last) = (None, 0);
+    for start in (from..to).step_by(batch as usize) {
+        let end = (start + batch).min(to);
+        let messages = (start..end)
+            .map(|k| actix_amps::client::Publish::new(topic, format!(r#"{{"k":{k}}}"#)))
+            .collect();
+        let (f, l) = client
+            .send(actix_amps::client::PublishBatch::new(messages))
+            .await
+            .expect("client alive")
+            .expect("stored")
+            .expect("a store assigns sequences");
+        first.get_or_insert(f);
+        last = l;
+    }
+    (first.expect("a non-empty range"), last)
+}

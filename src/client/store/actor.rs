@@ -201,22 +201,20 @@ impl PublishStoreActor {
         if w.topic.is_empty() {
             return Err(PublishError::EmptyTopic);
         }
+        let weight = write_weight(w);
         // Header fields cost at most a few hundred bytes beyond the variable parts.
-        let size = write_weight(w) + 256;
+        let size = weight + 256;
         if size > self.limits.max_frame {
             return Err(PublishError::TooLarge {
                 size,
                 max: self.limits.max_frame,
             });
         }
-        if self.store.is_some() {
-            let weight = write_weight(w);
-            if weight > self.limits.max_bytes {
-                return Err(PublishError::TooLarge {
-                    size: weight,
-                    max: self.limits.max_bytes,
-                });
-            }
+        if self.store.is_some() && weight > self.limits.max_bytes {
+            return Err(PublishError::TooLarge {
+                size: weight,
+                max: self.limits.max_bytes,
+            });
         }
         Ok(())
     }
@@ -1010,11 +1008,8 @@ impl Handler<GaveUp> for PublishStoreActor {
 
     fn handle(&mut self, msg: GaveUp, _: &mut Context<Self>) {
         self.live = None;
-        for f in self.flushes.drain(..) {
-            let unacknowledged = self
-                .store
-                .as_ref()
-                .map_or(0, |s| s.iter().take_while(|m| m.seq <= f.target).count());
+        for f in std::mem::take(&mut self.flushes) {
+            let unacknowledged = self.unacknowledged_through(f.target);
             let _ = f.tx.send(Err(FlushError::GaveUp {
                 reason: msg.reason.clone(),
                 unacknowledged,
