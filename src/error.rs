@@ -199,6 +199,23 @@ pub enum PublishError {
     /// The client has stopped (or is stopping) and takes no more writes.
     #[error("client is stopped")]
     Stopped,
+    /// A batch holds more messages or bytes than the whole store may: it could never be stored
+    /// at once, and a batch is stored whole or not at all. Nothing of it was stored.
+    #[error("batch of {messages} messages and {bytes} bytes exceeds the store's capacity of {max_messages} messages and {max_bytes} bytes")]
+    BatchOverCapacity {
+        /// Messages in the batch.
+        messages: usize,
+        /// Bytes the batch weighs.
+        bytes: usize,
+        /// Message limit.
+        max_messages: usize,
+        /// Byte limit.
+        max_bytes: usize,
+    },
+    /// Another connection logged on with this client name and the client stopped (see
+    /// `ConnectionEvent::NameInUse`).
+    #[error("the client name was taken over by another connection; the client has stopped")]
+    NameInUse,
 }
 
 /// A [`PublishFlush`](crate::client::PublishFlush) that did not complete.

@@ -114,10 +114,30 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
                 .unwrap(),
         );
     }
-    // The 4th and a batch of 4 wait: the store is full and no ack can come.
+    // A batch larger than the whole store could never be stored at once: refused, nothing
+    // of it stored.
+    let too_big = client
+        .send(PublishBatch::new(
+            (0..4).map(|i| Publish::new("t", format!("x{i}"))).collect(),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            too_big,
+            Err(PublishError::BatchOverCapacity {
+                messages: 4,
+                max_messages: 3,
+                ..
+            })
+        ),
+        "{too_big:?}"
+    );
+    // The 4th and a batch of 3 wait: the store is full and no ack can come. The batch is
+    // stored whole, once all of it fits.
     let fourth = client.send(Publish::new("t", "3"));
     let batch = client.send(PublishBatch::new(
-        (4..8).map(|i| Publish::new("t", format!("{i}"))).collect(),
+        (4..7).map(|i| Publish::new("t", format!("{i}"))).collect(),
     ));
     let fourth = tokio::spawn(fourth);
     let batch = tokio::spawn(batch);
@@ -125,7 +145,7 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let s = client.send(GetStats).await.unwrap();
-        if s.unacknowledged == 8 {
+        if s.unacknowledged == 7 {
             assert_eq!(s.published, 3, "only three are in the store");
             break;
         }
@@ -149,7 +169,7 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
         .unwrap()
         .unwrap();
     assert_eq!(s4, seqs[2] + 1, "the waiting write kept its place in line");
-    assert_eq!((b1, b2), (s4 + 1, s4 + 4));
+    assert_eq!((b1, b2), (s4 + 1, s4 + 3));
     support::flush(&client).await;
     let persisted = server.persisted("cap-wait");
     assert_eq!(persisted, (seqs[0]..=b2).collect::<Vec<_>>());

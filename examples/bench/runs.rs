@@ -63,6 +63,7 @@ pub async fn flush(client: &Addr<ClientActor>) -> Result<(), String> {
         })
         .await
         .map_err(err)?
+        .map(drop)
         .map_err(err)
 }
 

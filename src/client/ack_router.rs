@@ -4,7 +4,9 @@
 //! - an ack whose `a` is exactly `persisted` is the publish store's business: `AckReceived` to
 //!   the store actor (which discards, or enriches a failure and reports it);
 //! - an ack with a `cid` someone registered with `ExpectAck` (a flush, a sow_delete awaiting its
-//!   stats) completes that waiter; intermediate acks of a registered command are consumed;
+//!   stats) completes that waiter; intermediate acks of a registered command are consumed. The
+//!   store's own flush acks go back to the store through its mailbox, so it sees them in order
+//!   with the persisted acks (the read proof depends on that order);
 //! - anything else (an ack for a command id nobody waits for, an unknown command) is unclaimed
 //!   and goes to the registry's last-chance subscribers. An unknown command from the server is
 //!   not a protocol violation (servers add commands; an old client must not drop a connection
@@ -17,20 +19,29 @@
 use std::collections::HashMap;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use crate::client::handlers::HandlerRegistry;
 use crate::client::internal::{
-    AckReceived, ConnectionLost, ExpectAck, Inbound, StopActor, Unexpected,
+    AckReceived, AckWaiter, ConnectionLost, ExpectAck, FlushAckReceived, Inbound, NameLost,
+    StopActor, Unexpected,
 };
 use crate::client::messages::{UnexpectedKind, UnexpectedMessage};
 use crate::client::store::actor::PublishStoreActor;
-use crate::protocol::{AckType, Command, Header, Status};
+use crate::protocol::{AckType, Command, Status};
 
 struct Waiter {
     completes_on: AckType,
     survives_reconnect: bool,
-    tx: oneshot::Sender<Header>,
+    tx: AckWaiter,
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        match &self.tx {
+            AckWaiter::Channel(tx) => tx.is_closed(),
+            AckWaiter::Store => false,
+        }
+    }
 }
 
 /// The ack actor.
@@ -92,8 +103,16 @@ impl Handler<Inbound> for AckRouter {
         let failed = matches!(h.status, Some(Status::Failure));
         if failed || h.ack_type.is_only(waiter.completes_on) {
             if let Some(waiter) = self.waiters.remove(cid) {
-                // The waiter may have timed out and gone; nothing to tell then.
-                let _ = waiter.tx.send(frame.header);
+                match waiter.tx {
+                    // The waiter may have timed out and gone; nothing to tell then.
+                    AckWaiter::Channel(tx) => {
+                        let _ = tx.send(frame.header);
+                    }
+                    AckWaiter::Store => self.store.do_send(FlushAckReceived {
+                        cid: cid.to_owned(),
+                        ack: frame.header,
+                    }),
+                }
             }
         }
     }
@@ -105,7 +124,7 @@ impl Handler<ExpectAck> for AckRouter {
     fn handle(&mut self, msg: ExpectAck, _: &mut Context<Self>) {
         // Forget waiters whose callers gave up, so the map cannot grow without bound.
         if self.waiters.len() >= 64 {
-            self.waiters.retain(|_, w| !w.tx.is_closed());
+            self.waiters.retain(|_, w| !w.is_closed());
         }
         self.waiters.insert(
             msg.cid,
@@ -123,7 +142,16 @@ impl Handler<ConnectionLost> for AckRouter {
 
     fn handle(&mut self, _: ConnectionLost, _: &mut Context<Self>) {
         self.waiters
-            .retain(|_, w| w.survives_reconnect && !w.tx.is_closed());
+            .retain(|_, w| w.survives_reconnect && !w.is_closed());
+    }
+}
+
+impl Handler<NameLost> for AckRouter {
+    type Result = ();
+
+    fn handle(&mut self, msg: NameLost, _: &mut Context<Self>) {
+        // After every ack of the lost connection already forwarded.
+        self.store.do_send(msg);
     }
 }
 

@@ -28,6 +28,10 @@
 //! - **Heartbeats**: after logon the actor sends `start,<secs>`, a `beat` whenever it has sent
 //!   nothing for an interval, and treats 2 x interval without any frame from the server as a
 //!   dead connection. It never answers the server's beats (PROTOCOL.md section 9: no storms).
+//! - **Name in use**: a logon refused with `name in use`, or a `name in use` failure ack on a
+//!   live connection (the embedded server sends one, with the logon's command id, before it
+//!   closes a connection whose name another logon took), stops the client for good
+//!   ([`ConnectionEvent::NameInUse`]); it does not fight for the name.
 //! - **Reconnect**: a dropped connection is retried on the same server first; a failed attempt
 //!   moves to the next URI, with per-server backoff (`backoff.rs`). With a maximum
 //!   retry time, the actor gives up after that long without a logon, and pending flushes fail.
@@ -51,8 +55,8 @@ use crate::client::backoff::Reconnects;
 use crate::client::config::ClientConfig;
 use crate::client::handlers::HandlerRegistry;
 use crate::client::internal::{
-    ConnectionLost, GaveUp, Inbound, LoggedOn, NotifyLoggedOn, ProtocolViolation, ReconnectCount,
-    SendFrames, StopActor,
+    ConnectionLost, GaveUp, Inbound, LoggedOn, NameLost, NotifyLoggedOn, ProtocolViolation,
+    ReconnectCount, SendFrames, StopActor,
 };
 use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
@@ -196,6 +200,29 @@ impl ConnectionActor {
                 }
             });
         }
+    }
+
+    /// Another connection has this client name (the server said `name in use`, at logon or by
+    /// closing this connection): stop for good instead of taking the name back, which would
+    /// replay into a sequence space another process now writes. The store hears it through
+    /// the ack actor, after every ack of this connection, and reports what is unacknowledged.
+    fn name_lost(&mut self, ctx: &mut Context<Self>) {
+        let client_name = self.config.client_name.clone();
+        tracing::error!(client = %client_name, "client name in use by another connection; stopping");
+        self.gave_up = true;
+        let was_up = matches!(self.state, State::Up);
+        self.router.do_send(NameLost {
+            on_live_connection: was_up,
+        });
+        self.close(ctx);
+        if was_up {
+            self.registry.do_send(ConnectionEvent::Disconnected {
+                reason: "client name in use by another connection".into(),
+                error: None,
+            });
+        }
+        self.registry
+            .do_send(ConnectionEvent::NameInUse { client_name });
     }
 
     fn give_up(&mut self, reason: String) {
@@ -445,6 +472,10 @@ impl ConnectionActor {
     fn logon_ack(&mut self, ack: Header, ctx: &mut Context<Self>) {
         let uri = self.uri().to_string();
         if matches!(ack.status, Some(Status::Failure) | Some(Status::Retry)) {
+            if ack.reason == Some(Reason::NameInUse) {
+                self.name_lost(ctx);
+                return;
+            }
             let reason = ack.reason.unwrap_or(Reason::Other("logon refused".into()));
             let auth = reason == Reason::AuthFailure;
             let err = ConnectError::LogonRefused { uri, reason };
@@ -631,6 +662,13 @@ impl StreamHandler<ReadItem> for ConnectionActor {
                 self.logon_ack(frame.header, ctx);
             }
             _ if frame.header.command == Some(Command::Heartbeat) => {}
+            State::Up
+                if frame.header.command == Some(Command::Ack)
+                    && frame.header.status == Some(Status::Failure)
+                    && frame.header.reason == Some(Reason::NameInUse) =>
+            {
+                self.name_lost(ctx);
+            }
             _ => self.router.do_send(Inbound {
                 epoch,
                 frame,

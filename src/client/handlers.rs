@@ -13,7 +13,7 @@
 
 use actix::prelude::*;
 
-use crate::client::internal::{StopActor, Unexpected, WriteFailed};
+use crate::client::internal::{FlushResolved, StopActor, Unexpected, WriteFailed};
 use crate::client::messages::{
     ConnectionEvent, FailedWrite, SubscribeConnectionEvents, SubscribeFailedWrites,
     SubscribeUnexpected, SubscriptionId, UnexpectedKind, UnexpectedMessage, Unsubscribe,
@@ -95,6 +95,16 @@ impl Handler<WriteFailed> for HandlerRegistry {
                 "failed write with no failed-write or last-chance subscriber"
             );
         }
+    }
+}
+
+impl Handler<FlushResolved> for HandlerRegistry {
+    type Result = ();
+
+    /// Answers a flush here, not in the store, so that every failed write the store reported
+    /// before it has been handed to the subscribers' mailboxes first.
+    fn handle(&mut self, msg: FlushResolved, _: &mut Context<Self>) {
+        let _ = msg.tx.send(msg.result);
     }
 }
 

@@ -6,6 +6,9 @@
 //! ConnectionActor --LoggedOn/ConnectionLost--> PublishStoreActor, AckRouter
 //! PublishStoreActor --WriteFailed--> HandlerRegistry; AckRouter --Unexpected--> HandlerRegistry
 //! PublishStoreActor --ProtocolViolation--> ConnectionActor (an impossible ack: drop and retry)
+//! ConnectionActor --NameLost--> AckRouter --NameLost--> PublishStoreActor (after the acks before it)
+//! AckRouter --FlushAckReceived--> PublishStoreActor (in order with AckReceived)
+//! PublishStoreActor --FlushResolved--> HandlerRegistry (after the failures before it)
 //! ```
 //! Frames sent on a connection carry the connection's epoch so that bytes meant for a dead
 //! connection are never written to its successor before that one has logged on and replayed.
@@ -35,6 +38,8 @@ pub(crate) struct StoreWrites {
     pub writes: Vec<NewWrite>,
     /// For a sow_delete whose caller waits for the stats: the command id to put on the frame.
     pub cid: Option<String>,
+    /// Whether a caller awaits the answer (else a refusal is reported as a failed write).
+    pub mode: crate::client::store::state::WriteMode,
 }
 
 /// Bytes holding whole encoded frames, for the connection of `epoch` only.
@@ -109,7 +114,48 @@ pub(crate) struct ExpectAck {
     pub cid: String,
     pub completes_on: AckType,
     pub survives_reconnect: bool,
-    pub tx: oneshot::Sender<Header>,
+    pub tx: AckWaiter,
+}
+
+/// Who hears about an expected ack.
+pub(crate) enum AckWaiter {
+    /// A caller waiting on a channel.
+    Channel(oneshot::Sender<Header>),
+    /// The publish store, as [`FlushAckReceived`] through its mailbox, so that it sees the ack
+    /// after every persisted ack the server wrote before it (the read proof depends on it).
+    Store,
+}
+
+/// The ack of a flush command the store sent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FlushAckReceived {
+    pub cid: String,
+    pub ack: Header,
+}
+
+/// Another connection logged on with this client name: the client stops. The connection actor
+/// sends it through the ack actor, so the store sees it after every ack before it.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct NameLost {
+    /// Said on the live connection, after the server answered everything it processed (else:
+    /// a logon refused with `name in use`).
+    pub on_live_connection: bool,
+}
+
+/// A graceful close: resolves once the store proved to the server that it read every failure
+/// ack (bounded by the caller).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Closing;
+
+/// Answers a flush through the registry, after the failed writes queued before it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct FlushResolved {
+    pub tx: oneshot::Sender<Result<crate::client::messages::FlushReport, FlushError>>,
+    pub result: Result<crate::client::messages::FlushReport, FlushError>,
 }
 
 /// A failed write for the registry to route.
@@ -124,7 +170,7 @@ pub(crate) struct Unexpected(pub UnexpectedMessage);
 
 /// Flush request for the store.
 #[derive(Message)]
-#[rtype(result = "Result<(), FlushError>")]
+#[rtype(result = "Result<crate::client::messages::FlushReport, FlushError>")]
 pub(crate) struct StartFlush {
     pub deadline: tokio::time::Instant,
 }

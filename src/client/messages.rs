@@ -153,11 +153,45 @@ pub struct SowDeleteStats {
 /// Resolves when every write stored before it is acknowledged (persisted or failed) and the
 /// server has acknowledged a flush; fails after `timeout` (one deadline for the whole call) with
 /// the count still unacknowledged.
+///
+/// The answer is a [`FlushReport`]: the writes before the flush that failed and were not in an
+/// earlier flush's report. It comes only after every one of those failures is in the mailbox
+/// of every failed-write subscriber, so a caller that counts its [`FailedWrite`] events after
+/// the flush resolves sees all of them.
 #[derive(Clone, Copy, Debug, Message)]
-#[rtype(result = "Result<(), FlushError>")]
+#[rtype(result = "Result<FlushReport, FlushError>")]
 pub struct PublishFlush {
     /// Deadline for the whole call.
     pub timeout: Duration,
+}
+
+/// What a successful [`PublishFlush`] found: the failed writes among those stored before it.
+///
+/// Each failure reported as a [`FailedWrite`] with a sequence is claimed by exactly one report:
+/// the first flush that resolves after it whose target covers it. Failures of a predecessor
+/// process's writes (see [`FailedWrite::predecessor`]) are counted too, apart.
+///
+/// ```
+/// # use actix_amps::client::FlushReport;
+/// let report = FlushReport::default();
+/// assert!(report.all_persisted());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// How many writes before the flush failed (this process's and predecessors').
+    pub failed: u64,
+    /// Their sequence numbers, ascending. Complete unless more than about a million failures
+    /// went unclaimed by any flush, in which case the oldest are counted in `failed` only.
+    pub sequences: Vec<u64>,
+    /// How many of `failed` were a predecessor's writes.
+    pub predecessor_failed: u64,
+}
+
+impl FlushReport {
+    /// Whether no write before the flush failed.
+    pub fn all_persisted(&self) -> bool {
+        self.failed == 0
+    }
 }
 
 /// Identifies a subscription, for unsubscribing.
@@ -206,8 +240,11 @@ pub struct ClientStats {
     pub published: u64,
     /// Writes acknowledged as persisted.
     pub persisted: u64,
-    /// Writes reported failed.
+    /// This process's writes reported failed (by the server or locally).
     pub failed: u64,
+    /// Failures reported for writes a predecessor with the same client name made (restored from
+    /// a file store, or unknown to a memory store).
+    pub predecessor_failed: u64,
     /// Writes held in the store, not yet acknowledged.
     pub unacknowledged: u64,
     /// Successful logons after the first.
@@ -216,6 +253,10 @@ pub struct ClientStats {
 
 /// Stops the client: the connection closes and the actors stop. Unacknowledged messages stay in
 /// a file store for the next run; a memory store's are lost, so flush first.
+///
+/// Before closing, the client proves to the server that it read every failure ack it received
+/// (one more `flush`, bounded by about two seconds; see `docs/ACCOUNTING.md`), so that the next
+/// process with this client name is not told about them again.
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -235,9 +276,63 @@ pub struct FailedWrite {
     pub message: Option<StoredMessage>,
     /// The ack itself.
     pub ack: Header,
-    /// When the client decoded the failure ack (for measuring notification latency).
+    /// When the client decoded the failure ack (for measuring notification latency), or
+    /// decided the failure itself.
     pub received_at: std::time::Instant,
+    /// Who decided the failure: the server (an ack) or the client itself.
+    pub source: FailureSource,
+    /// The write was made by an earlier process with the same client name: a file store
+    /// restored it, or (with `message: None`) a memory store never knew it. The server re-sends
+    /// a failure that no process demonstrably read to the next process, once; a process that
+    /// read a failure but stopped before proving it (a crash) may have reported it already.
+    pub predecessor: bool,
 }
+
+/// Who decided a [`FailedWrite`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureSource {
+    /// The server refused the write (a failure ack).
+    Server,
+    /// The client decided: no ack exists for the write.
+    Local(LocalReason),
+}
+
+/// Why the client itself reported a write failed.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum LocalReason {
+    /// Another connection logged on with this client name; the client stopped. The write had
+    /// not been acknowledged, and the server had not processed it when it closed this
+    /// connection (it answers everything it processed first), so it was not persisted.
+    NameInUse,
+    /// The server's last sequence for this client name covers a write this process stored but
+    /// never sent (another publisher used the name): it cannot be on the server.
+    SequenceConflict {
+        /// The last sequence the logon reported.
+        server_last: u64,
+    },
+    /// The write was refused before it was stored (empty topic, too large, store full, the
+    /// client gave up or stopped) and nobody awaited the answer (`do_send`): it was never sent.
+    /// `sequence` is 0; `message` carries the write.
+    Rejected(Arc<PublishError>),
+}
+
+impl PartialEq for LocalReason {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (LocalReason::NameInUse, LocalReason::NameInUse) => true,
+            (
+                LocalReason::SequenceConflict { server_last: a },
+                LocalReason::SequenceConflict { server_last: b },
+            ) => a == b,
+            (LocalReason::Rejected(a), LocalReason::Rejected(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for LocalReason {}
 
 impl FailedWrite {
     /// The operation, if the message was found.
@@ -333,5 +428,13 @@ pub enum ConnectionEvent {
     GaveUp {
         /// Why, in words.
         reason: String,
+    },
+    /// Another connection logged on with this client name: the client stopped for good (it
+    /// does not fight for the name). Every write it had not had acknowledged is reported as a
+    /// [`FailedWrite`] with [`LocalReason::NameInUse`]; later writes fail with
+    /// [`PublishError::NameInUse`].
+    NameInUse {
+        /// The client name that was taken over.
+        client_name: String,
     },
 }

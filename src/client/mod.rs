@@ -67,10 +67,11 @@ use ack_router::AckRouter;
 use connection::ConnectionActor;
 use handlers::HandlerRegistry;
 use internal::{
-    ExpectAck, NewWrite, NotifyLoggedOn, ReconnectCount, StartFlush, StopActor, StoreStats,
-    StoreWrites,
+    AckWaiter, Closing, ExpectAck, NewWrite, NotifyLoggedOn, ReconnectCount, StartFlush, StopActor,
+    StoreStats, StoreWrites,
 };
-use store::actor::{Limits, PublishStoreActor};
+use store::actor::PublishStoreActor;
+use store::state::{Limits, WriteMode};
 use store::{FileStore, FileStoreConfig, MemoryStore, Store};
 
 /// The facade actor users message. Cloneable [`Addr`]s of it can be shared freely.
@@ -234,34 +235,94 @@ fn store_writes(
     writes: Vec<NewWrite>,
     cid: Option<String>,
 ) -> impl std::future::Future<Output = Result<Option<(u64, u64)>, PublishError>> + 'static {
-    let req = store.send(StoreWrites { writes, cid });
+    let req = store.send(StoreWrites {
+        writes,
+        cid,
+        mode: WriteMode::Awaited,
+    });
     async move { req.await.unwrap_or(Err(PublishError::Stopped)) }
 }
 
+/// The answer to a write: decided when actix hands the response over, because only then is it
+/// known whether anybody awaits it. With `send`, the store's answer goes back to the caller;
+/// with `do_send` (no one to tell), the writes go to the store in one hop and any refusal is
+/// reported as a [`FailedWrite`] with [`LocalReason::Rejected`] instead of vanishing.
+pub struct WriteResponse<R> {
+    store: Addr<PublishStoreActor>,
+    writes: Vec<NewWrite>,
+    map: fn(Option<(u64, u64)>) -> R,
+}
+
+impl<R> WriteResponse<R> {
+    fn new(
+        store: &Addr<PublishStoreActor>,
+        writes: Vec<NewWrite>,
+        map: fn(Option<(u64, u64)>) -> R,
+    ) -> Self {
+        WriteResponse {
+            store: store.clone(),
+            writes,
+            map,
+        }
+    }
+}
+
+impl<M, R> actix::dev::MessageResponse<ClientActor, M> for WriteResponse<R>
+where
+    M: Message<Result = Result<R, PublishError>>,
+    R: 'static,
+{
+    fn handle(
+        self,
+        ctx: &mut Context<ClientActor>,
+        tx: Option<actix::dev::OneshotSender<M::Result>>,
+    ) {
+        let WriteResponse { store, writes, map } = self;
+        let Some(tx) = tx else {
+            store.do_send(StoreWrites {
+                writes,
+                cid: None,
+                mode: WriteMode::Reported,
+            });
+            return;
+        };
+        let answer = store_writes(&store, writes, None);
+        ctx.spawn(fut::wrap_future(async move {
+            let _ = tx.send(answer.await.map(map));
+        }));
+    }
+}
+
+fn first_seq(r: Option<(u64, u64)>) -> Option<u64> {
+    r.map(|(s, _)| s)
+}
+
 impl Handler<Publish> for ClientActor {
-    type Result = ResponseFuture<Result<Option<u64>, PublishError>>;
+    type Result = WriteResponse<Option<u64>>;
 
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
-        let f = store_writes(&self.store, vec![new_write(Operation::Publish, msg)], None);
-        Box::pin(async move { f.await.map(|r| r.map(|(s, _)| s)) })
+        WriteResponse::new(
+            &self.store,
+            vec![new_write(Operation::Publish, msg)],
+            first_seq,
+        )
     }
 }
 
 impl Handler<DeltaPublish> for ClientActor {
-    type Result = ResponseFuture<Result<Option<u64>, PublishError>>;
+    type Result = WriteResponse<Option<u64>>;
 
     fn handle(&mut self, msg: DeltaPublish, _: &mut Context<Self>) -> Self::Result {
-        let f = store_writes(
+        WriteResponse::new(
             &self.store,
             vec![new_write(Operation::DeltaPublish, msg.0)],
-            None,
-        );
-        Box::pin(async move { f.await.map(|r| r.map(|(s, _)| s)) })
+            first_seq,
+        )
     }
 }
 
 impl Handler<PublishBatch> for ClientActor {
-    type Result = ResponseFuture<Result<Option<(u64, u64)>, PublishError>>;
+    type Result = WriteResponse<Option<(u64, u64)>>;
 
     fn handle(&mut self, msg: PublishBatch, _: &mut Context<Self>) -> Self::Result {
         let op = if msg.delta {
@@ -270,20 +331,19 @@ impl Handler<PublishBatch> for ClientActor {
             Operation::Publish
         };
         let writes = msg.messages.into_iter().map(|p| new_write(op, p)).collect();
-        Box::pin(store_writes(&self.store, writes, None))
+        WriteResponse::new(&self.store, writes, |r| r)
     }
 }
 
 impl Handler<SowDelete> for ClientActor {
-    type Result = ResponseFuture<Result<Option<u64>, PublishError>>;
+    type Result = WriteResponse<Option<u64>>;
 
     fn handle(&mut self, msg: SowDelete, _: &mut Context<Self>) -> Self::Result {
-        let f = store_writes(
+        WriteResponse::new(
             &self.store,
             vec![sow_delete_write(msg.topic, msg.selector)],
-            None,
-        );
-        Box::pin(async move { f.await.map(|r| r.map(|(s, _)| s)) })
+            first_seq,
+        )
     }
 }
 
@@ -300,7 +360,7 @@ impl Handler<SowDeleteAndWait> for ClientActor {
             completes_on: AckType::Stats,
             // With a store the delete is replayed under this cid; without one it is not.
             survives_reconnect: self.has_store,
-            tx,
+            tx: AckWaiter::Channel(tx),
         });
         let stored = store_writes(
             &self.store,
@@ -333,7 +393,7 @@ impl Handler<SowDeleteAndWait> for ClientActor {
 }
 
 impl Handler<PublishFlush> for ClientActor {
-    type Result = ResponseFuture<Result<(), FlushError>>;
+    type Result = ResponseFuture<Result<FlushReport, FlushError>>;
 
     fn handle(&mut self, msg: PublishFlush, _: &mut Context<Self>) -> Self::Result {
         let deadline = tokio::time::Instant::now() + msg.timeout;
@@ -402,10 +462,19 @@ impl Handler<WaitLoggedOn> for ClientActor {
     }
 }
 
-impl Handler<Shutdown> for ClientActor {
-    type Result = ();
+/// How long a graceful shutdown waits to prove that failure acks were read.
+const CLOSE_PROOF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        ctx.stop();
+impl Handler<Shutdown> for ClientActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let closing = self.store.send(Closing);
+        Box::pin(
+            fut::wrap_future::<_, Self>(async move {
+                let _ = tokio::time::timeout(CLOSE_PROOF_TIMEOUT, closing).await;
+            })
+            .map(|(), _, ctx| ctx.stop()),
+        )
     }
 }

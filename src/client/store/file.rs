@@ -196,8 +196,21 @@ pub struct FileStore {
     pending: Vec<u8>,
     /// Whether `file` has writes not yet fsynced.
     unsynced: bool,
+    /// Where the log stood after the last successful [`Store::sync`] (or the open): what
+    /// [`Store::retract`] cuts back to.
+    sync_mark: SyncMark,
     /// Holds the directory's lock until drop.
     _lock: File,
+}
+
+/// The log's position after a successful sync.
+#[derive(Clone, Copy, Debug)]
+struct SyncMark {
+    segment: u64,
+    len: u64,
+    last_assigned: u64,
+    last_discarded: u64,
+    segment_last_seq: u64,
 }
 
 /// One segment file.
@@ -281,6 +294,13 @@ impl FileStore {
             .append(true)
             .open(&active.path)
             .map_err(io_error(&active.path))?;
+        let sync_mark = SyncMark {
+            segment: active.id,
+            len: active.len,
+            last_assigned: mem.last_assigned(),
+            last_discarded: mem.last_discarded(),
+            segment_last_seq: active.last_seq,
+        };
         let mut store = FileStore {
             config,
             mem,
@@ -289,6 +309,7 @@ impl FileStore {
             file,
             pending: Vec::new(),
             unsynced: false,
+            sync_mark,
             _lock: lock,
         };
         store.delete_discarded_segments()?;
@@ -376,7 +397,66 @@ impl Store for FileStore {
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.flush()
+        self.flush()?;
+        self.sync_mark = SyncMark {
+            segment: self.active.id,
+            len: self.active.len,
+            last_assigned: self.mem.last_assigned(),
+            last_discarded: self.mem.last_discarded(),
+            segment_last_seq: self.active.last_seq,
+        };
+        Ok(())
+    }
+
+    /// Cuts the log back to the last successful sync (dropping what was buffered or written
+    /// since) and buffers again what stays: the messages after the mark below `from`, and the
+    /// discard mark. Retracting across a segment change (possible only under `Always`) is
+    /// refused with an error: the messages are then gone from memory but not from disk.
+    fn retract(&mut self, from: u64) -> Result<usize, StoreError> {
+        let n = self.mem.retract(from)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mark = self.sync_mark;
+        if mark.segment != self.active.id {
+            return Err(io_error(&self.active.path)(io::Error::other(
+                "cannot retract messages written to an earlier segment",
+            )));
+        }
+        self.pending.clear();
+        if self.active.len > mark.len {
+            self.file
+                .set_len(mark.len)
+                .map_err(io_error(&self.active.path))?;
+            self.active.len = mark.len;
+            self.unsynced = true;
+        }
+        self.active.last_seq = mark.segment_last_seq;
+        let kept: Vec<StoredMessage> = self
+            .mem
+            .iter_from(mark.last_assigned.saturating_add(1))
+            .cloned()
+            .collect();
+        for msg in &kept {
+            encode_record(&mut self.pending, |buf| encode_message(buf, msg))?;
+            self.active.last_seq = msg.seq;
+        }
+        let discarded = self.mem.last_discarded();
+        if discarded > mark.last_discarded {
+            encode_record(&mut self.pending, |buf| {
+                buf.push(TAG_DISCARD);
+                buf.extend_from_slice(&discarded.to_le_bytes());
+            })?;
+        }
+        Ok(n)
+    }
+
+    fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+        self.mem.iter_from(from)
+    }
+
+    fn is_durable(&self) -> bool {
+        true
     }
 
     fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError> {
@@ -952,6 +1032,34 @@ mod tests {
         store.append(msg(5)).unwrap();
         store.sync().unwrap();
         tail
+    }
+
+    #[test]
+    fn retracted_messages_never_come_back() {
+        for fsync in [FsyncPolicy::Batch, FsyncPolicy::Always, FsyncPolicy::Never] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let mut store = FileStore::open(config(dir.path(), fsync, 1 << 20)).unwrap();
+                for seq in 1..=3 {
+                    store.append(msg(seq)).unwrap();
+                }
+                store.sync().unwrap();
+                // Appended (and under Always already written) after the last sync; an ack
+                // arrives in between.
+                for seq in 4..=7 {
+                    store.append(msg(seq)).unwrap();
+                }
+                store.discard_up_to(1).unwrap();
+                assert_eq!(store.retract(6).unwrap(), 2, "{fsync:?}");
+                assert_eq!(seqs(&store), [2, 3, 4, 5]);
+                store.append(msg(8)).unwrap();
+                store.sync().unwrap();
+            }
+            let store = open(dir.path());
+            assert_eq!(seqs(&store), [2, 3, 4, 5, 8], "{fsync:?}");
+            assert_eq!(store.last_discarded(), 1);
+            assert_eq!(store.last_assigned(), 8);
+        }
     }
 
     #[test]

@@ -84,6 +84,22 @@ impl Store for MemoryStore {
         Box::new(self.messages.iter())
     }
 
+    fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+        let start = self.messages.partition_point(|m| m.seq < from);
+        Box::new(self.messages.range(start..))
+    }
+
+    fn retract(&mut self, from: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        while self.messages.back().is_some_and(|m| m.seq >= from) {
+            if let Some(m) = self.messages.pop_back() {
+                self.bytes -= m.weight();
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn len(&self) -> usize {
         self.messages.len()
     }
@@ -138,5 +154,14 @@ mod tests {
             s.append(msg(19)),
             Err(StoreError::SequenceNotIncreasing { .. })
         ));
+        assert_eq!(
+            s.iter_from(17).map(|m| m.seq).collect::<Vec<_>>(),
+            [17, 18, 19]
+        );
+        assert_eq!(s.retract(18).unwrap(), 2);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.bytes(), 12);
+        assert_eq!(s.last_assigned(), 19, "numbers are not reused");
+        assert!(s.append(msg(20)).is_ok());
     }
 }

@@ -1,20 +1,42 @@
 //! The publish store: every message the client has accepted and the server has not yet
 //! acknowledged.
 //!
-//! The model: the [`PublishStoreActor`](crate::client) assigns each publish, delta_publish and
-//! sow_delete a sequence number, appends it to a [`Store`], and sends it. A cumulative persisted
-//! ack for `N` discards every message `<= N`; a failure ack for `N` looks message `N` up (to report
-//! it), then discards `<= N`. After each logon the store discards up to the server's last
-//! sequence and replays the rest in order. The actor enforces the capacity bound using
-//! [`Store::len`] and [`Store::bytes`].
+//! The model: the publish store assigns each publish, delta_publish and sow_delete a sequence
+//! number, appends it to a [`Store`], and sends it. A cumulative persisted ack for `N` discards
+//! every message `<= N`; a failure ack for `N` looks message `N` up (to report it), then
+//! discards `<= N`. After each logon the store discards up to the server's last sequence and
+//! replays the rest in order. The capacity bound uses [`Store::len`] and [`Store::bytes`].
 //!
-//! Two implementations: [`MemoryStore`] (survives reconnects) and [`FileStore`] (also survives the
-//! client process). Both keep the unacknowledged messages in memory for lookup and replay; the
-//! file store additionally writes them to disk.
+//! The logic is a pure state machine, apart from the actor that runs it:
+//!
+//! ```text
+//! state.rs      PublishState: events in (writes, acks, logons, losses, flushes, timers),
+//!               effects out (frames to send, callers to answer, failures to report). No actix,
+//!               no sockets, no clock reads; the Store is its only dependency.
+//! admission.rs  validation, capacity and backpressure: a request is stored whole or not at all
+//! flush.rs      PublishFlush bookkeeping, one flush command in flight, the read proof
+//! failures.rs   failure enrichment: which message, whose write, reported once; flush reports
+//! replay.rs     what a logon discards, keeps for late failures, reports as conflicts, re-sends
+//! encode.rs     how a stored message goes on the wire
+//! actor.rs      PublishStoreActor: the thin shell that feeds events and carries out effects
+//! memory.rs     MemoryStore (survives reconnects)
+//! file.rs       FileStore (survives the process)
+//! ```
+//!
+//! Both stores keep the unacknowledged messages in memory for lookup and replay; the file store
+//! additionally writes them to disk. `docs/ACCOUNTING.md` states the guarantees end to end.
 
 pub mod actor;
+mod admission;
+mod encode;
+mod failures;
 pub mod file;
+mod flush;
 pub mod memory;
+#[cfg(test)]
+mod model_tests;
+mod replay;
+pub(crate) mod state;
 
 use std::sync::Arc;
 
@@ -146,6 +168,21 @@ pub trait Store: Send + 'static {
     /// Every held message in sequence order (for replay).
     fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_>;
 
+    /// Every held message with `seq >= from`, in sequence order.
+    fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+        Box::new(self.iter().skip_while(move |m| m.seq < from))
+    }
+
+    /// Forgets every held message with `seq >= from`: the publish store never sent them and
+    /// told their callers they were not stored, so they must never be replayed, by this store
+    /// or by one reopened from the same files. Returns how many were forgotten.
+    ///
+    /// The publish store only retracts messages appended since its last successful
+    /// [`Store::sync`] (a group commit that failed, or an append that failed mid-request).
+    /// Numbering is not rewound: [`Store::last_assigned`] stays, so the numbers are not reused.
+    /// An error means the messages are gone from memory but may still be on disk.
+    fn retract(&mut self, from: u64) -> Result<usize, StoreError>;
+
     /// How many messages are held.
     fn len(&self) -> usize;
 
@@ -167,6 +204,13 @@ pub trait Store: Send + 'static {
     /// with buffered writes). The store actor then answers a burst of writes after one `sync`:
     /// group commit.
     fn needs_sync(&self) -> bool {
+        false
+    }
+
+    /// Whether the store survives the process (a file store). The publish store then sends a
+    /// write only after the `sync` that makes it durable, so that a write whose sync fails can
+    /// be refused without ever having been sent.
+    fn is_durable(&self) -> bool {
         false
     }
 }

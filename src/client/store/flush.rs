@@ -1,0 +1,238 @@
+//! `PublishFlush` bookkeeping, the one flush command in flight, and the read proof.
+//!
+//! A [`PublishFlush`](crate::client::PublishFlush) records a **target**: the highest sequence
+//! stored (or waiting for room) before it. It resolves when the store holds nothing at or below
+//! the target (every write before it is persisted or reported failed) and the server has
+//! answered a `flush` command sent after the request began.
+//!
+//! **At most one `flush` command is in flight** on a connection. That is what makes the read
+//! proof work (`docs/ACCOUNTING.md`): when the server receives flush `k+1` it knows the client
+//! had read the ack of flush `k`, and so every frame the server wrote before that ack, failure
+//! acks included. The client therefore owes the server a proof after reading a failure ack:
+//! after the first flush ack that follows the failure, one more flush. [`ReadProof`] tracks
+//! that debt; a graceful shutdown pays it before closing.
+//!
+//! Flush commands are numbered (generations). A request needs the ack of a command sent after
+//! it began, so of generation `>= needs_gen`; an ack of generation `g` satisfies every request
+//! with `needs_gen <= g`.
+
+use std::time::Instant;
+
+/// A pending `PublishFlush`.
+#[derive(Debug)]
+pub(super) struct PendingFlush<F> {
+    pub id: u64,
+    /// Everything `<= target` must be acknowledged.
+    pub target: u64,
+    /// The generation of flush command whose ack this request needs at least.
+    pub needs_gen: u64,
+    /// A satisfying flush ack arrived.
+    pub acked: bool,
+    pub started: Instant,
+    pub reply: F,
+}
+
+/// The flush command in flight.
+#[derive(Debug, Clone)]
+pub(super) struct Inflight {
+    pub cid: String,
+    pub gen: u64,
+}
+
+/// The debt of flush commands owed to prove failure acks were read (see the module docs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReadProof {
+    /// A failure ack was read; after the next flush ack, one more flush is owed.
+    after_next_ack: bool,
+    /// A flush is owed now.
+    now: bool,
+}
+
+impl ReadProof {
+    /// A failure ack was read. With no flush in flight one is owed at once (its ack will follow
+    /// the failure), and another after that ack.
+    pub fn failure_read(&mut self, flush_in_flight: bool) {
+        self.after_next_ack = true;
+        if !flush_in_flight {
+            self.now = true;
+        }
+    }
+
+    /// A flush ack arrived.
+    pub fn ack_read(&mut self) {
+        if std::mem::take(&mut self.after_next_ack) {
+            self.now = true;
+        }
+    }
+
+    /// Whether a flush command must be sent now.
+    pub fn owed_now(&self) -> bool {
+        self.now
+    }
+
+    /// A flush command was sent.
+    pub fn flush_sent(&mut self) {
+        self.now = false;
+    }
+
+    /// Whether every failure read so far is proven once the flush in flight (if any) arrives.
+    pub fn settled(&self) -> bool {
+        !self.now && !self.after_next_ack
+    }
+
+    /// The connection is gone: what it read can no longer be proven (the server re-sends it).
+    pub fn reset(&mut self) {
+        *self = ReadProof::default();
+    }
+}
+
+/// Every pending flush and the command in flight.
+#[derive(Debug)]
+pub(super) struct Flushes<F> {
+    /// In the order they began (targets never decrease).
+    pub pending: Vec<PendingFlush<F>>,
+    pub inflight: Option<Inflight>,
+    /// The generation of the next flush command.
+    pub next_gen: u64,
+    pub proof: ReadProof,
+    next_id: u64,
+    next_cid: u64,
+    /// A graceful shutdown waits for the proof to be settled.
+    pub closing: bool,
+}
+
+impl<F> Default for Flushes<F> {
+    fn default() -> Self {
+        Flushes {
+            pending: Vec::new(),
+            inflight: None,
+            next_gen: 1,
+            proof: ReadProof::default(),
+            next_id: 0,
+            next_cid: 0,
+            closing: false,
+        }
+    }
+}
+
+impl<F> Flushes<F> {
+    /// Records a request; returns its id.
+    pub fn begin(&mut self, target: u64, started: Instant, reply: F) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.pending.push(PendingFlush {
+            id,
+            target,
+            needs_gen: self.next_gen,
+            acked: false,
+            started,
+            reply,
+        });
+        id
+    }
+
+    /// Whether a flush command should be sent now (there is none in flight).
+    pub fn command_wanted(&self) -> bool {
+        self.inflight.is_none() && (self.proof.owed_now() || self.pending.iter().any(|f| !f.acked))
+    }
+
+    /// Starts a flush command; returns its command id.
+    pub fn command_sent(&mut self) -> String {
+        self.next_cid += 1;
+        let cid = format!("flush-{}", self.next_cid);
+        self.inflight = Some(Inflight {
+            cid: cid.clone(),
+            gen: self.next_gen,
+        });
+        self.next_gen += 1;
+        self.proof.flush_sent();
+        cid
+    }
+
+    /// The ack of command `cid` arrived (success or a refusal). Returns whether it was the
+    /// command in flight.
+    pub fn ack_arrived(&mut self, cid: &str, success: bool) -> bool {
+        let Some(inflight) = self.inflight.take_if(|f| f.cid == cid) else {
+            return false;
+        };
+        self.proof.ack_read();
+        if success {
+            for f in &mut self.pending {
+                if f.needs_gen <= inflight.gen {
+                    f.acked = true;
+                }
+            }
+        }
+        true
+    }
+
+    /// The connection is gone: the command in flight will not be answered.
+    pub fn connection_lost(&mut self) {
+        self.inflight = None;
+        self.proof.reset();
+    }
+
+    /// Removes the request `id`.
+    pub fn take(&mut self, id: u64) -> Option<PendingFlush<F>> {
+        let i = self.pending.iter().position(|f| f.id == id)?;
+        Some(self.pending.remove(i))
+    }
+
+    /// Whether a graceful close may proceed: nothing owed, nothing in flight.
+    pub fn close_ready(&self) -> bool {
+        self.proof.settled() && self.inflight.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_read_with_no_flush_in_flight_costs_two_flushes() {
+        let mut f: Flushes<()> = Flushes::default();
+        f.proof.failure_read(false);
+        assert!(f.command_wanted());
+        let c1 = f.command_sent();
+        assert!(!f.command_wanted() && !f.close_ready());
+        assert!(f.ack_arrived(&c1, true));
+        assert!(
+            f.command_wanted(),
+            "the ack of the first proves nothing yet"
+        );
+        let c2 = f.command_sent();
+        assert!(f.ack_arrived(&c2, true));
+        assert!(!f.command_wanted() && f.close_ready());
+    }
+
+    #[test]
+    fn a_failure_read_while_a_flush_is_in_flight_costs_one_more() {
+        let mut f: Flushes<()> = Flushes::default();
+        f.begin(10, Instant::now(), ());
+        let c1 = f.command_sent();
+        f.proof.failure_read(true);
+        assert!(!f.command_wanted());
+        assert!(f.ack_arrived(&c1, true));
+        assert!(f.pending[0].acked);
+        assert!(f.command_wanted());
+        let c2 = f.command_sent();
+        assert!(!f.ack_arrived("flush-stale", true));
+        assert!(f.ack_arrived(&c2, true));
+        assert!(f.close_ready());
+    }
+
+    #[test]
+    fn a_request_needs_a_command_sent_after_it() {
+        let mut f: Flushes<()> = Flushes::default();
+        f.begin(1, Instant::now(), ());
+        let c1 = f.command_sent();
+        f.begin(2, Instant::now(), ());
+        assert!(f.ack_arrived(&c1, true));
+        assert!(f.pending[0].acked && !f.pending[1].acked);
+        assert!(f.command_wanted());
+        let c2 = f.command_sent();
+        f.connection_lost();
+        assert!(!f.ack_arrived(&c2, true), "lost with its connection");
+        assert!(f.command_wanted());
+    }
+}

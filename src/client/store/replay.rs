@@ -1,0 +1,122 @@
+//! What a logon does to the store: discard, keep for late failures, report conflicts, replay.
+//!
+//! The logon ack carries the server's last sequence `L` for this client name. Then, in order:
+//! 1. Writes waiting for a group commit are committed first, so that every stored message is
+//!    either durable or refused before anything is decided about it.
+//! 2. With `error_on_publish_gap`, `L` below what the store already saw acknowledged refuses
+//!    the logon (the server lost messages).
+//! 3. Every stored message `<= L` is discarded: the server has it. Those this process (or a
+//!    predecessor) sent go to **limbo** (`failures.rs`), because the server may still send the
+//!    failure of one of them: a refusal nobody demonstrably read is re-sent right after the
+//!    logon ack. Those that were **never sent** cannot be on the server: another publisher
+//!    used the client name (or a clock went back). They are reported failed with
+//!    [`LocalReason::SequenceConflict`] rather than discarded silently.
+//! 4. Numbering continues above `L`.
+//! 5. Everything still stored is re-sent in sequence order with its original fields (a
+//!    sow_delete whose caller waits under its original command id), in chunks of about 1 MiB,
+//!    before any new write; then the connection is live and pending flushes are re-sent.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::encode::encode;
+use super::state::{Effect, PublishState};
+use super::StoredMessage;
+use crate::client::messages::LocalReason;
+use crate::error::ConnectError;
+
+/// Replay is sent in chunks of about this many bytes.
+const REPLAY_CHUNK: usize = 1 << 20;
+
+impl<W, F> PublishState<W, F> {
+    /// Connection `epoch` logged on; the server's last sequence is `server_last`. Returns how
+    /// many messages were replayed, or the error that refuses the logon (publish gap).
+    pub fn logged_on(
+        &mut self,
+        epoch: u64,
+        server_last: u64,
+        now: Instant,
+    ) -> Result<usize, ConnectError> {
+        self.commit_now(now);
+        if self.store.is_some() {
+            if self.limits.error_on_publish_gap && server_last < self.highest_persisted {
+                return Err(ConnectError::PublishGap {
+                    server_last,
+                    discarded: self.highest_persisted,
+                });
+            }
+            self.discard_at_logon(server_last, now);
+        }
+        self.forget_waited(server_last);
+        self.next_seq = self.next_seq.max(server_last.saturating_add(1));
+        // Anything still buffered belonged to an older connection; the replay re-sends it.
+        self.clear_outbound();
+        let replayed = self.replay(epoch);
+        tracing::info!(
+            server_last,
+            replayed,
+            "logged on; replayed the publish store"
+        );
+        self.live = Some(epoch);
+        self.pump_flush();
+        self.admit_waiting(now);
+        self.check_flushes();
+        Ok(replayed)
+    }
+
+    fn discard_at_logon(&mut self, server_last: u64, now: Instant) {
+        let Some(store) = &mut self.store else { return };
+        let covered: Vec<StoredMessage> = store
+            .iter()
+            .take_while(|m| m.seq <= server_last)
+            .cloned()
+            .collect();
+        if covered.is_empty() {
+            return;
+        }
+        let highest_sent = self.highest_sent;
+        let (sent, never_sent): (Vec<_>, Vec<_>) =
+            covered.into_iter().partition(|m| m.seq <= highest_sent);
+        match store.discard_up_to(server_last) {
+            Ok(n) => self.counts.persisted += (n - never_sent.len()) as u64,
+            Err(e) => tracing::error!(%e, "publish store failed to discard at logon"),
+        }
+        self.highest_persisted = self.highest_persisted.max(server_last);
+        self.book.keep_in_limbo(sent);
+        for m in never_sent {
+            tracing::error!(
+                sequence = m.seq,
+                server_last,
+                "the server's last sequence covers a message that was never sent; reporting it failed"
+            );
+            self.report_local(m, LocalReason::SequenceConflict { server_last }, now);
+        }
+    }
+
+    /// Re-sends every stored message on connection `epoch`; returns how many.
+    fn replay(&mut self, epoch: u64) -> usize {
+        let Some(store) = &self.store else { return 0 };
+        let mut replayed = 0;
+        let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
+        for m in store.iter() {
+            let cid = self.waited.get(&m.seq).map(String::as_str);
+            encode(m, cid, &mut chunk, &mut self.template);
+            self.highest_sent = self.highest_sent.max(m.seq);
+            replayed += 1;
+            if chunk.len() >= REPLAY_CHUNK {
+                self.effects.push(Effect::Send {
+                    epoch,
+                    bytes: chunk.split().freeze(),
+                });
+            }
+        }
+        if !chunk.is_empty() {
+            self.effects.push(Effect::Send {
+                epoch,
+                bytes: chunk.freeze(),
+            });
+        }
+        replayed
+    }
+}
