@@ -234,9 +234,12 @@ async fn malformed_and_oversized_frames_close_only_that_connection() {
     bad.send_raw(&raw).await;
     bad.expect_closed(WAIT).await;
 
+    // Over the limit, and no header within the first 64 KiB: not AMPS.
     let mut huge = Conn::connect(server.addr()).await;
     huge.logon("huge").await;
-    huge.send_raw(&(512u32 << 20).to_be_bytes()).await;
+    let mut raw = (512u32 << 20).to_be_bytes().to_vec();
+    raw.extend(std::iter::repeat_n(b'x', 64 * 1024 + 16));
+    huge.send_raw(&raw).await;
     huge.expect_closed(WAIT).await;
 
     let mut garbage = Conn::connect(server.addr()).await;
@@ -245,6 +248,47 @@ async fn malformed_and_oversized_frames_close_only_that_connection() {
 
     good.send(&flush("f", AckTypes::PROCESSED), b"").await;
     assert!(is_cid(&good.recv().await, "f"));
+}
+
+/// A write over the frame limit is answered `message too large` for its sequence and the
+/// connection stays up: the server reads the header and discards the body unbuffered.
+#[tokio::test]
+async fn an_oversized_write_is_refused_and_the_connection_stays() {
+    let (_dir, server) = start(|c| c.max_message_size(1024));
+    let mut c = Conn::connect(server.addr()).await;
+    c.logon("big").await;
+    c.send(&publish("t", 1), b"small").await;
+    // 8 MiB: far over the limit (and its 64 KiB allowance for headers).
+    c.send(&publish("t", 2), &vec![b'x'; 8 << 20]).await;
+    c.send(&publish("t", 3), b"after").await;
+    c.send(&flush("f", AckTypes::PERSISTED), b"").await;
+    let frames = c.recv_until(|f| is_cid(f, "f")).await;
+    let acks: Vec<(Option<u64>, Option<Status>, Option<Reason>)> = frames
+        .iter()
+        .filter(|f| is_persisted(f))
+        .map(|f| {
+            (
+                f.header.seq,
+                f.header.status.clone(),
+                f.header.reason.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        [
+            (Some(1), Some(Status::Success), None),
+            (
+                Some(2),
+                Some(Status::Failure),
+                Some(Reason::MessageTooLarge)
+            ),
+            (Some(3), Some(Status::Success), None),
+        ]
+    );
+    assert_eq!(server.last_sequence("big"), Some(3));
+    let stats = server.stats();
+    assert_eq!(stats.connections, 1, "still connected: {stats:?}");
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! Per-connection ordered queue of ack events waiting for durability, and the conflation rule.
 //!
 //! Every write that asked for a `persisted` ack leaves one event, tagged with the log sequence
-//! number (LSN) it must wait for: a success (its own record's LSN), a failure (the LSN of the
-//! connection's previous write, so it comes out after the successes before it), or a flush
-//! (the LSN of everything the connection sent before it). [`AckQueue::drain`] pops the durable
+//! number (LSN) it must wait for: a success (its own record's LSN), a failure (its refusal
+//! record's LSN, so it comes out after the successes before it and only once durable), or a
+//! flush (the LSN of everything the connection sent before it). [`AckQueue::drain`] pops the durable
 //! prefix in order and writes it out conflated: consecutive successes become one
 //! `{"c":"ack","a":"persisted","status":"success","s":<highest>}`; a failure first closes the
 //! run of successes before it, then goes out on its own; a flush closes the run and then sends
@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
+use super::failures::ReadProof;
 use crate::protocol::{encode_parts, AckType, AckTypes, Command, Header, Reason, Status};
 
 /// One event waiting for the durable LSN to reach `lsn`.
@@ -51,8 +52,8 @@ pub(crate) struct AckQueue {
     q: VecDeque<Pending>,
     /// LSNs of the waiting flushes, oldest first.
     flushes: VecDeque<u64>,
-    /// Sequences of failure acks written into the output since the last `take_written_failures`.
-    written_failures: Vec<u64>,
+    /// The failure acks and flush acks written, for the read rule (`failures.rs`).
+    pub proof: ReadProof,
 }
 
 impl AckQueue {
@@ -84,12 +85,6 @@ impl AckQueue {
         self.q.push_back(Pending::Flush { lsn, cid, acks });
     }
 
-    /// The sequences of failure acks drained since the last call (the session forgets them as
-    /// unreported once the output reaches the socket).
-    pub fn take_written_failures(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.written_failures)
-    }
-
     /// Writes out every event whose LSN is durable, conflated; returns whether anything was
     /// written.
     pub fn drain(&mut self, durable: u64, out: &mut BytesMut) -> bool {
@@ -104,7 +99,7 @@ impl AckQueue {
                         persisted(out, Status::Success, s, None);
                     }
                     persisted(out, Status::Failure, seq, Some(reason));
-                    self.written_failures.push(seq);
+                    self.proof.failure_written(seq);
                 }
                 Pending::Flush { cid, acks, .. } => {
                     self.flushes.pop_front();
@@ -121,6 +116,7 @@ impl AckQueue {
                         };
                         encode_parts(&h, b"", out);
                     }
+                    self.proof.flush_ack_written();
                 }
             }
         }

@@ -23,8 +23,9 @@ use regex::{Regex, RegexSet};
 use tokio::sync::{watch, Notify};
 
 use super::config::{FsyncPolicy, ServerConfig};
+use super::failures::Unread;
 use super::sow::{DeleteStats, Sow, SowTopicConfig};
-use super::txlog::{encode_record, Record, RecordKind};
+use super::txlog::{encode_record, read_sequences, Record, RecordKind};
 use crate::error::ServerError;
 use crate::protocol::{Password, Reason};
 
@@ -116,11 +117,12 @@ pub(crate) struct State {
     pub log_stop: bool,
     /// The writer hit an I/O error; writes are refused with `tx store failure`.
     pub log_failed: bool,
-    /// Failure acks not yet written to any connection, per client name. A connection that
-    /// closes before its failure acks went out would otherwise lose them: the logon ack reports
-    /// a last sequence above the refused one, the client discards it, and the failure is never
-    /// reported. The next logon of the same name sends these first.
-    pub unreported: HashMap<String, std::collections::BTreeMap<u64, crate::protocol::Reason>>,
+    /// Refusals not yet demonstrably read, per client name (durable: rebuilt from the log's
+    /// refusal and read records). The next logon of the name re-sends them first.
+    pub unread: Unread,
+    /// Set by [`ServerHandle::kill`](super::ServerHandle::kill): the writer stops without
+    /// writing what is buffered, as a killed process would.
+    pub log_crash: bool,
 }
 
 /// One write to accept.
@@ -161,6 +163,7 @@ impl State {
             }
             RecordKind::DeleteByKeys => self.sow.delete_by_keys(w.topic, w.arg.unwrap_or(""))?,
             RecordKind::DeleteByData => self.sow.delete_by_data(w.topic, w.body)?,
+            RecordKind::Refusal | RecordKind::FailuresRead => return Err(Reason::NotSupported),
         };
         encode_record(
             &mut self.log_buf,
@@ -185,9 +188,65 @@ impl State {
         Ok((self.last_lsn, stats))
     }
 
+    /// Logs a refusal of `seq` and marks it unread; returns the LSN its failure ack waits for
+    /// (`None` when the log has failed: the ack then goes out at once, not durable).
+    pub fn refuse(&mut self, client: &str, seq: u64, reason: &Reason) -> Option<u64> {
+        self.unread.insert(client, seq, reason.clone());
+        if self.log_failed {
+            return None;
+        }
+        encode_record(
+            &mut self.log_buf,
+            &Record {
+                kind: RecordKind::Refusal,
+                seq: Some(seq),
+                client,
+                topic: "",
+                arg: Some(reason.as_str()),
+                body: b"",
+            },
+        );
+        self.last_lsn += 1;
+        Some(self.last_lsn)
+    }
+
+    /// Marks failures read; logs it when any was unread. Returns that record's LSN.
+    pub fn failures_read(&mut self, client: &str, seqs: &[u64]) -> Option<u64> {
+        let read = self.unread.remove(client, seqs);
+        if read.is_empty() || self.log_failed {
+            return None;
+        }
+        let body: Vec<u8> = read.iter().flat_map(|s| s.to_le_bytes()).collect();
+        encode_record(
+            &mut self.log_buf,
+            &Record {
+                kind: RecordKind::FailuresRead,
+                seq: None,
+                client,
+                topic: "",
+                arg: None,
+                body: &body,
+            },
+        );
+        self.last_lsn += 1;
+        Some(self.last_lsn)
+    }
+
     /// Replays one recovered record into the SOW and the sequence table.
     pub fn replay(&mut self, rec: &Record<'_>) {
         let result = match rec.kind {
+            RecordKind::Refusal => {
+                if let Some(seq) = rec.seq {
+                    let reason = Reason::from_str_lossless(rec.arg.unwrap_or(""));
+                    self.unread.insert(rec.client, seq, reason);
+                }
+                return;
+            }
+            RecordKind::FailuresRead => {
+                let seqs: Vec<u64> = read_sequences(rec.body).collect();
+                self.unread.remove(rec.client, &seqs);
+                return;
+            }
             RecordKind::Publish => {
                 self.sow
                     .publish(rec.topic, rec.arg, Bytes::copy_from_slice(rec.body))
@@ -217,6 +276,10 @@ impl State {
 pub(crate) struct ConnEntry {
     pub client_name: Option<String>,
     pub kill: Arc<Notify>,
+    /// Set before `kill` when another logon took the client name: the session hands over.
+    pub taken_over: Arc<std::sync::atomic::AtomicBool>,
+    /// Turns true when the session has ended (a takeover waits for it).
+    pub ended: watch::Receiver<bool>,
 }
 
 /// Shared by the sessions, the accept loop, the writer and the handle.
@@ -311,6 +374,9 @@ pub(crate) fn writer_loop(shared: Arc<Shared>, mut file: File, policy: FsyncPoli
             let mut st = shared.lock();
             while st.log_buf.is_empty() && !st.log_stop {
                 st = shared.log_cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.log_crash {
+                return;
             }
             if st.log_buf.is_empty() {
                 break;

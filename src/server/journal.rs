@@ -4,12 +4,13 @@
 //! [`ServerError::Locked`] while a server runs there), scans the log without modifying it
 //! (a torn tail is ignored, as the server would cut it off), and summarises every sequenced
 //! write per client name: how many, the first and last sequence, any sequence seen more than
-//! once, and the gaps inside the first..=last range.
+//! once, and the gaps inside the first..=last range; and the refused sequences, with those
+//! whose failure no connection has demonstrably read yet.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::txlog::{scan, LOG_FILE};
+use super::txlog::{read_sequences, scan, RecordKind, LOG_FILE};
 use crate::error::ServerError;
 
 /// What one client name persisted.
@@ -27,6 +28,11 @@ pub struct ClientJournal {
     pub missing: Vec<(u64, u64)>,
     /// Every persisted sequence, in log order.
     pub sequences: Vec<u64>,
+    /// Every refused sequence (a failure ack was owed for it), in log order.
+    pub refused: Vec<u64>,
+    /// Refused sequences whose failure no connection demonstrably read yet (re-sent after the
+    /// next logon of this client name).
+    pub unread: Vec<u64>,
 }
 
 /// The per-client summary of a data directory's transaction log.
@@ -49,15 +55,34 @@ impl Journal {
         }
         let lock = super::lock_data_dir(data_dir)?;
         let mut clients: BTreeMap<String, ClientJournal> = BTreeMap::new();
+        let mut unread: BTreeMap<String, std::collections::BTreeSet<u64>> = BTreeMap::new();
         let end = scan(&data_dir.join(LOG_FILE), |rec| {
-            if let Some(seq) = rec.seq {
-                let c = match clients.get_mut(rec.client) {
-                    Some(c) => c,
-                    None => clients.entry(rec.client.to_owned()).or_default(),
-                };
-                c.sequences.push(seq);
+            let c = match clients.get_mut(rec.client) {
+                Some(c) => c,
+                None => clients.entry(rec.client.to_owned()).or_default(),
+            };
+            match (rec.kind, rec.seq) {
+                (RecordKind::Refusal, Some(seq)) => {
+                    c.refused.push(seq);
+                    unread.entry(rec.client.to_owned()).or_default().insert(seq);
+                }
+                (RecordKind::FailuresRead, _) => {
+                    if let Some(u) = unread.get_mut(rec.client) {
+                        for seq in read_sequences(rec.body) {
+                            u.remove(&seq);
+                        }
+                    }
+                }
+                (kind, Some(seq)) if kind.is_write() => c.sequences.push(seq),
+                _ => {}
             }
         })?;
+        clients.retain(|_, c| !c.sequences.is_empty() || !c.refused.is_empty());
+        for (name, u) in unread {
+            if let Some(c) = clients.get_mut(&name) {
+                c.unread = u.into_iter().collect();
+            }
+        }
         drop(lock);
         for c in clients.values_mut() {
             c.count = c.sequences.len() as u64;

@@ -61,8 +61,10 @@
 mod acks;
 mod config;
 mod core;
+mod failures;
 pub mod filter;
 pub mod journal;
+mod oversize;
 mod raw_writer;
 mod session;
 mod sink;
@@ -218,11 +220,9 @@ impl ServerHandle {
             last_lsn: 0,
             log_stop: false,
             log_failed: false,
-            // Failures not yet delivered survive a stop/restart of this handle (not a crash).
-            unreported: lock(&self.last)
-                .as_ref()
-                .map(|prev| std::mem::take(&mut prev.lock().unreported))
-                .unwrap_or_default(),
+            // Rebuilt from the log's refusal and read records.
+            unread: Default::default(),
+            log_crash: false,
         };
         let (file, end) = txlog::recover(&self.data_dir, |rec| state.replay(rec))?;
         tracing::info!(
@@ -425,6 +425,40 @@ impl ServerHandle {
         }
         drop(r.lock);
         tracing::info!(addr = %self.addr(), "server stopped");
+    }
+
+    /// Stops as a killed process would (a test hook for SIGKILL): connections are cut without
+    /// a goodbye, log records not yet handed to the file are lost, nothing is fsynced (what
+    /// was written stays, as it would in the OS page cache). Restart with
+    /// [`ServerHandle::restart`].
+    pub fn kill(&self) {
+        let Some(r) = lock(&self.running).take() else {
+            return;
+        };
+        {
+            let mut st = r.shared.lock();
+            st.log_crash = true;
+            st.log_stop = true;
+            st.log_buf.clear();
+        }
+        r.shared.log_cv.notify_all();
+        // Drops every task (listener and sockets closed, unsent output lost), bounded; on a
+        // thread of its own, since the caller may be inside an async context.
+        let runtime = r.runtime;
+        let dropped = std::thread::Builder::new()
+            .name("amps-kill".into())
+            .spawn(move || runtime.shutdown_timeout(STOP_TIMEOUT))
+            .map(|t| t.join().is_ok());
+        if !matches!(dropped, Ok(true)) {
+            tracing::warn!("the killed server's runtime did not shut down cleanly");
+        }
+        if r.writer.join().is_err() {
+            tracing::error!("transaction log writer panicked");
+        }
+        if let Err(e) = r.lock.unlock() {
+            tracing::warn!(error = %e, "could not unlock the data directory");
+        }
+        tracing::info!(addr = %self.addr(), "server killed");
     }
 
     /// Starts again on the same address and data directory, recovering from the log. Stops

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,14 +23,12 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
-use tokio_util::codec::Decoder;
 
 use super::acks::AckQueue;
 use super::core::{fnv1a, ConnEntry, Shared, State, Write, LOG_BACKLOG_LIMIT};
+use super::oversize::FrameReader;
 use super::txlog::RecordKind;
-use crate::protocol::{
-    encode_parts, AckType, AckTypes, AmpsCodec, Command, Frame, Header, Reason, Status,
-};
+use crate::protocol::{encode_parts, AckType, AckTypes, Command, Frame, Header, Reason, Status};
 
 /// The version the server reports in the logon ack.
 pub const SERVER_VERSION: &str = "5.3.5.0";
@@ -44,6 +42,15 @@ const STOPPING: &str = "server stopping";
 
 /// Why a session ended when the client closed its side.
 const CLIENT_CLOSED: &str = "closed by the client";
+
+/// Why a session ended when a hook or a takeover closed it.
+const DROPPED: &str = "dropped by the server";
+
+/// Why a session ended when another logon took its client name.
+const TAKEN_OVER: &str = "client name taken over by another logon";
+
+/// How long a logon waits for an older connection with its name to hand over.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long closing a connection may wait to send its last bytes (TLS close_notify).
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -80,6 +87,8 @@ struct Session {
     /// LSN of this connection's last accepted write.
     my_lsn: u64,
     topics: HashMap<String, TopicInfo>,
+    /// The logon's command id (the `name in use` ack of a takeover carries it).
+    logon_cid: Option<String>,
 }
 
 /// Registers a connection and runs it until it closes. `stream` is a TCP stream, or a TLS
@@ -90,11 +99,15 @@ where
 {
     let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let kill = Arc::new(Notify::new());
+    let taken_over = Arc::new(AtomicBool::new(false));
+    let (ended_tx, ended) = tokio::sync::watch::channel(false);
     shared.conns().insert(
         conn_id,
         ConnEntry {
             client_name: None,
             kill: kill.clone(),
+            taken_over: taken_over.clone(),
+            ended,
         },
     );
     let peer = peer.to_string();
@@ -113,23 +126,24 @@ where
         last_sent: now,
         my_lsn: 0,
         topics: HashMap::new(),
+        logon_cid: None,
     };
     // Halves, so the loop can wait to write (a peer slow to read) while it goes on reading.
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let why = s.run(&mut rd, &mut wr, &kill).await;
+    let mut why = s.run(&mut rd, &mut wr, &kill).await;
+    if why == DROPPED && taken_over.load(Ordering::Acquire) {
+        why = TAKEN_OVER;
+        s.hand_over().await;
+    }
     tracing::debug!(peer = %s.peer, client = s.client_name.as_deref().unwrap_or(""), "connection closed: {why}");
     shared.conns().remove(&conn_id);
-    // Failure acks written to a socket are not yet delivered: bytes the client has not read
-    // die with the connection if it is reset. They count as delivered only after a graceful
-    // close: what is queued goes out, then TLS close_notify or TCP FIN, then the client's own
-    // close, read to the end (closing with unread input would make the kernel send a reset).
-    // A stopping server, a peer that does not close in time, or an error leaves them
-    // unreported, so the next logon of this client name re-sends them (the client ignores a
-    // failure it has already reported).
-    // Only a close the server starts can show that the client read everything: when the
-    // client closed first (or the socket failed), what it read is unknown.
+    // Only a close the server starts is graceful: what is queued goes out, then TLS
+    // close_notify or TCP FIN, then the client's own close, read to the end (closing with
+    // unread input would make the kernel send a reset). A clean close proves nothing about
+    // what the client read: failure acks count as read only by the read rule (`failures.rs`).
     let stopping = why == STOPPING || *shared.shutdown.borrow();
     if stopping || why == CLIENT_CLOSED || why == "read error" || why == "write error" {
+        let _ = ended_tx.send(true);
         return;
     }
     let graceful = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -143,9 +157,10 @@ where
         Ok::<(), std::io::Error>(())
     })
     .await;
-    if matches!(graceful, Ok(Ok(()))) {
-        s.failures_delivered();
+    if !matches!(graceful, Ok(Ok(()))) {
+        tracing::debug!(peer = %s.peer, "the close was not clean");
     }
+    let _ = ended_tx.send(true);
 }
 
 impl Session {
@@ -160,7 +175,7 @@ impl Session {
         // Bytes handed to the writer that it may still buffer (TLS) until a flush.
         let mut unflushed = false;
         let max = self.shared.settings.max_message_size;
-        let mut codec = AmpsCodec::new(max.saturating_add(HEADER_ROOM));
+        let mut reader = FrameReader::new(max.saturating_add(HEADER_ROOM));
         let mut inbuf = BytesMut::with_capacity(64 * 1024);
         let mut durable_rx = self.shared.durable.subscribe();
         let mut stall_rx = self.shared.stall.subscribe();
@@ -184,7 +199,7 @@ impl Session {
             // the heartbeat timers still get their turn.
             tokio::select! {
                 biased;
-                _ = kill.notified() => return "dropped by the server",
+                _ = kill.notified() => return DROPPED,
                 _ = shutdown_rx.changed() => continue,
                 _ = freeze_rx.changed() => {
                     // Silence while frozen is the server's, not the client's.
@@ -234,25 +249,31 @@ impl Session {
                         Ok(_) => {}
                     }
                     self.last_recv = Instant::now();
-                    let mut frames = VecDeque::new();
+                    // Frames over the limit are skipped unbuffered and refused (oversize.rs);
+                    // what follows one decodes on the next pass.
                     loop {
-                        match codec.decode(&mut inbuf) {
-                            Ok(Some(f)) => frames.push_back(f),
-                            Ok(None) => break,
+                        let logged_on = self.client_name.is_some();
+                        let decoded = match reader.decode(&mut inbuf, logged_on) {
+                            Ok(d) => d,
                             Err(e) => {
                                 tracing::warn!(peer = %self.peer, error = %e, "closing connection: bad frame");
                                 return "protocol error";
                             }
+                        };
+                        let flow = self.handle(decoded.frames).await;
+                        let durable = *durable_rx.borrow();
+                        if !stalled && self.acks.flush_ready(durable) {
+                            self.drain(durable);
                         }
-                    }
-                    let flow = self.handle(frames).await;
-                    let durable = *durable_rx.borrow();
-                    if !stalled && self.acks.flush_ready(durable) {
-                        self.drain(durable);
-                    }
-                    if flow == Flow::Close {
-                        // The refusal's ack goes out in the graceful close that follows.
-                        return "closed after a refused command";
+                        if flow == Flow::Close {
+                            // The refusal's ack goes out in the graceful close that follows.
+                            return "closed after a refused command";
+                        }
+                        let Some(header) = decoded.oversized else { break };
+                        if !self.refuse_oversized(header) {
+                            tracing::warn!(peer = %self.peer, "closing connection: oversized frame that is not a write after logon");
+                            return "protocol error";
+                        }
                     }
                     if let Err(why) = self.send_out(wr, &mut unflushed) {
                         return why;
@@ -275,25 +296,26 @@ impl Session {
         }
     }
 
-    /// The connection closed gracefully: every failure ack it wrote was read by the client and
-    /// is no longer unreported.
-    fn failures_delivered(&mut self) {
-        let seqs = self.acks.take_written_failures();
-        let Some(name) = self.client_name.as_deref() else {
-            return;
+    /// Another logon took this client name: answer everything processed (waiting, bounded,
+    /// for the log), then a `name in use` failure ack with the logon's command id, so the
+    /// client knows every write it has no ack for was not processed, and stops.
+    async fn hand_over(&mut self) {
+        let target = self.my_lsn;
+        let mut durable_rx = self.shared.durable.subscribe();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT * 4, async {
+            durable_rx.wait_for(|d| *d >= target).await.is_ok()
+        })
+        .await;
+        self.drain(*durable_rx.borrow());
+        let h = Header {
+            command: Some(Command::Ack),
+            cid: self.logon_cid.clone(),
+            ack_type: AckTypes::PROCESSED,
+            status: Some(Status::Failure),
+            reason: Some(Reason::NameInUse),
+            ..Header::default()
         };
-        if seqs.is_empty() {
-            return;
-        }
-        let mut st = self.shared.lock();
-        if let Some(pending) = st.unreported.get_mut(name) {
-            for seq in seqs {
-                pending.remove(&seq);
-            }
-            if pending.is_empty() {
-                st.unreported.remove(name);
-            }
-        }
+        encode_parts(&h, b"", &mut self.out);
     }
 
     /// Writes as much pending output as the socket takes now, without waiting (the loop waits
@@ -448,20 +470,29 @@ impl Session {
                 }
             }
         }
-        // Name in use: the older connection goes.
+        // Name in use: the older connection hands over (answers what it processed, says
+        // `name in use`) and goes; this logon waits for it, so the last sequence it reports
+        // covers every write the older one will ever have accepted.
+        let mut older = Vec::new();
         {
             let mut conns = self.shared.conns();
             for (id, entry) in conns.iter_mut() {
                 if *id != self.conn_id && entry.client_name.as_deref() == Some(name.as_str()) {
-                    tracing::info!(client = %name, "client name logged on again; dropping the older connection");
+                    tracing::info!(client = %name, "client name logged on again; the older connection hands over");
                     entry.client_name = None;
+                    entry.taken_over.store(true, Ordering::Release);
                     entry.kill.notify_one();
+                    older.push(entry.ended.clone());
                 }
             }
             if let Some(me) = conns.get_mut(&self.conn_id) {
                 me.client_name = Some(name.clone());
             }
         }
+        for mut ended in older {
+            let _ = tokio::time::timeout(TAKEOVER_TIMEOUT, ended.wait_for(|e| *e)).await;
+        }
+        self.logon_cid = req.cid.clone();
         // Sync barrier: report a sequence that is durable, not merely accepted.
         let target = self.shared.lock().last_lsn;
         let mut durable_rx = self.shared.durable.subscribe();
@@ -488,17 +519,11 @@ impl Session {
         };
         encode_parts(&h, b"", &mut self.out);
         tracing::info!(peer = %self.peer, client = %name, last_sequence = last, "logon");
-        // Failure acks an earlier connection of this name never delivered go out first.
-        let unreported: Vec<(u64, Reason)> = self
-            .shared
-            .lock()
-            .unreported
-            .get(&name)
-            .map(|m| m.iter().map(|(s, r)| (*s, r.clone())).collect())
-            .unwrap_or_default();
-        if !unreported.is_empty() {
-            tracing::info!(client = %name, count = unreported.len(), "re-sending undelivered failure acks");
-            for (seq, reason) in unreported {
+        // Failure acks no connection of this name demonstrably read go out first.
+        let unread = self.shared.lock().unread.of(&name);
+        if !unread.is_empty() {
+            tracing::info!(client = %name, count = unread.len(), "re-sending unread failure acks");
+            for (seq, reason) in unread {
                 self.acks.failure(0, seq, reason);
             }
             self.acks.drain(0, &mut self.out);
@@ -515,14 +540,14 @@ impl Session {
         for f in frames {
             match &f.header.command {
                 Some(Command::Publish) => {
-                    wrote |= self.write(&shared, &mut guard, RecordKind::Publish, f)
+                    wrote |= self.write(&shared, &mut guard, RecordKind::Publish, f, None)
                 }
                 Some(Command::DeltaPublish) => {
-                    wrote |= self.write(&shared, &mut guard, RecordKind::DeltaPublish, f)
+                    wrote |= self.write(&shared, &mut guard, RecordKind::DeltaPublish, f, None)
                 }
                 Some(Command::SowDelete) => {
                     // The kind is settled by the selector inside write().
-                    wrote |= self.write(&shared, &mut guard, RecordKind::DeleteByFilter, f)
+                    wrote |= self.write(&shared, &mut guard, RecordKind::DeleteByFilter, f, None)
                 }
                 Some(Command::Flush) => {
                     let acks = f.header.ack_type;
@@ -537,7 +562,20 @@ impl Session {
                                 )
                             })
                             .fold(wanted, AckTypes::with);
-                        self.acks.flush(self.my_lsn, f.header.cid.clone(), wanted);
+                        // Read rule 1: this flush proves the previous flush's ack was read.
+                        // Its own ack waits until that proof is durable.
+                        let proven = self.acks.proof.flush_received();
+                        let mut lsn = self.my_lsn;
+                        if let (false, Some(name)) =
+                            (proven.is_empty(), self.client_name.as_deref())
+                        {
+                            let st = guard.get_or_insert_with(|| shared.lock());
+                            if let Some(read_lsn) = st.failures_read(name, &proven) {
+                                lsn = lsn.max(read_lsn);
+                                wrote = true;
+                            }
+                        }
+                        self.acks.flush(lsn, f.header.cid.clone(), wanted);
                         self.arm_ack_timer();
                     }
                 }
@@ -579,6 +617,35 @@ impl Session {
         }
     }
 
+    /// Answers a write whose frame was over the limit (its body discarded unread) with
+    /// `message too large`. Returns `false` for anything but a write after logon.
+    fn refuse_oversized(&mut self, header: Header) -> bool {
+        let kind = match header.command {
+            Some(Command::Publish) => RecordKind::Publish,
+            Some(Command::DeltaPublish) => RecordKind::DeltaPublish,
+            Some(Command::SowDelete) => RecordKind::DeleteByFilter,
+            _ => return false,
+        };
+        if self.client_name.is_none() {
+            return false;
+        }
+        let shared = self.shared.clone();
+        let mut guard = None;
+        let frame = Frame::header_only(header);
+        let logged = self.write(
+            &shared,
+            &mut guard,
+            kind,
+            frame,
+            Some(Reason::MessageTooLarge),
+        );
+        drop(guard);
+        if logged {
+            shared.log_cv.notify_one();
+        }
+        true
+    }
+
     /// Validates, accepts and answers one write. Returns whether a record was logged.
     fn write<'s>(
         &mut self,
@@ -586,12 +653,16 @@ impl Session {
         guard: &mut Option<std::sync::MutexGuard<'s, State>>,
         mut kind: RecordKind,
         f: Frame,
+        refused: Option<Reason>,
     ) -> bool {
         let h = &f.header;
         let client = self.client_name.as_deref().unwrap_or("");
         let topic = h.topic.as_deref().unwrap_or("");
         let st = guard.get_or_insert_with(|| shared.lock());
         let result = (|| {
+            if let Some(reason) = refused {
+                return Err(reason);
+            }
             if topic.is_empty() {
                 return Err(Reason::NoTopic);
             }
@@ -649,15 +720,17 @@ impl Session {
             }
             Err(reason) => {
                 tracing::debug!(peer = %self.peer, client, topic, seq = ?h.seq, %reason, "write refused");
+                let mut logged = false;
                 if let (Some(seq), true) = (h.seq, wants.contains(AckType::Persisted)) {
+                    // Durable: the failure ack waits for the refusal record (failures.rs).
+                    if let Some(lsn) = st.refuse(client, seq, &reason) {
+                        self.my_lsn = lsn;
+                        logged = true;
+                    }
                     self.acks.failure(self.my_lsn, seq, reason.clone());
-                    st.unreported
-                        .entry(client.to_owned())
-                        .or_default()
-                        .insert(seq, reason.clone());
                     self.arm_ack_timer();
                 }
-                (false, Err(reason))
+                (logged, Err(reason))
             }
         };
         for t in wants.iter() {

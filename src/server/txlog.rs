@@ -10,6 +10,10 @@
 //!         | body (the rest)
 //! ```
 //!
+//! Two more kinds keep failure accounting durable (`failures.rs`): a refusal (kind 6: the
+//! refused sequence in `seq`, the reason in `arg`) and failures read (kind 7: their sequences
+//! in the body, u64 LE each).
+//!
 //! Records are encoded by the session that accepts the write, straight into the shared log
 //! buffer, and written by the group-commit writer (see `core.rs`). On start,
 //! [`recover`] reads the file front to back; the first record that is short (a torn write) or
@@ -46,6 +50,11 @@ pub enum RecordKind {
     DeleteByKeys = 4,
     /// A sow_delete by data (the body).
     DeleteByData = 5,
+    /// A refused write (seq = the refused sequence, arg = the reason): its failure ack is
+    /// re-sent after later logons until it is read (see `failures.rs`). Not a write.
+    Refusal = 6,
+    /// Failures that were read (body = their sequences, u64 LE each). Not a write.
+    FailuresRead = 7,
 }
 
 impl RecordKind {
@@ -56,9 +65,22 @@ impl RecordKind {
             3 => RecordKind::DeleteByFilter,
             4 => RecordKind::DeleteByKeys,
             5 => RecordKind::DeleteByData,
+            6 => RecordKind::Refusal,
+            7 => RecordKind::FailuresRead,
             _ => return None,
         })
     }
+
+    /// Whether the record is an accepted write (not failure bookkeeping).
+    pub fn is_write(self) -> bool {
+        !matches!(self, RecordKind::Refusal | RecordKind::FailuresRead)
+    }
+}
+
+/// The sequences of a [`RecordKind::FailuresRead`] body.
+pub fn read_sequences(body: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    body.chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
 }
 
 /// One decoded record, borrowing from the read buffer.

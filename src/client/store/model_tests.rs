@@ -876,23 +876,13 @@ impl World {
             return;
         }
         // The server stops reading the old connection, writes every ack it owes, then `name
-        // in use`; the client reads them all. Its clean close counts as reading them.
+        // in use`; the client reads them all (nothing proves that to the server).
         if let Some(mut conn) = self.server.conn.take() {
             self.frames_lost |= !conn.inbox.is_empty();
             conn.inbox.clear();
-            for (_, seq) in conn.written_failures.drain(..) {
-                self.server.unreported.remove(&seq);
-            }
             let outbox: Vec<ServerAck> = conn.outbox.drain(..).collect();
             if let Some(epoch) = self.proc.epoch {
                 for a in outbox {
-                    if let ServerAck::Persisted(h) = &a {
-                        if h.status == Some(Status::Failure) {
-                            if let Some(seq) = h.seq {
-                                self.server.unreported.remove(&seq);
-                            }
-                        }
-                    }
                     self.deliver(epoch, a);
                 }
             }
