@@ -109,6 +109,9 @@ impl PublishStoreActor {
                 Effect::ResumeLater => ctx.notify(ResumeAdmission),
                 Effect::CommitLater => ctx.notify(Commit),
                 Effect::Closed => {
+                    // A graceful close ends with everything stored (and every discard) on disk,
+                    // so the next process does not replay what this one settled.
+                    self.state.stop(Instant::now());
                     for tx in self.closing.drain(..) {
                         let _ = tx.send(());
                     }
