@@ -13,7 +13,7 @@
 
 use actix::prelude::*;
 
-use crate::client::internal::{FlushResolved, StopActor, Unexpected, WriteFailed};
+use crate::client::internal::{FlushResolved, RegistrySync, StopActor, Unexpected, WriteFailed};
 use crate::client::messages::{
     ConnectionEvent, FailedWrite, SubscribeConnectionEvents, SubscribeFailedWrites,
     SubscribeUnexpected, SubscriptionId, UnexpectedKind, UnexpectedMessage, Unsubscribe,
@@ -106,6 +106,12 @@ impl Handler<FlushResolved> for HandlerRegistry {
     fn handle(&mut self, msg: FlushResolved, _: &mut Context<Self>) {
         let _ = msg.tx.send(msg.result);
     }
+}
+
+impl Handler<RegistrySync> for HandlerRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: RegistrySync, _: &mut Context<Self>) {}
 }
 
 impl Handler<Unexpected> for HandlerRegistry {

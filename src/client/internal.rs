@@ -150,6 +150,11 @@ pub(crate) struct NameLost {
 #[rtype(result = "()")]
 pub(crate) struct Closing;
 
+/// Answers once the registry has handed on every event queued before it.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub(crate) struct RegistrySync;
+
 /// Answers a flush through the registry, after the failed writes queued before it.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -256,7 +256,9 @@ pub struct ClientStats {
 ///
 /// Before closing, the client proves to the server that it read every failure ack it received
 /// (one more `flush`, bounded by about two seconds; see `docs/ACCOUNTING.md`), so that the next
-/// process with this client name is not told about them again.
+/// process with this client name is not told about them again; nothing arriving after that is
+/// reported (the next process hears it). When `Shutdown` resolves, every failure reported
+/// before it is in the failed-write subscribers' mailboxes.
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;

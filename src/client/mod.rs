@@ -67,8 +67,8 @@ use ack_router::AckRouter;
 use connection::ConnectionActor;
 use handlers::HandlerRegistry;
 use internal::{
-    AckWaiter, Closing, ExpectAck, NewWrite, NotifyLoggedOn, ReconnectCount, StartFlush, StopActor,
-    StoreStats, StoreWrites,
+    AckWaiter, Closing, ExpectAck, NewWrite, NotifyLoggedOn, ReconnectCount, RegistrySync,
+    StartFlush, StopActor, StoreStats, StoreWrites,
 };
 use store::actor::PublishStoreActor;
 use store::state::{Limits, WriteMode};
@@ -470,9 +470,13 @@ impl Handler<Shutdown> for ClientActor {
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         let closing = self.store.send(Closing);
+        let registry = self.registry.clone();
         Box::pin(
             fut::wrap_future::<_, Self>(async move {
                 let _ = tokio::time::timeout(CLOSE_PROOF_TIMEOUT, closing).await;
+                // Every failure reported before the close is in the subscribers' mailboxes
+                // when Shutdown returns.
+                let _ = registry.send(RegistrySync).await;
             })
             .map(|(), _, ctx| ctx.stop()),
         )

@@ -93,6 +93,16 @@ impl Handler<ConnectionEvent> for Collector {
     }
 }
 
+/// Answers once the collector has handled every event queued before it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Barrier;
+
+impl Handler<Barrier> for Collector {
+    type Result = ();
+    fn handle(&mut self, _: Barrier, _: &mut Context<Self>) {}
+}
+
 /// A collector and the receiving end of its channel.
 pub struct Events {
     pub addr: Addr<Collector>,
@@ -127,6 +137,19 @@ impl Events {
             .send(SubscribeConnectionEvents(self.addr.clone().recipient()))
             .await
             .unwrap()
+    }
+
+    /// Every failed write already in the collector's mailbox or channel (use after something
+    /// that guarantees delivery, such as a resolved `PublishFlush` or `Shutdown`).
+    pub async fn take_failed(&mut self) -> Vec<FailedWrite> {
+        self.addr.send(Barrier).await.expect("collector alive");
+        let mut v = Vec::new();
+        while let Ok(e) = self.rx.try_recv() {
+            if let Event::Failed(f) = e {
+                v.push(f);
+            }
+        }
+        v
     }
 
     /// The next event, or a panic after [`WAIT`].

@@ -46,6 +46,9 @@ pub(super) struct ReadProof {
     after_next_ack: bool,
     /// A flush is owed now.
     now: bool,
+    /// A connection was lost before its proof was complete: the server re-sends what it did
+    /// not see proven after the next logon, and the proof starts over there.
+    carried: bool,
 }
 
 impl ReadProof {
@@ -80,9 +83,9 @@ impl ReadProof {
         !self.now && !self.after_next_ack
     }
 
-    /// The connection is gone: what it read can no longer be proven (the server re-sends it).
-    pub fn reset(&mut self) {
-        *self = ReadProof::default();
+    /// Whether a lost connection left a proof unfinished.
+    pub fn carried(&self) -> bool {
+        self.carried
     }
 }
 
@@ -166,10 +169,26 @@ impl<F> Flushes<F> {
         true
     }
 
-    /// The connection is gone: the command in flight will not be answered.
+    /// The connection is gone: the command in flight will not be answered, and what it read
+    /// can no longer be proven on it. If anything was left unproven (or unconfirmed: the
+    /// proving flush's ack, which comes once the proof is durable, had not arrived), the proof
+    /// is carried to the next connection.
     pub fn connection_lost(&mut self) {
+        let unfinished = !self.close_ready() || self.proof.carried;
         self.inflight = None;
-        self.proof.reset();
+        self.proof = ReadProof {
+            carried: unfinished,
+            ..ReadProof::default()
+        };
+    }
+
+    /// A connection logged on. A carried proof starts over: the failures the server re-sends
+    /// right after the logon come before the ack of a flush sent now, and the flush after that
+    /// ack proves them.
+    pub fn connection_up(&mut self) {
+        if std::mem::take(&mut self.proof.carried) {
+            self.proof.failure_read(self.inflight.is_some());
+        }
     }
 
     /// Removes the request `id`.
@@ -180,7 +199,7 @@ impl<F> Flushes<F> {
 
     /// Whether a graceful close may proceed: nothing owed, nothing in flight.
     pub fn close_ready(&self) -> bool {
-        self.proof.settled() && self.inflight.is_none()
+        self.proof.settled() && self.inflight.is_none() && !self.proof.carried
     }
 }
 
@@ -234,5 +253,27 @@ mod tests {
         f.connection_lost();
         assert!(!f.ack_arrived(&c2, true), "lost with its connection");
         assert!(f.command_wanted());
+    }
+
+    #[test]
+    fn an_unfinished_proof_is_carried_to_the_next_connection() {
+        let mut f: Flushes<()> = Flushes::default();
+        f.proof.failure_read(false);
+        let c1 = f.command_sent();
+        assert!(f.ack_arrived(&c1, true));
+        let _c2 = f.command_sent();
+        // Lost before the proving flush's ack: not known durable.
+        f.connection_lost();
+        assert!(!f.close_ready(), "a close waits for the next connection");
+        f.connection_up();
+        assert!(f.command_wanted());
+        let c3 = f.command_sent();
+        assert!(f.ack_arrived(&c3, true));
+        let c4 = f.command_sent();
+        assert!(f.ack_arrived(&c4, true));
+        assert!(f.close_ready());
+        // A connection lost with nothing to prove carries nothing.
+        f.connection_lost();
+        assert!(f.close_ready());
     }
 }

@@ -59,9 +59,11 @@ impl<W, F> PublishState<W, F> {
             "logged on; replayed the publish store"
         );
         self.live = Some(epoch);
+        self.flushes.connection_up();
         self.pump_flush();
         self.admit_waiting(now);
         self.check_flushes();
+        self.check_close();
         Ok(replayed)
     }
 

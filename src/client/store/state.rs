@@ -199,6 +199,8 @@ pub(crate) struct PublishState<W, F> {
     pub(super) stopped: Option<Stopped>,
     /// The store is not synced any more (see `name_lost`).
     store_frozen: bool,
+    /// A graceful close completed: no more acks are obeyed or reported.
+    closed: bool,
     pub(super) counts: Counts,
     pub(super) effects: Vec<Effect<W, F>>,
 }
@@ -244,6 +246,7 @@ impl<W, F> PublishState<W, F> {
             book: FailureBook::default(),
             stopped: None,
             store_frozen: false,
+            closed: false,
             counts: Counts::default(),
             effects: Vec::new(),
         }
@@ -516,6 +519,12 @@ impl<W, F> PublishState<W, F> {
 
     /// A persisted ack (no command id) arrived on connection `epoch`.
     pub fn ack(&mut self, epoch: u64, ack: Header, received_at: Instant) {
+        if self.closed {
+            // After a graceful close nothing more is reported: a failure arriving now was not
+            // proven read, and the server tells the next process.
+            tracing::debug!(sequence = ack.seq, "ack after the close ignored");
+            return;
+        }
         let Some(seq) = ack.seq else {
             self.effects.push(Effect::Unexpected(UnexpectedMessage {
                 kind: UnexpectedKind::Unclaimed,
@@ -925,12 +934,17 @@ impl<W, F> PublishState<W, F> {
         self.check_close();
     }
 
-    fn check_close(&mut self) {
+    pub(super) fn check_close(&mut self) {
         if !self.flushes.closing {
             return;
         }
-        if self.live.is_none() || self.flushes.close_ready() {
+        // Disconnected with a proof carried over: wait (bounded by the shell) for the next
+        // logon, where the proof starts over. Stopped for good: nothing more can be proven.
+        let waiting_for_logon =
+            self.live.is_none() && self.flushes.proof.carried() && self.stopped.is_none();
+        if (self.live.is_none() && !waiting_for_logon) || self.flushes.close_ready() {
             self.flushes.closing = false;
+            self.closed = true;
             self.effects.push(Effect::Closed);
         }
     }
