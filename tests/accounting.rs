@@ -158,7 +158,7 @@ async fn failures_reach_a_successor_only_when_nobody_read_them() {
     let server = TestServer::start(|c| c.deny_write("^denied"));
     // 1. Read and proven: the successor hears nothing.
     let first = config("heir", &server).start().unwrap();
-    let mut events = Events::new();
+    let events = Events::new();
     events.subscribe_failed(&first).await;
     first
         .send(Publish::new("denied.t", "1"))
