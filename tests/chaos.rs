@@ -149,16 +149,24 @@ impl Proc {
                 .map(|f| (index, f)),
         );
     }
+}
 
-    /// Waits for `NameInUse`, keeping the failures that come before it.
-    async fn until_name_lost(&mut self, into: &mut Vec<(usize, FailedWrite)>) {
-        loop {
-            match self.events.next().await {
-                Event::Failed(f) => into.push((self.index, f)),
-                Event::Connection(ConnectionEvent::NameInUse { .. }) => return,
-                Event::Connection(_) => {}
-                other => panic!("unexpected event {other:?}"),
-            }
+/// Waits until one of two processes with the same name loses it (keeping the failures either
+/// reports meanwhile); returns whether it was `b`.
+async fn name_lost_by(a: &mut Proc, b: &mut Proc, into: &mut Vec<(usize, FailedWrite)>) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (from_b, event) = tokio::select! {
+            e = a.events.rx.recv() => (false, e),
+            e = b.events.rx.recv() => (true, e),
+            _ = tokio::time::sleep_until(deadline) => panic!("no process lost the name"),
+        };
+        let index = if from_b { b.index } else { a.index };
+        match event.expect("collector alive") {
+            Event::Failed(f) => into.push((index, f)),
+            Event::Connection(ConnectionEvent::NameInUse { .. }) => return from_b,
+            Event::Connection(_) => {}
+            other => panic!("unexpected event {other:?}"),
         }
     }
 }
@@ -308,6 +316,12 @@ async fn run_seed(seed: u64) -> Figures {
                 }
                 proc.client.send(Shutdown).await.unwrap();
                 proc.drain(&mut failures).await;
+                if std::env::var("CHAOS_DEBUG").is_ok() {
+                    eprintln!(
+                        "step {step}: restart of process {} (stalled={stalled})",
+                        proc.index
+                    );
+                }
                 proc = start_proc(&name, &server, proc.store.clone(), procs).await;
                 procs += 1;
                 f.client_restarts += 1;
@@ -328,9 +342,22 @@ async fn run_seed(seed: u64) -> Figures {
                 let dir = stores.path().join(format!("g{generation}"));
                 let next = start_proc(&name, &server, dir, procs).await;
                 procs += 1;
-                let mut old = std::mem::replace(&mut proc, next);
+                // Usually the older one loses the name; if its connection had just dropped
+                // unnoticed, it logs on again after the newer one and the newer one loses.
+                let mut next = next;
+                let newer_lost = name_lost_by(&mut proc, &mut next, &mut failures).await;
+                let mut old = if newer_lost {
+                    // The older one was disconnected when the newer one logged on: what it
+                    // had read and not yet proven, the newer one heard too.
+                    unproven.insert(proc.index);
+                    next
+                } else {
+                    std::mem::replace(&mut proc, next)
+                };
                 unproven.insert(old.index);
-                old.until_name_lost(&mut failures).await;
+                if std::env::var("CHAOS_DEBUG").is_ok() {
+                    eprintln!("step {step}: takeover, process {} lost the name", old.index);
+                }
                 assert!(
                     old.flush(WAIT).await,
                     "seed {seed}: the stopped client's flush"

@@ -24,8 +24,15 @@
 //! `not entitled` ([`ServerConfig::deny_write`]), `message too large`, `no topic`,
 //! `invalid topic`, `bad filter`, and the sow_delete one-selector rule.
 //!
-//! **Limits.** The server never trusts a peer to behave: frames above the maximum message size
-//! close the connection; at most [`ServerConfig::max_connections`] connections are open (one
+//! **Failures.** Every refusal of a sequenced write is durable (a record in the log) and its
+//! failure ack is re-sent after each logon of the client name until the client demonstrably
+//! read it (see `failures.rs` and `docs/ACCOUNTING.md`). A logon with a client name already
+//! connected takes it over: the older connection is answered in full, told `name in use`, and
+//! closed before the new logon is answered.
+//!
+//! **Limits.** The server never trusts a peer to behave: a write over the maximum message size
+//! is refused (`message too large`) with its body discarded unread, and the connection stays;
+//! other frames over the limit, and any before logon, close the connection; at most [`ServerConfig::max_connections`] connections are open (one
 //! more is closed as soon as it is accepted); and a connection's unsent output is bounded by
 //! [`ServerConfig::max_unsent_bytes`]: the session keeps reading while its output waits for
 //! the socket, and a client that sends but does not read is disconnected once its acks pile up
