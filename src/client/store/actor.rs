@@ -1,4 +1,4 @@
-//! `PublishStoreActor`: the thin shell around [`PublishState`].
+//! `PublishStoreActor`: the thin shell around the `PublishState` state machine (`state.rs`).
 //!
 //! Every handler turns its message into one event of the state machine, then carries out the
 //! effects the state machine produced, in order:

@@ -346,7 +346,7 @@ impl<W, F> PublishState<W, F> {
                         match req.mode {
                             WriteMode::Awaited => {
                                 let reply = req.reply.take();
-                                self.answer(req.mode, reply, Err(err), now)
+                                self.answer(req.mode, reply, Err(err))
                             }
                             WriteMode::Reported => {
                                 let rest = std::mem::take(&mut req.writes);
@@ -377,7 +377,7 @@ impl<W, F> PublishState<W, F> {
                     self.schedule_commit();
                 } else {
                     let reply = req.reply.take();
-                    self.answer(req.mode, reply, Ok(Some((first, req.last))), now);
+                    self.answer(req.mode, reply, Ok(Some((first, req.last))));
                 }
             }
         }
@@ -510,7 +510,7 @@ impl<W, F> PublishState<W, F> {
             match req.mode {
                 WriteMode::Awaited => {
                     let e = clone_stop_error(&err);
-                    self.answer(req.mode, req.reply, Err(e), now)
+                    self.answer(req.mode, req.reply, Err(e))
                 }
                 WriteMode::Reported => {
                     for w in req.writes {

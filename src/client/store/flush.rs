@@ -18,6 +18,11 @@
 
 use std::time::Instant;
 
+use super::encode::encode_flush;
+use super::state::{Effect, FlushAck, PublishState, Stopped};
+use crate::error::FlushError;
+use crate::protocol::AckType;
+
 /// A pending `PublishFlush`.
 #[derive(Debug)]
 pub(super) struct PendingFlush<F> {
@@ -200,6 +205,131 @@ impl<F> Flushes<F> {
     /// Whether a graceful close may proceed: nothing owed, nothing in flight.
     pub fn close_ready(&self) -> bool {
         self.proof.settled() && self.inflight.is_none() && !self.proof.carried
+    }
+}
+
+impl<W, F> PublishState<W, F> {
+    /// A `PublishFlush` began at `now`, to fail at `deadline`.
+    pub fn start_flush(&mut self, reply: F, deadline: Instant, now: Instant) {
+        if let Some(Stopped::GaveUp(reason)) = &self.stopped {
+            let unacknowledged = self.store_len();
+            self.effects.push(Effect::FlushDone {
+                reply,
+                result: Err(FlushError::GaveUp {
+                    reason: reason.clone(),
+                    unacknowledged,
+                }),
+            });
+            return;
+        }
+        // Everything stored before the flush, and every write queued for room before it.
+        let target = (self.next_seq - 1).saturating_add(self.admission.waiting_writes as u64);
+        let id = self.flushes.begin(target, now, reply);
+        if matches!(self.stopped, Some(Stopped::NameLost)) {
+            // No flush ack can come; nothing is left unaccounted.
+            if let Some(f) = self.flushes.pending.last_mut() {
+                f.acked = true;
+            }
+        }
+        tracing::debug!(target_seq = target, "publish flush started");
+        self.effects.push(Effect::FlushTimer { id, deadline });
+        self.pump_flush();
+        self.check_flushes();
+    }
+
+    /// Sends a flush command if one is wanted and none is in flight.
+    pub(super) fn pump_flush(&mut self) {
+        if self.live.is_none() || !self.flushes.command_wanted() {
+            return;
+        }
+        let cid = self.flushes.command_sent();
+        let ack = if self.store.is_some() {
+            AckType::Persisted
+        } else {
+            AckType::Processed
+        };
+        self.effects.push(Effect::ExpectFlushAck {
+            cid: cid.clone(),
+            ack,
+        });
+        encode_flush(&cid, ack, &mut self.out);
+        self.signal_outbound();
+    }
+
+    /// The ack of flush command `cid` arrived (in order with the persisted acks before it).
+    pub fn flush_ack(&mut self, cid: &str, ack: FlushAck) {
+        let success = matches!(ack, FlushAck::Done);
+        if let FlushAck::Refused(reason) = &ack {
+            tracing::warn!(?reason, "server refused the flush; sending it again");
+        }
+        if !self.flushes.ack_arrived(cid, success) {
+            return;
+        }
+        self.pump_flush();
+        self.check_flushes();
+        self.check_close();
+    }
+
+    /// The deadline of flush `id` passed.
+    pub fn flush_expired(&mut self, id: u64, now: Instant) {
+        let Some(f) = self.flushes.take(id) else {
+            return;
+        };
+        let err = FlushError::Timeout {
+            unacknowledged: self.unacknowledged_through(f.target),
+            waited_ms: now.saturating_duration_since(f.started).as_millis() as u64,
+            connected: self.live.is_some(),
+        };
+        tracing::warn!(%err, "publish flush timed out");
+        self.effects.push(Effect::FlushDone {
+            reply: f.reply,
+            result: Err(err),
+        });
+    }
+
+    /// Messages at or below `target` not yet acknowledged (stored or waiting for room).
+    fn unacknowledged_through(&self, target: u64) -> usize {
+        let stored = self
+            .store
+            .as_ref()
+            .map_or(0, |s| s.iter().take_while(|m| m.seq <= target).count());
+        let waiting = if target >= self.next_seq {
+            ((target - self.next_seq + 1) as usize).min(self.admission.waiting_writes)
+        } else {
+            0
+        };
+        stored + waiting
+    }
+
+    fn drained_through(&self, target: u64) -> bool {
+        let store_clear = self
+            .store
+            .as_ref()
+            .is_none_or(|s| s.iter().next().is_none_or(|m| m.seq > target));
+        store_clear && (self.admission.waiting_writes == 0 || target < self.next_seq)
+    }
+
+    /// Answers every flush whose writes are all accounted for, in the order they began.
+    pub(super) fn check_flushes(&mut self) {
+        let mut i = 0;
+        while i < self.flushes.pending.len() {
+            let f = &self.flushes.pending[i];
+            if f.acked && self.drained_through(f.target) {
+                let f = self.flushes.pending.remove(i);
+                let report = self.book.claim(f.target);
+                tracing::debug!(
+                    target_seq = f.target,
+                    failed = report.failed,
+                    "publish flush complete"
+                );
+                self.effects.push(Effect::FlushDone {
+                    reply: f.reply,
+                    result: Ok(report),
+                });
+            } else {
+                i += 1;
+            }
+        }
     }
 }
 

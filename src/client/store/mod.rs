@@ -14,8 +14,10 @@
 //!               effects out (frames to send, callers to answer, failures to report). No actix,
 //!               no sockets, no clock reads; the Store is its only dependency.
 //! admission.rs  validation, capacity and backpressure: a request is stored whole or not at all
+//! acks.rs       persisted acks: distrust, discard, enrich and report failures
 //! flush.rs      PublishFlush bookkeeping, one flush command in flight, the read proof
 //! failures.rs   failure enrichment: which message, whose write, reported once; flush reports
+//! stop.rs       connection lost, gave up, name lost, graceful close, stop
 //! replay.rs     what a logon discards, keeps for late failures, reports as conflicts, re-sends
 //! encode.rs     how a stored message goes on the wire
 //! actor.rs      PublishStoreActor: the thin shell that feeds events and carries out effects
@@ -26,6 +28,7 @@
 //! Both stores keep the unacknowledged messages in memory for lookup and replay; the file store
 //! additionally writes them to disk. `docs/ACCOUNTING.md` states the guarantees end to end.
 
+mod acks;
 pub mod actor;
 mod admission;
 mod encode;
@@ -37,6 +40,7 @@ pub mod memory;
 mod model_tests;
 mod replay;
 pub(crate) mod state;
+mod stop;
 
 use std::sync::Arc;
 
