@@ -161,6 +161,9 @@ pub struct ClientConfig {
     /// Trust roots for `tcps://` URIs; `None` makes every `tcps://` attempt fail with
     /// [`ConnectError::TlsUnavailable`](crate::error::ConnectError::TlsUnavailable).
     pub tls: Option<TlsClientConfig>,
+    /// How long [`Shutdown`](crate::client::Shutdown) waits to prove to the server that the
+    /// failures it received were read (`docs/ACCOUNTING.md`); default 2 s.
+    pub close_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -186,6 +189,7 @@ impl ClientConfig {
             reconnect: ReconnectPolicy::default(),
             error_on_publish_gap: false,
             tls: None,
+            close_timeout: Duration::from_secs(2),
         }
     }
 
@@ -232,6 +236,12 @@ impl ClientConfig {
     /// Sets the behaviour at capacity.
     pub fn when_full(mut self, policy: FullPolicy) -> Self {
         self.when_full = policy;
+        self
+    }
+
+    /// Sets how long a graceful [`Shutdown`](crate::client::Shutdown) waits for the read proof.
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
         self
     }
 

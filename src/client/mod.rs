@@ -82,6 +82,7 @@ pub struct ClientActor {
     registry: Addr<HandlerRegistry>,
     next_cid: u64,
     has_store: bool,
+    close_timeout: std::time::Duration,
 }
 
 impl ClientConfig {
@@ -135,6 +136,7 @@ impl ClientConfig {
             error_on_publish_gap: self.error_on_publish_gap,
         };
         let config_has_store = store.is_some();
+        let close_timeout = self.close_timeout;
         let config = Arc::new(self);
         tracing::info!(
             client_name = %config.client_name,
@@ -173,6 +175,7 @@ impl ClientConfig {
             registry,
             next_cid: 0,
             has_store: config_has_store,
+            close_timeout,
         }
         .start())
     }
@@ -462,18 +465,16 @@ impl Handler<WaitLoggedOn> for ClientActor {
     }
 }
 
-/// How long a graceful shutdown waits to prove that failure acks were read.
-const CLOSE_PROOF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 impl Handler<Shutdown> for ClientActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         let closing = self.store.send(Closing);
         let registry = self.registry.clone();
+        let close_timeout = self.close_timeout;
         Box::pin(
             fut::wrap_future::<_, Self>(async move {
-                let _ = tokio::time::timeout(CLOSE_PROOF_TIMEOUT, closing).await;
+                let _ = tokio::time::timeout(close_timeout, closing).await;
                 // Every failure reported before the close is in the subscribers' mailboxes
                 // when Shutdown returns.
                 let _ = registry.send(RegistrySync).await;
