@@ -55,6 +55,16 @@ pub enum ProtocolError {
         /// The reported last sequence.
         last: u64,
     },
+    /// The body of a `sow` batch frame is not a sequence of record headers each followed by
+    /// exactly `l` bytes (a record header without `l`, an `l` past the end of the frame, or
+    /// bytes after the last record).
+    #[error("malformed sow batch at body byte {offset}: {what}")]
+    MalformedSowBatch {
+        /// What was wrong.
+        what: &'static str,
+        /// Byte offset inside the frame body where it was noticed.
+        offset: usize,
+    },
     /// The underlying socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -38,6 +38,7 @@
 //! transaction log. Records of a topic are kept in key order ([`Sow::records`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use regex::Regex;
@@ -76,11 +77,45 @@ pub struct DeleteStats {
     pub topic_matches: u64,
 }
 
+/// What the server knows about the write that stored a record, for SOW query results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// The correlation id (`x`) of the write, when it had one.
+    pub correlation_id: Option<Box<str>>,
+    /// When it was written, in microseconds since the Unix epoch (0 when unknown).
+    pub ts: u64,
+}
+
+/// What a publish or delta_publish did to a SOW topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The record's key.
+    pub key: String,
+    /// The record before the write, if there was one.
+    pub prev: Option<Bytes>,
+    /// The record after it (for a delta, the merged record).
+    pub now: Bytes,
+    /// The top-level names of the topic's key fields (`/venue/code` gives `venue`).
+    pub key_fields: Arc<[String]>,
+}
+
+/// A record removed by a sow_delete: its key and its last body.
+pub type Removed = (String, Bytes);
+
+/// A stored record.
+#[derive(Debug, Clone)]
+struct Stored {
+    body: Bytes,
+    meta: RecordMeta,
+}
+
 /// A declaration with its key paths split into segments.
 #[derive(Debug)]
 struct Declared {
     topic: Regex,
     key_paths: Vec<Vec<String>>,
+    /// The first segment of each key path, without repeats.
+    top_fields: Arc<[String]>,
 }
 
 /// The State-of-the-World store: per SOW topic, the latest record per key (module docs).
@@ -89,8 +124,8 @@ pub struct Sow {
     declared: Vec<Declared>,
     /// topic → index into `declared`, or `None` for a topic that is not a SOW topic.
     lookup: HashMap<String, Option<usize>>,
-    /// topic → key → record body. Topics without records are absent.
-    topics: HashMap<String, BTreeMap<String, Bytes>>,
+    /// topic → key → record. Topics without records are absent.
+    topics: HashMap<String, BTreeMap<String, Stored>>,
 }
 
 impl Sow {
@@ -98,9 +133,20 @@ impl Sow {
     pub fn new(configs: Vec<SowTopicConfig>) -> Sow {
         let declared = configs
             .into_iter()
-            .map(|c| Declared {
-                topic: c.topic,
-                key_paths: c.key_fields.iter().map(|f| split_path(f)).collect(),
+            .map(|c| {
+                let key_paths: Vec<Vec<String>> =
+                    c.key_fields.iter().map(|f| split_path(f)).collect();
+                let mut top: Vec<String> = Vec::new();
+                for first in key_paths.iter().filter_map(|p| p.first()) {
+                    if !first.is_empty() && !top.contains(first) {
+                        top.push(first.clone());
+                    }
+                }
+                Declared {
+                    topic: c.topic,
+                    key_paths,
+                    top_fields: top.into(),
+                }
             })
             .collect();
         Sow {
@@ -140,12 +186,30 @@ impl Sow {
         explicit_key: Option<&str>,
         body: Bytes,
     ) -> Result<(), Reason> {
+        self.publish_tracked(topic, explicit_key, body, RecordMeta::default())
+            .map(drop)
+    }
+
+    /// [`Sow::publish`] that keeps `meta` with the record and reports the [`Change`]
+    /// (`Ok(None)` for a topic that is not a SOW topic).
+    pub fn publish_tracked(
+        &mut self,
+        topic: &str,
+        explicit_key: Option<&str>,
+        body: Bytes,
+        meta: RecordMeta,
+    ) -> Result<Option<Change>, Reason> {
         let Some(idx) = self.config_cached(topic) else {
-            return Ok(());
+            return Ok(None);
         };
         let key = self.key_from_body(idx, explicit_key, &body)?;
-        self.insert(topic, key, body);
-        Ok(())
+        let prev = self.insert(topic, key.clone(), body.clone(), meta);
+        Ok(Some(Change {
+            key,
+            prev,
+            now: body,
+            key_fields: self.declared[idx].top_fields.clone(),
+        }))
     }
 
     /// Merges the body's top-level JSON fields into the record of its key, or inserts the body
@@ -159,8 +223,21 @@ impl Sow {
         explicit_key: Option<&str>,
         body: &[u8],
     ) -> Result<(), Reason> {
+        self.delta_publish_tracked(topic, explicit_key, body, RecordMeta::default())
+            .map(drop)
+    }
+
+    /// [`Sow::delta_publish`] that keeps `meta` with the merged record and reports the
+    /// [`Change`] (`Ok(None)` for a topic that is not a SOW topic).
+    pub fn delta_publish_tracked(
+        &mut self,
+        topic: &str,
+        explicit_key: Option<&str>,
+        body: &[u8],
+        meta: RecordMeta,
+    ) -> Result<Option<Change>, Reason> {
         let Some(idx) = self.config_cached(topic) else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(Value::Object(delta)) = serde_json::from_slice::<Value>(body) else {
             return Err(invalid_delta());
@@ -180,26 +257,47 @@ impl Sow {
                 stored
             }
         };
-        let bytes =
-            serde_json::to_vec(&Value::Object(merged)).map_err(|_| Reason::SowStoreFailed)?;
-        self.insert(topic, key, Bytes::from(bytes));
-        Ok(())
+        let bytes = Bytes::from(
+            serde_json::to_vec(&Value::Object(merged)).map_err(|_| Reason::SowStoreFailed)?,
+        );
+        let prev = self.insert(topic, key.clone(), bytes.clone(), meta);
+        Ok(Some(Change {
+            key,
+            prev,
+            now: bytes,
+            key_fields: self.declared[idx].top_fields.clone(),
+        }))
     }
 
     /// Deletes the records of `topic` that match `filter`. [`Reason::InvalidTopic`] if `topic`
     /// is not a SOW topic, [`Reason::BadFilter`] if the filter does not parse.
     pub fn delete_by_filter(&mut self, topic: &str, filter: &str) -> Result<DeleteStats, Reason> {
+        self.delete_by_filter_tracked(topic, filter).map(|(s, _)| s)
+    }
+
+    /// [`Sow::delete_by_filter`] that also returns the removed records, in key order.
+    pub fn delete_by_filter_tracked(
+        &mut self,
+        topic: &str,
+        filter: &str,
+    ) -> Result<(DeleteStats, Vec<Removed>), Reason> {
         if self.config_cached(topic).is_none() {
             return Err(Reason::InvalidTopic);
         }
         let filter = Filter::parse(filter)?;
         Ok(self.delete_where(topic, |records| {
-            let before = records.len();
-            records.retain(|_, body| {
-                let record = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-                !filter.matches(&record)
-            });
-            before - records.len()
+            let doomed: Vec<String> = records
+                .iter()
+                .filter(|(_, r)| {
+                    let record = serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null);
+                    filter.matches(&record)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            doomed
+                .into_iter()
+                .filter_map(|k| records.remove(&k).map(|r| (k, r.body)))
+                .collect()
         }))
     }
 
@@ -207,6 +305,15 @@ impl Sow {
     /// ignored; a key listed twice counts once). [`Reason::InvalidTopic`] if `topic` is not a
     /// SOW topic.
     pub fn delete_by_keys(&mut self, topic: &str, sow_keys: &str) -> Result<DeleteStats, Reason> {
+        self.delete_by_keys_tracked(topic, sow_keys).map(|(s, _)| s)
+    }
+
+    /// [`Sow::delete_by_keys`] that also returns the removed records, in list order.
+    pub fn delete_by_keys_tracked(
+        &mut self,
+        topic: &str,
+        sow_keys: &str,
+    ) -> Result<(DeleteStats, Vec<Removed>), Reason> {
         if self.config_cached(topic).is_none() {
             return Err(Reason::InvalidTopic);
         }
@@ -214,8 +321,8 @@ impl Sow {
             sow_keys
                 .split(',')
                 .filter(|k| !k.is_empty())
-                .filter(|k| records.remove(*k).is_some())
-                .count()
+                .filter_map(|k| records.remove(k).map(|r| (k.to_owned(), r.body)))
+                .collect()
         }))
     }
 
@@ -223,16 +330,52 @@ impl Sow {
     /// the declared key fields). [`Reason::InvalidTopic`] if `topic` is not a SOW topic,
     /// [`Reason::BadSowKey`] if the key cannot be derived.
     pub fn delete_by_data(&mut self, topic: &str, body: &[u8]) -> Result<DeleteStats, Reason> {
+        self.delete_by_data_tracked(topic, body).map(|(s, _)| s)
+    }
+
+    /// [`Sow::delete_by_data`] that also returns the removed record.
+    pub fn delete_by_data_tracked(
+        &mut self,
+        topic: &str,
+        body: &[u8],
+    ) -> Result<(DeleteStats, Vec<Removed>), Reason> {
         let Some(idx) = self.config_cached(topic) else {
             return Err(Reason::InvalidTopic);
         };
         let key = self.key_from_body(idx, None, body)?;
-        Ok(self.delete_where(topic, |records| usize::from(records.remove(&key).is_some())))
+        Ok(self.delete_where(topic, |records| {
+            records
+                .remove(&key)
+                .map(|r| (key.clone(), r.body))
+                .into_iter()
+                .collect()
+        }))
     }
 
     /// The stored body of a record (after any delta merges).
     pub fn record(&self, topic: &str, key: &str) -> Option<&Bytes> {
-        self.topics.get(topic)?.get(key)
+        self.topics.get(topic)?.get(key).map(|r| &r.body)
+    }
+
+    /// What is known about the write that stored a record.
+    pub fn record_meta(&self, topic: &str, key: &str) -> Option<&RecordMeta> {
+        self.topics.get(topic)?.get(key).map(|r| &r.meta)
+    }
+
+    /// The topics that hold records (in no particular order).
+    pub fn topic_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.topics.keys().map(String::as_str)
+    }
+
+    /// The records of `topic` as `(key, body, meta)`, in key order.
+    pub fn records_with_meta(
+        &self,
+        topic: &str,
+    ) -> impl Iterator<Item = (&str, &Bytes, &RecordMeta)> + '_ {
+        self.topics
+            .get(topic)
+            .into_iter()
+            .flat_map(|records| records.iter().map(|(k, r)| (k.as_str(), &r.body, &r.meta)))
     }
 
     /// How many records `topic` holds (0 for a topic that is not a SOW topic).
@@ -246,7 +389,7 @@ impl Sow {
         self.topics
             .get(topic)
             .into_iter()
-            .flat_map(|records| records.iter().map(|(k, v)| (k.as_str(), v)))
+            .flat_map(|records| records.iter().map(|(k, r)| (k.as_str(), &r.body)))
     }
 
     // -- internals ---------------------------------------------------------------------------
@@ -315,38 +458,43 @@ impl Sow {
         Ok(key)
     }
 
-    fn insert(&mut self, topic: &str, key: String, body: Bytes) {
+    /// Stores a record; returns the body it replaced.
+    fn insert(&mut self, topic: &str, key: String, body: Bytes, meta: RecordMeta) -> Option<Bytes> {
+        let record = Stored { body, meta };
         match self.topics.get_mut(topic) {
-            Some(records) => {
-                records.insert(key, body);
-            }
+            Some(records) => records.insert(key, record).map(|r| r.body),
             None => {
                 self.topics
-                    .insert(topic.to_owned(), BTreeMap::from([(key, body)]));
+                    .insert(topic.to_owned(), BTreeMap::from([(key, record)]));
+                None
             }
         }
     }
 
-    /// Runs `delete` (which returns how many records it removed) on the records of `topic`
-    /// and builds the stats; drops the topic's map when it becomes empty.
+    /// Runs `delete` (which returns the records it removed) on the records of `topic` and
+    /// builds the stats; drops the topic's map when it becomes empty.
     fn delete_where(
         &mut self,
         topic: &str,
-        delete: impl FnOnce(&mut BTreeMap<String, Bytes>) -> usize,
-    ) -> DeleteStats {
+        delete: impl FnOnce(&mut BTreeMap<String, Stored>) -> Vec<Removed>,
+    ) -> (DeleteStats, Vec<Removed>) {
         let Some(records) = self.topics.get_mut(topic) else {
-            return DeleteStats::default();
+            return (DeleteStats::default(), Vec::new());
         };
         let before = records.len() as u64;
-        let removed = delete(records) as u64;
+        let removed = delete(records);
         if records.is_empty() {
             self.topics.remove(topic);
         }
-        DeleteStats {
-            matches: removed,
-            records_deleted: removed,
-            topic_matches: before,
-        }
+        let n = removed.len() as u64;
+        (
+            DeleteStats {
+                matches: n,
+                records_deleted: n,
+                topic_matches: before,
+            },
+            removed,
+        )
     }
 }
 
