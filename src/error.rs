@@ -452,6 +452,49 @@ pub enum ServerError {
         /// What was wrong.
         what: String,
     },
+    /// The transaction log is damaged: bad bytes with intact records after them, or in a
+    /// finished segment, or records missing between segments (a torn tail is cut quietly and
+    /// is not this). Nothing was changed on disk.
+    #[error("transaction log {path} is damaged at offset {offset}..{end} ({what}); {records_beyond} intact records lie beyond it{}; nothing was cut: `actix-amps journal --data DIR --verify` lists the damage, `actix-amps serve --repair` quarantines it", if *.ranges > 1 { format!(" ({ranges} damaged ranges in all)", ranges = .ranges) } else { String::new() })]
+    LogDamaged {
+        /// The segment file.
+        path: std::path::PathBuf,
+        /// First damaged byte.
+        offset: u64,
+        /// End of the damaged bytes.
+        end: u64,
+        /// What was wrong.
+        what: String,
+        /// Intact records after the damage, in the whole log.
+        records_beyond: u64,
+        /// Damaged ranges in the log.
+        ranges: usize,
+    },
+    /// A record with a valid checksum has a kind this version must understand but does not
+    /// (the log was written by a newer version).
+    #[error("transaction log {path} has a record of unknown kind {kind} at offset {offset} (written by a newer version?)")]
+    UnsupportedRecord {
+        /// The segment file.
+        path: std::path::PathBuf,
+        /// Offset of the record.
+        offset: u64,
+        /// The kind byte.
+        kind: u8,
+    },
+    /// History older than the retained log was asked for (a bookmark older than retention).
+    #[error("log position {requested} is older than the retained log, which starts at LSN {first_retained}")]
+    NotRetained {
+        /// The LSN (or segment) asked for.
+        requested: u64,
+        /// The oldest LSN still in the log.
+        first_retained: u64,
+    },
+    /// The data directory has a transaction log in the single-file format of earlier versions.
+    #[error("{path} is a transaction log in the format of an earlier version; move it away to start with an empty log")]
+    OldLogFormat {
+        /// The old log file.
+        path: std::path::PathBuf,
+    },
     /// The TLS certificate or key cannot be used.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] TlsError),

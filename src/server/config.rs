@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::txlog::{Retention, DEFAULT_RETENTION, DEFAULT_SEGMENT_BYTES};
 use crate::protocol::{Password, DEFAULT_MAX_FRAME};
 use crate::tls::TlsIdentity;
 
@@ -63,6 +64,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsIdentity>,
     /// How long a TLS handshake may take before the connection is closed.
     pub tls_handshake_timeout: Duration,
+    /// A transaction log segment is finished (and a new one started) once it holds this many
+    /// bytes.
+    pub log_segment_bytes: u64,
+    /// How much finished log history to keep (removal only of what nothing still needs; see
+    /// [`txlog::retention`](super::txlog::retention)).
+    pub retain: Retention,
 }
 
 /// Default [`ServerConfig::max_connections`].
@@ -75,7 +82,7 @@ impl ServerConfig {
     /// Defaults: listen on `127.0.0.1:0`, fsync per batch, 5 ms ack conflation, 64 MiB maximum
     /// message, 1024 connections, 32 MiB of unsent output per connection, no users (no
     /// authentication), nothing denied, no SOW topics, plaintext (no TLS; a 10 s handshake
-    /// timeout once TLS is set).
+    /// timeout once TLS is set), 64 MiB log segments, 1 GiB of log retained.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
@@ -90,7 +97,21 @@ impl ServerConfig {
             max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            log_segment_bytes: DEFAULT_SEGMENT_BYTES,
+            retain: DEFAULT_RETENTION,
         }
+    }
+
+    /// Sets the size at which a transaction log segment is finished (at least 4 KiB).
+    pub fn log_segment_bytes(mut self, bytes: u64) -> Self {
+        self.log_segment_bytes = bytes.max(4096);
+        self
+    }
+
+    /// Sets how much finished log history to keep.
+    pub fn retain(mut self, retain: Retention) -> Self {
+        self.retain = retain;
+        self
     }
 
     /// Listens on `addr`.

@@ -1,15 +1,18 @@
 //! Reading a stopped server's transaction log: what each client name persisted.
 //!
 //! [`Journal::read`] takes the data directory's lock (so it refuses with
-//! [`ServerError::Locked`] while a server runs there), scans the log without modifying it
-//! (a torn tail is ignored, as the server would cut it off), and summarises every sequenced
-//! write per client name: how many, the first and last sequence, any sequence seen more than
-//! once, and the gaps inside the first..=last range.
+//! [`ServerError::Locked`] while a server runs there), scans every segment of the log without
+//! modifying it (a torn tail is ignored, as the server would cut it off), and summarises every
+//! sequenced write per client name: how many, the first and last sequence, any sequence seen
+//! more than once, and the gaps inside the first..=last range. Damage does not stop it: every
+//! intact record on both sides is counted, and [`Journal::damage`] lists each damaged range
+//! with what it cost (the `journal --verify` report).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::txlog::{scan, LOG_FILE};
+use super::txlog::check_log;
+use super::txlog::loss::{describe_losses, index_record, LossReport, SequenceIndex};
 use crate::error::ServerError;
 
 /// What one client name persisted.
@@ -35,6 +38,10 @@ pub struct Journal {
     clients: BTreeMap<String, ClientJournal>,
     records: u64,
     torn_tail: bool,
+    damage: Vec<LossReport>,
+    segments: usize,
+    first_lsn: u64,
+    last_lsn: u64,
 }
 
 impl Journal {
@@ -48,17 +55,26 @@ impl Journal {
             });
         }
         let lock = super::lock_data_dir(data_dir)?;
-        let mut clients: BTreeMap<String, ClientJournal> = BTreeMap::new();
-        let end = scan(&data_dir.join(LOG_FILE), |rec| {
-            if let Some(seq) = rec.seq {
-                let c = match clients.get_mut(rec.client) {
-                    Some(c) => c,
-                    None => clients.entry(rec.client.to_owned()).or_default(),
-                };
-                c.sequences.push(seq);
+        let mut index = SequenceIndex::new();
+        let mut first_lsn = 0;
+        let check = check_log(data_dir, 0, |d, _| {
+            if first_lsn == 0 {
+                first_lsn = d.lsn();
             }
+            index_record(&mut index, d);
         })?;
+        let damage = describe_losses(&check, &index)?;
         drop(lock);
+        let mut clients: BTreeMap<String, ClientJournal> = index
+            .into_iter()
+            .map(|(name, seqs)| {
+                let c = ClientJournal {
+                    sequences: seqs.into_iter().map(|(_, s)| s).collect(),
+                    ..ClientJournal::default()
+                };
+                (name, c)
+            })
+            .collect();
         for c in clients.values_mut() {
             c.count = c.sequences.len() as u64;
             let mut sorted = c.sequences.clone();
@@ -77,8 +93,12 @@ impl Journal {
         }
         Ok(Journal {
             clients,
-            records: end.records,
-            torn_tail: end.file_len > end.good_len,
+            records: check.records,
+            torn_tail: check.torn_tail.is_some(),
+            damage,
+            segments: check.segments.len(),
+            first_lsn,
+            last_lsn: check.last_lsn,
         })
     }
 
@@ -97,8 +117,23 @@ impl Journal {
         self.records
     }
 
-    /// Whether the log ends in a torn or corrupt record (the server cuts it off on start).
+    /// Whether the log ends in a torn write (the server cuts it off on start).
     pub fn torn_tail(&self) -> bool {
         self.torn_tail
+    }
+
+    /// Every damaged range with what it cost; empty for a healthy log.
+    pub fn damage(&self) -> &[LossReport] {
+        &self.damage
+    }
+
+    /// Segment files read.
+    pub fn segments(&self) -> usize {
+        self.segments
+    }
+
+    /// LSNs of the first and last intact record (0 for none).
+    pub fn lsn_range(&self) -> (u64, u64) {
+        (self.first_lsn, self.last_lsn)
     }
 }

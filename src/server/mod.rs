@@ -90,6 +90,9 @@ pub use self::sink::{Sink, SinkConfig, SinkHandle};
 pub use crate::error::ServerError;
 
 use self::core::{Counters, Settings, Shared, State};
+use self::txlog::retention::SegmentTable;
+use self::txlog::writer::{Faults, LogWriter};
+use self::txlog::LogHolds;
 
 /// The name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -139,6 +142,7 @@ impl Server {
             running: Mutex::new(None),
             last: Mutex::new(None),
             counters: Arc::default(),
+            faults: Arc::default(),
         };
         handle.start_on(config.listen)?;
         Ok(handle)
@@ -188,6 +192,8 @@ pub struct ServerHandle {
     /// The shared state of the last run (for [`ServerHandle::last_sequence`] after a stop).
     last: Mutex<Option<Arc<Shared>>>,
     counters: Arc<Counters>,
+    /// Injected faults (kept across restarts).
+    faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -216,21 +222,44 @@ impl ServerHandle {
             last_seq: Default::default(),
             log_buf: bytes::BytesMut::with_capacity(1 << 20),
             last_lsn: 0,
+            last_ts: 0,
             log_stop: false,
-            log_failed: false,
+            log_trouble: None,
+            log_room: 0,
             // Failures not yet delivered survive a stop/restart of this handle (not a crash).
             unreported: lock(&self.last)
                 .as_ref()
                 .map(|prev| std::mem::take(&mut prev.lock().unreported))
                 .unwrap_or_default(),
         };
-        let (file, end) = txlog::recover(&self.data_dir, |rec| state.replay(rec))?;
+        let started = std::time::Instant::now();
+        let recovered = txlog::recover::recover(&self.data_dir, 0, |d| state.replay(d))?;
+        state.last_lsn = recovered.last_lsn;
+        let first_retained = recovered
+            .segments
+            .first()
+            .map_or(recovered.last_lsn + 1, |s| s.first_lsn);
+        let holds = LogHolds::new(first_retained);
+        let segments = Arc::new(SegmentTable::with(recovered.segments));
+        let writer = LogWriter::open(
+            &self.data_dir,
+            recovered.active,
+            recovered.last_lsn + 1,
+            self.settings.log_segment_bytes,
+            self.settings.fsync,
+            segments.clone(),
+            self.faults.clone(),
+        )?;
+        state.log_room = writer.room();
         tracing::info!(
             data_dir = %self.data_dir.display(),
-            records = end.records,
+            replayed = recovered.replayed,
+            last_lsn = recovered.last_lsn,
             clients = state.last_seq.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "transaction log recovered"
         );
+        let durable = recovered.last_lsn;
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -240,8 +269,10 @@ impl ServerHandle {
         let shared = Arc::new(Shared::new(
             self.settings.clone(),
             state,
-            0,
+            durable,
             self.counters.clone(),
+            holds,
+            segments,
         ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -251,10 +282,9 @@ impl ServerHandle {
             .map_err(|e| ServerError::Runtime(e.to_string()))?;
         let writer = {
             let shared = shared.clone();
-            let policy = self.settings.fsync;
             std::thread::Builder::new()
                 .name("amps-txlog".into())
-                .spawn(move || core::writer_loop(shared, file, policy))
+                .spawn(move || core::writer_loop(shared, writer))
                 .map_err(|e| ServerError::Runtime(e.to_string()))?
         };
         let (done_tx, accept_done) = mpsc::channel();
@@ -358,6 +388,29 @@ impl ServerHandle {
     pub fn thaw(&self) {
         if let Some(s) = self.shared() {
             s.freeze.send_replace(false);
+        }
+    }
+
+    /// The registry of what still needs old log history (retention never removes a segment
+    /// at or after a held LSN); `None` while stopped. See [`txlog::LogHolds`].
+    pub fn log_holds(&self) -> Option<txlog::LogHolds> {
+        self.shared().map(|s| s.log_holds.clone())
+    }
+
+    /// The durable LSN: every record up to it is on disk. `None` while stopped.
+    pub fn durable_lsn(&self) -> Option<u64> {
+        self.shared().map(|s| *s.durable.borrow())
+    }
+
+    /// Makes every reservation of transaction log space fail as on a full disk (`true`) or
+    /// work again (`false`), to test what a full disk does without filling one. Kept across
+    /// restarts.
+    pub fn simulate_disk_full(&self, full: bool) {
+        self.faults
+            .out_of_space
+            .store(full, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.shared() {
+            s.log_cv.notify_all();
         }
     }
 
