@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Topic regexes no client may write to (`not entitled`).
     pub deny_write: Vec<String>,
+    /// Topic regexes no subscription or query may read (`not entitled`).
+    pub deny_read: Vec<String>,
     /// SOW topics: a topic regex and its key fields (`/id`, `/region`, ...).
     pub sow: Vec<(String, Vec<String>)>,
     /// Users and passwords; empty means authentication is disabled. Passwords never print.
@@ -88,6 +90,7 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             deny_write: Vec::new(),
+            deny_read: Vec::new(),
             sow: Vec::new(),
             users: Vec::new(),
             ack_conflation: Duration::from_millis(5),
@@ -123,6 +126,14 @@ impl ServerConfig {
     /// Refuses writes to topics matching `topic_regex` with `not entitled` (compiled at start).
     pub fn deny_write(mut self, topic_regex: &str) -> Self {
         self.deny_write.push(topic_regex.to_owned());
+        self
+    }
+
+    /// Refuses subscriptions and SOW queries whose topic matches `topic_regex` with
+    /// `not entitled`, and never delivers messages on matching topics (so a regex subscription
+    /// such as `.*` does not see them either). Compiled at start.
+    pub fn deny_read(mut self, topic_regex: &str) -> Self {
+        self.deny_read.push(topic_regex.to_owned());
         self
     }
 

@@ -29,8 +29,11 @@ use bytes::{Bytes, BytesMut};
 use regex::{Regex, RegexSet};
 use tokio::sync::{watch, Notify};
 
+use super::bookmark::{bookmark_of, BookmarkIndex};
 use super::config::{FsyncPolicy, ServerConfig};
-use super::sow::{DeleteStats, Sow, SowTopicConfig};
+use super::sow::{DeleteStats, RecordMeta, Sow, SowTopicConfig};
+use super::subscriptions::feed::{Committed, Feed};
+use super::subscriptions::Hub;
 use super::txlog::format::{encode_record, encoded_len, now_us};
 use super::txlog::retention::SegmentTable;
 use super::txlog::writer::{LogWriter, WriteFailure};
@@ -70,6 +73,8 @@ impl LogTrouble {
 /// The configuration with its regexes compiled.
 pub(crate) struct Settings {
     pub deny_write: Option<RegexSet>,
+    /// Topics no subscription or query may read (`not entitled`).
+    pub deny_read: Option<RegexSet>,
     pub sow: Vec<(Regex, Vec<String>)>,
     pub users: HashMap<String, Password>,
     /// Present when the listener speaks TLS only.
@@ -92,6 +97,22 @@ fn compile(pattern: &str) -> Result<Regex, ServerError> {
     })
 }
 
+/// A set of topic patterns, each checked on its own first so a bad one is named.
+fn compile_set(patterns: &[String]) -> Result<Option<RegexSet>, ServerError> {
+    for p in patterns {
+        compile(p)?;
+    }
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    RegexSet::new(patterns)
+        .map(Some)
+        .map_err(|e| ServerError::BadRegex {
+            pattern: patterns.join(" | "),
+            message: e.to_string(),
+        })
+}
+
 impl Settings {
     pub fn compile(cfg: &ServerConfig) -> Result<Settings, ServerError> {
         for p in &cfg.deny_write {
@@ -107,6 +128,7 @@ impl Settings {
                 })?,
             )
         };
+        let deny_read = compile_set(&cfg.deny_read)?;
         let sow = cfg
             .sow
             .iter()
@@ -114,6 +136,7 @@ impl Settings {
             .collect::<Result<_, ServerError>>()?;
         Ok(Settings {
             deny_write,
+            deny_read,
             sow,
             users: cfg.users.iter().cloned().collect(),
             ack_conflation: cfg.ack_conflation,
@@ -166,6 +189,10 @@ pub(crate) struct State {
     /// a last sequence above the refused one, the client discards it, and the failure is never
     /// reported. The next logon of the same name sends these first.
     pub unreported: HashMap<String, std::collections::BTreeMap<u64, crate::protocol::Reason>>,
+    /// Accepted writes waiting for durability and the fan-out to subscribers.
+    pub feed: Feed,
+    /// Where each publisher's bookmarks are in the log.
+    pub bookmarks: BookmarkIndex,
 }
 
 /// One write to accept.
@@ -176,6 +203,8 @@ pub(crate) struct Write<'a> {
     pub topic: &'a str,
     pub arg: Option<&'a str>,
     pub body: &'a Bytes,
+    /// The publisher's correlation id (kept with SOW records and delivered to subscribers).
+    pub correlation_id: Option<&'a str>,
     /// Whether the topic is a SOW topic (publish/delta skip the SOW otherwise).
     pub is_sow: bool,
 }
@@ -202,27 +231,57 @@ impl State {
                 return Err(Reason::Duplicate);
             }
         }
+        let ts = now_us().max(self.last_ts);
+        let meta = RecordMeta {
+            correlation_id: w.correlation_id.map(Into::into),
+            ts,
+        };
+        let (mut change, mut removed) = (None, Vec::new());
         let stats = match w.kind {
             RecordKind::Publish if w.is_sow => {
-                self.sow.publish(w.topic, w.arg, w.body.clone())?;
+                change = self
+                    .sow
+                    .publish_tracked(w.topic, w.arg, w.body.clone(), meta)?;
                 DeleteStats::default()
             }
             RecordKind::DeltaPublish if w.is_sow => {
-                self.sow.delta_publish(w.topic, w.arg, w.body)?;
+                change = self
+                    .sow
+                    .delta_publish_tracked(w.topic, w.arg, w.body, meta)?;
                 DeleteStats::default()
             }
             RecordKind::Publish | RecordKind::DeltaPublish => DeleteStats::default(),
             RecordKind::DeleteByFilter => {
-                self.sow.delete_by_filter(w.topic, w.arg.unwrap_or(""))?
+                let (stats, gone) = self
+                    .sow
+                    .delete_by_filter_tracked(w.topic, w.arg.unwrap_or(""))?;
+                removed = gone;
+                stats
             }
-            RecordKind::DeleteByKeys => self.sow.delete_by_keys(w.topic, w.arg.unwrap_or(""))?,
-            RecordKind::DeleteByData => self.sow.delete_by_data(w.topic, w.body)?,
+            RecordKind::DeleteByKeys => {
+                let (stats, gone) = self
+                    .sow
+                    .delete_by_keys_tracked(w.topic, w.arg.unwrap_or(""))?;
+                removed = gone;
+                stats
+            }
+            RecordKind::DeleteByData => {
+                let (stats, gone) = self.sow.delete_by_data_tracked(w.topic, w.body)?;
+                removed = gone;
+                stats
+            }
             // Written by repair only, never accepted from a client.
             RecordKind::RepairGap => return Err(Reason::NotSupported),
         };
         self.last_lsn += 1;
-        self.last_ts = now_us().max(self.last_ts);
+        self.last_ts = ts;
         encode_record(&mut self.log_buf, self.last_lsn, self.last_ts, &record);
+        let bookmark = bookmark_of(w.client, w.seq, self.last_lsn);
+        self.bookmarks.note(self.last_lsn, bookmark);
+        if self.feed.is_active() {
+            let ev = Committed::of_write(self.last_lsn, w, bookmark, ts, change, removed);
+            self.feed.push(ev);
+        }
         self.log_room = self.log_room.saturating_sub(need);
         if let Some(seq) = w.seq {
             match self.last_seq.get_mut(w.client) {
@@ -242,12 +301,24 @@ impl State {
         let Decoded::Record { record: rec, .. } = decoded else {
             return; // an optional kind this version does not know
         };
+        if rec.kind.is_write() {
+            let lsn = decoded.lsn();
+            self.bookmarks
+                .note(lsn, bookmark_of(rec.client, rec.seq, lsn));
+        }
+        let meta = RecordMeta {
+            correlation_id: None, // the log does not keep correlation ids
+            ts: decoded.timestamp_us(),
+        };
         let result = match rec.kind {
-            RecordKind::Publish => {
-                self.sow
-                    .publish(rec.topic, rec.arg, Bytes::copy_from_slice(rec.body))
-            }
-            RecordKind::DeltaPublish => self.sow.delta_publish(rec.topic, rec.arg, rec.body),
+            RecordKind::Publish => self
+                .sow
+                .publish_tracked(rec.topic, rec.arg, Bytes::copy_from_slice(rec.body), meta)
+                .map(drop),
+            RecordKind::DeltaPublish => self
+                .sow
+                .delta_publish_tracked(rec.topic, rec.arg, rec.body, meta)
+                .map(drop),
             RecordKind::DeleteByFilter => self
                 .sow
                 .delete_by_filter(rec.topic, rec.arg.unwrap_or(""))
@@ -305,6 +376,8 @@ pub(crate) struct Shared {
     /// The log's segments, as the writer and retention see them.
     #[allow(dead_code)] // read by the retention thread (next commit)
     pub log_segments: Arc<SegmentTable>,
+    /// Subscriptions: the registry and the durable position for the fan-out and replays.
+    pub subs: Arc<Hub>,
 }
 
 /// What [`ServerHandle::stats`](super::ServerHandle::stats) reports.
@@ -324,6 +397,7 @@ impl Shared {
         counters: Arc<Counters>,
         log_holds: LogHolds,
         log_segments: Arc<SegmentTable>,
+        subs: Arc<Hub>,
     ) -> Shared {
         Shared {
             settings,
@@ -341,6 +415,7 @@ impl Shared {
             counters,
             log_holds,
             log_segments,
+            subs,
         }
     }
 
@@ -412,6 +487,7 @@ pub(crate) fn writer_loop(shared: Arc<Shared>, mut log: LogWriter) {
             match log.write(&batch, lsn, ts) {
                 Ok(()) => {
                     shared.durable.send_replace(lsn);
+                    shared.subs.durable_advanced(lsn);
                     if matches!(trouble, Some(LogTrouble::Io(_))) {
                         tracing::info!("transaction log: writing works again; taking writes");
                         trouble = None;

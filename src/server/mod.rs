@@ -59,14 +59,17 @@
 //! minimal acking endpoint for benchmarks that should measure the client, not the server.
 
 mod acks;
+mod bookmark;
 mod config;
 mod core;
 pub mod filter;
 pub mod journal;
+mod query;
 mod raw_writer;
 mod session;
 mod sink;
 pub mod sow;
+pub(crate) mod subscriptions;
 pub mod txlog;
 
 use std::fs::{File, OpenOptions};
@@ -179,6 +182,7 @@ struct Running {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Runtime,
     writer: JoinHandle<()>,
+    fanout: JoinHandle<()>,
     accept_done: mpsc::Receiver<()>,
     lock: File,
 }
@@ -231,6 +235,8 @@ impl ServerHandle {
                 .as_ref()
                 .map(|prev| std::mem::take(&mut prev.lock().unreported))
                 .unwrap_or_default(),
+            feed: subscriptions::feed::Feed::new(Default::default()),
+            bookmarks: Default::default(),
         };
         let started = std::time::Instant::now();
         let recovered = txlog::recover::recover(&self.data_dir, 0, |d| state.replay(d))?;
@@ -260,6 +266,8 @@ impl ServerHandle {
             "transaction log recovered"
         );
         let durable = recovered.last_lsn;
+        let hub = Arc::new(subscriptions::Hub::new(durable, self.data_dir.clone()));
+        state.feed = subscriptions::feed::Feed::new(hub.registry.counter());
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -273,6 +281,7 @@ impl ServerHandle {
             self.counters.clone(),
             holds,
             segments,
+            hub,
         ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -287,6 +296,13 @@ impl ServerHandle {
                 .spawn(move || core::writer_loop(shared, writer))
                 .map_err(|e| ServerError::Runtime(e.to_string()))?
         };
+        let fanout = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("amps-fanout".into())
+                .spawn(move || subscriptions::fanout::run(shared))
+                .map_err(|e| ServerError::Runtime(e.to_string()))?
+        };
         let (done_tx, accept_done) = mpsc::channel();
         runtime.spawn(accept_loop(shared.clone(), listener, done_tx));
         *lock(&self.addr) = local;
@@ -295,6 +311,7 @@ impl ServerHandle {
             shared,
             runtime,
             writer,
+            fanout,
             accept_done,
             lock: lock_file,
         });
@@ -471,6 +488,10 @@ impl ServerHandle {
         r.shared.log_cv.notify_all();
         if r.writer.join().is_err() {
             tracing::error!("transaction log writer panicked");
+        }
+        r.shared.subs.stop();
+        if r.fanout.join().is_err() {
+            tracing::error!("subscription fan-out panicked");
         }
         r.runtime.shutdown_background();
         if let Err(e) = r.lock.unlock() {

@@ -27,6 +27,8 @@ use tokio_util::codec::Decoder;
 
 use super::acks::AckQueue;
 use super::core::{fnv1a, ConnEntry, Shared, State, Write, LOG_BACKLOG_LIMIT};
+use super::subscriptions::conn::{SubscriberSide, STREAM_LOW_WATER};
+use super::subscriptions::feed::FEED_BACKLOG_LIMIT;
 use super::txlog::RecordKind;
 use crate::protocol::{
     encode_parts, AckType, AckTypes, AmpsCodec, Command, Frame, Header, Reason, Status,
@@ -80,6 +82,8 @@ struct Session {
     /// LSN of this connection's last accepted write.
     my_lsn: u64,
     topics: HashMap<String, TopicInfo>,
+    /// Subscriptions and queries of this connection.
+    subs: SubscriberSide,
 }
 
 /// Registers a connection and runs it until it closes. `stream` is a TCP stream, or a TLS
@@ -113,6 +117,7 @@ where
         last_sent: now,
         my_lsn: 0,
         topics: HashMap::new(),
+        subs: SubscriberSide::new(shared.clone(), conn_id),
     };
     // Halves, so the loop can wait to write (a peer slow to read) while it goes on reading.
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -166,6 +171,8 @@ impl Session {
         let mut stall_rx = self.shared.stall.subscribe();
         let mut freeze_rx = self.shared.freeze.subscribe();
         let mut shutdown_rx = self.shared.shutdown.subscribe();
+        let outbox = self.subs.outbox();
+        let mut stream_durable_rx = self.shared.durable.subscribe();
         let far = || Instant::now() + Duration::from_secs(86_400);
         loop {
             if *shutdown_rx.borrow_and_update() {
@@ -224,6 +231,21 @@ impl Session {
                     tracing::info!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), "closing connection: heartbeat timeout");
                     return "heartbeat timeout";
                 }
+                _ = outbox.ready(), if live => {
+                    if let Err(unsent) = self.subs.take_outbox(&mut self.out) {
+                        self.shared.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), unsent,
+                            max_unsent_bytes = self.shared.settings.max_unsent_bytes,
+                            "closing connection: slow subscriber (deliveries waiting over the limit)");
+                        return "slow subscriber: deliveries over the limit";
+                    }
+                }
+                step = self.subs.next_step(&mut stream_durable_rx),
+                    if live && self.subs.has_streams() && self.out.len() < STREAM_LOW_WATER => {
+                    if let Err(why) = self.subs.apply(step, &mut self.out) {
+                        return why;
+                    }
+                }
                 r = rd.read_buf(&mut inbuf), if live => {
                     match r {
                         Ok(0) => return CLIENT_CLOSED,
@@ -256,6 +278,15 @@ impl Session {
                     }
                     if let Err(why) = self.send_out(wr, &mut unflushed) {
                         return why;
+                    }
+                    // Backpressure: let the fan-out catch up before reading more writes.
+                    if self.shared.lock().feed.backlog() > FEED_BACKLOG_LIMIT {
+                        let target = self.my_lsn;
+                        let mut fanned = self.shared.subs.fanned.subscribe();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                            fanned.wait_for(|d| *d >= target).await.is_ok()
+                        })
+                        .await;
                     }
                     // Backpressure: let the log writer catch up before reading more.
                     if self.shared.lock().log_buf.len() > LOG_BACKLOG_LIMIT {
@@ -557,6 +588,10 @@ impl Session {
                     }
                     // A beat only proves the client is alive: never answered (PROTOCOL.md 9).
                 }
+                Some(c) if super::subscriptions::handles(c) => {
+                    let st = guard.get_or_insert_with(|| shared.lock());
+                    self.subs.command(st, &f.header, &mut self.out);
+                }
                 Some(Command::Logon) => {
                     if f.header.ack_type.contains(AckType::Processed) || f.header.cid.is_some() {
                         self.ack(
@@ -633,6 +668,7 @@ impl Session {
                 topic,
                 arg,
                 body: &f.body,
+                correlation_id: h.correlation_id.as_deref(),
                 is_sow: info.is_sow,
             })
         })();
