@@ -27,7 +27,7 @@ use tokio_util::codec::Decoder;
 
 use super::acks::AckQueue;
 use super::core::{fnv1a, ConnEntry, Shared, State, Write, LOG_BACKLOG_LIMIT};
-use super::subscriptions::conn::{SubscriberSide, STREAM_LOW_WATER};
+use super::subscriptions::conn::SubscriberSide;
 use super::subscriptions::feed::FEED_BACKLOG_LIMIT;
 use super::txlog::RecordKind;
 use crate::protocol::{
@@ -232,16 +232,12 @@ impl Session {
                     return "heartbeat timeout";
                 }
                 _ = outbox.ready(), if live => {
-                    if let Err(unsent) = self.subs.take_outbox(&mut self.out) {
-                        self.shared.slow_consumer_disconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(peer = %self.peer, client = self.client_name.as_deref().unwrap_or(""), unsent,
-                            max_unsent_bytes = self.shared.settings.max_unsent_bytes,
-                            "closing connection: slow subscriber (deliveries waiting over the limit)");
-                        return "slow subscriber: deliveries over the limit";
+                    if let Err(waiting) = self.subs.outbox_ready(&mut self.out) {
+                        return self.slow_subscriber(waiting);
                     }
                 }
                 step = self.subs.next_step(&mut stream_durable_rx),
-                    if live && self.subs.has_streams() && self.out.len() < STREAM_LOW_WATER => {
+                    if live && self.subs.wants_to_write(self.out.len()) => {
                     if let Err(why) = self.subs.apply(step, &mut self.out) {
                         return why;
                     }
@@ -299,11 +295,30 @@ impl Session {
                 }
             }
             if !*freeze_rx.borrow() {
+                if let Err(waiting) = self.subs.move_outbox(&mut self.out) {
+                    return self.slow_subscriber(waiting);
+                }
                 if let Err(why) = self.send_out(wr, &mut unflushed) {
                     return why;
                 }
             }
         }
+    }
+
+    /// Counts and logs a subscriber whose deliveries waiting passed the limit; returns why the
+    /// connection closes.
+    fn slow_subscriber(&self, waiting: usize) -> &'static str {
+        self.shared
+            .slow_consumer_disconnects
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            peer = %self.peer,
+            client = self.client_name.as_deref().unwrap_or(""),
+            waiting,
+            max_unsent_bytes = self.shared.settings.max_unsent_bytes,
+            "closing connection: slow subscriber (deliveries waiting over the limit)"
+        );
+        "slow subscriber: deliveries over the limit"
     }
 
     /// The connection closed gracefully: every failure ack it wrote was read by the client and

@@ -36,14 +36,35 @@ use crate::server::bookmark::{format_timestamp, BOOKMARK_NOT_FOUND};
 use crate::server::core::{Shared, State};
 use crate::server::query::{self, OrderKey, QueryRecord, QueryResult};
 
-/// Streams write only while the session's unsent output is below this.
-pub(crate) const STREAM_LOW_WATER: usize = 256 * 1024;
+/// Streams write only while the session's unsent output is below this (or a quarter of the
+/// connection's unsent-bytes limit, if smaller).
+const STREAM_LOW_WATER: usize = 256 * 1024;
 
-/// A query writes batches until the unsent output reaches this.
+/// A query writes batches until the unsent output reaches this (or half the limit).
 const STREAM_HIGH_WATER: usize = 512 * 1024;
 
-/// A `sow` frame is closed at this many bytes of records (it always holds at least one).
+/// A `sow` frame is closed at this many bytes of records (or a quarter of the limit); it
+/// always holds at least one.
 const BATCH_BYTES: usize = 1 << 20;
+
+/// How much unsent output streams work with, scaled to the connection's limit so that a
+/// query paced by the socket never looks like a slow consumer.
+#[derive(Clone, Copy, Debug)]
+struct Water {
+    low: usize,
+    high: usize,
+    batch: usize,
+}
+
+impl Water {
+    fn for_limit(max_unsent: usize) -> Water {
+        Water {
+            low: STREAM_LOW_WATER.min(max_unsent / 4).max(1),
+            high: STREAM_HIGH_WATER.min(max_unsent / 2).max(1),
+            batch: BATCH_BYTES.min(max_unsent / 4).max(1),
+        }
+    }
+}
 
 /// What a stream needs next, from [`SubscriberSide::next_step`].
 #[derive(Debug)]
@@ -101,6 +122,9 @@ pub(crate) struct SubscriberSide {
     conn_id: u64,
     outbox: Arc<Outbox>,
     streams: VecDeque<Stream>,
+    water: Water,
+    /// The outbox was pushed to since it was last moved to the output.
+    outbox_waiting: bool,
 }
 
 impl Drop for SubscriberSide {
@@ -133,6 +157,8 @@ impl SubscriberSide {
             conn_id,
             outbox: Arc::new(Outbox::new(limit)),
             streams: VecDeque::new(),
+            water: Water::for_limit(limit),
+            outbox_waiting: false,
         }
     }
 
@@ -141,14 +167,32 @@ impl SubscriberSide {
         self.outbox.clone()
     }
 
-    /// Whether a stream has something to write.
-    pub fn has_streams(&self) -> bool {
-        !self.streams.is_empty()
+    /// Whether a stream has something to write and the output, holding `unsent` bytes, has
+    /// room for it (streams are paced by the socket).
+    pub fn wants_to_write(&self, unsent: usize) -> bool {
+        !self.streams.is_empty() && unsent < self.water.low
     }
 
-    /// Moves live deliveries to `out`; fails when the outbox overflowed (a slow subscriber).
-    pub fn take_outbox(&self, out: &mut BytesMut) -> Result<(), usize> {
-        self.outbox.take_into(out).map(drop)
+    /// The outbox has news: live deliveries move to `out` if it has room (see
+    /// [`SubscriberSide::move_outbox`]). Fails, with the bytes waiting, when the outbox
+    /// overflowed (a slow subscriber).
+    pub fn outbox_ready(&mut self, out: &mut BytesMut) -> Result<(), usize> {
+        self.outbox_waiting = true;
+        self.move_outbox(out)
+    }
+
+    /// Moves waiting live deliveries to `out`, but only while `out` is small: deliveries wait
+    /// in the outbox, whose bound is the connection's unsent-bytes limit, until the socket
+    /// takes what is already out. The session calls this once per turn.
+    pub fn move_outbox(&mut self, out: &mut BytesMut) -> Result<(), usize> {
+        if self.outbox.overflowed() {
+            return Err(self.outbox.len());
+        }
+        if self.outbox_waiting && out.len() < self.water.low {
+            self.outbox_waiting = false;
+            self.outbox.take_into(out)?;
+        }
+        Ok(())
     }
 
     /// Answers a subscription, query or unsubscribe command (module docs). `st` is the
@@ -311,7 +355,7 @@ impl SubscriberSide {
     }
 
     /// Waits until the front stream can go on (cancel-safe: the session's `select!` may drop
-    /// it). Only call with [`SubscriberSide::has_streams`] true.
+    /// it). Only call with [`SubscriberSide::wants_to_write`] true.
     pub async fn next_step(&mut self, durable: &mut watch::Receiver<u64>) -> Step {
         match self.streams.front_mut() {
             None => std::future::pending().await,
@@ -337,7 +381,7 @@ impl SubscriberSide {
                 let Some(Stream::Query(q)) = self.streams.front_mut() else {
                     return Ok(());
                 };
-                if q.write(out) {
+                if q.write(out, self.water) {
                     let q = match self.streams.pop_front() {
                         Some(Stream::Query(q)) => q,
                         _ => return Ok(()),
@@ -399,7 +443,7 @@ impl SubscriberSide {
 
 impl QueryStream {
     /// Writes as much as the output allows; returns whether the query is complete.
-    fn write(&mut self, out: &mut BytesMut) -> bool {
+    fn write(&mut self, out: &mut BytesMut, water: Water) -> bool {
         if let Some((snapshot, spec, order, top_n)) = self.input.take() {
             self.result = query::evaluate(snapshot, spec.filter.as_ref(), &order, top_n);
         }
@@ -408,14 +452,14 @@ impl QueryStream {
             self.begun = true;
         }
         let records = &self.result.records;
-        while self.pos < records.len() && out.len() < STREAM_HIGH_WATER {
+        while self.pos < records.len() && out.len() < water.high {
             let topic = &records[self.pos].topic;
             let mut end = self.pos;
             let mut bytes = 0;
             while end < records.len()
                 && end - self.pos < self.batch_size
                 && &records[end].topic == topic
-                && (end == self.pos || bytes + records[end].body.len() <= BATCH_BYTES)
+                && (end == self.pos || bytes + records[end].body.len() <= water.batch)
             {
                 bytes += records[end].body.len();
                 end += 1;

@@ -111,6 +111,16 @@ impl Outbox {
         Ok(n)
     }
 
+    /// Whether it went over its limit.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.buf().len()
+    }
+
     /// The most bytes it may hold.
     pub fn limit(&self) -> usize {
         self.limit
