@@ -265,16 +265,22 @@ impl BookmarkIndex {
 
     /// The log position of `publisher`'s last record with a sequence at or below `seq`, or
     /// `None` when no such record was noted.
+    #[cfg(test)]
     pub fn position_of(&self, bm: Bookmark) -> Option<u64> {
+        self.last_at_or_below(bm).map(|(lsn, _)| lsn)
+    }
+
+    /// The log position and sequence of `publisher`'s last record with a sequence at or below
+    /// `seq`.
+    fn last_at_or_below(&self, bm: Bookmark) -> Option<(u64, u64)> {
         let runs = self.publishers.get(&bm.publisher)?;
         let idx = runs.partition_point(|r| r.seq <= bm.seq).checked_sub(1)?;
         let r = runs[idx];
-        let lsn = if bm.seq < r.seq + r.len {
-            r.lsn + (bm.seq - r.seq)
+        Some(if bm.seq < r.seq + r.len {
+            (r.lsn + (bm.seq - r.seq), bm.seq)
         } else {
-            r.lsn + r.len - 1
-        };
-        Some(lsn)
+            (r.lsn + r.len - 1, r.seq + r.len - 1)
+        })
     }
 
     /// Resolves a bookmark into the rule a replay applies, or `None` for NOW (no replay), for
@@ -300,16 +306,23 @@ impl BookmarkIndex {
             },
             BookmarkSpec::After(list) => {
                 let mut first = u64::MAX;
+                let mut skip = Vec::with_capacity(list.len());
                 for bm in list {
-                    let at = self
-                        .position_of(*bm)
-                        .filter(|at| *at >= first_held)
+                    let (at, seq) = self
+                        .last_at_or_below(*bm)
+                        .filter(|(at, _)| *at >= first_held)
                         .ok_or_else(|| Reason::Other(BOOKMARK_NOT_FOUND.to_owned()))?;
                     first = first.min(at + 1);
+                    // A bookmark past the publisher's last message stands for that message:
+                    // what the publisher writes next is new, in the replay as live.
+                    skip.push(Bookmark {
+                        publisher: bm.publisher,
+                        seq,
+                    });
                 }
                 ReplayFilter {
                     first_lsn: first,
-                    skip: list.clone(),
+                    skip,
                     min_ts: 0,
                 }
             }
@@ -433,6 +446,9 @@ mod tests {
         assert_eq!(ix.position_of(bm(1, 11)), Some(2));
         assert_eq!(ix.position_of(bm(1, 15)), Some(3), "a gap resumes after the last below");
         assert_eq!(ix.position_of(bm(1, 99)), Some(5), "past the end: after the last");
+        let ahead = ix.resolve(&BookmarkSpec::After(vec![bm(1, 99)]), 1).unwrap().unwrap();
+        assert_eq!(ahead.skip, [bm(1, 20)], "stands for the last message");
+        assert!(ahead.wants(6, bm(1, 21), 0), "the publisher's next message is new");
         assert_eq!(ix.position_of(bm(1, 9)), None, "before anything held");
         assert_eq!(ix.position_of(bm(3, 1)), None, "unknown publisher");
         let f = ix

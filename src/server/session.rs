@@ -275,8 +275,12 @@ impl Session {
                     if let Err(why) = self.send_out(wr, &mut unflushed) {
                         return why;
                     }
+                    let (log_backlog, feed_backlog) = {
+                        let st = self.shared.lock();
+                        (st.log_buf.len(), st.feed.backlog())
+                    };
                     // Backpressure: let the fan-out catch up before reading more writes.
-                    if self.shared.lock().feed.backlog() > FEED_BACKLOG_LIMIT {
+                    if feed_backlog > FEED_BACKLOG_LIMIT {
                         let target = self.my_lsn;
                         let mut fanned = self.shared.subs.fanned.subscribe();
                         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -285,7 +289,7 @@ impl Session {
                         .await;
                     }
                     // Backpressure: let the log writer catch up before reading more.
-                    if self.shared.lock().log_buf.len() > LOG_BACKLOG_LIMIT {
+                    if log_backlog > LOG_BACKLOG_LIMIT {
                         let target = self.my_lsn;
                         let _ = tokio::time::timeout(Duration::from_secs(5), async {
                             durable_rx.wait_for(|d| *d >= target).await.is_ok()
