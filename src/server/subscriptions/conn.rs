@@ -77,6 +77,14 @@ pub(crate) enum Step {
     ReplayEnded,
 }
 
+/// A query's snapshot and what to do with it, until it is evaluated.
+struct QueryInput {
+    snapshot: Vec<QueryRecord>,
+    spec: Arc<Spec>,
+    order_by: Vec<OrderKey>,
+    top_n: Option<usize>,
+}
+
 struct QueryStream {
     ready_lsn: u64,
     cid: Option<String>,
@@ -86,7 +94,7 @@ struct QueryStream {
     /// `sow_and_subscribe`: the subscription to make live at the end.
     sub_id: Option<String>,
     /// The snapshot until it is evaluated.
-    input: Option<(Vec<QueryRecord>, Arc<Spec>, Vec<OrderKey>, Option<usize>)>,
+    input: Option<QueryInput>,
     result: QueryResult,
     pos: usize,
     begun: bool,
@@ -144,7 +152,13 @@ fn refuse(out: &mut BytesMut, r: &Refusal) {
         }
     }
     if !sent {
-        delivery::command_ack(out, AckType::Processed, r.cid.as_deref(), Err(&r.reason), None);
+        delivery::command_ack(
+            out,
+            AckType::Processed,
+            r.cid.as_deref(),
+            Err(&r.reason),
+            None,
+        );
     }
 }
 
@@ -181,14 +195,15 @@ impl SubscriberSide {
         self.move_outbox(out)
     }
 
-    /// Moves waiting live deliveries to `out`, but only while `out` is small: deliveries wait
-    /// in the outbox, whose bound is the connection's unsent-bytes limit, until the socket
-    /// takes what is already out. The session calls this once per turn.
+    /// Moves waiting live deliveries to `out`, but only once the socket has taken everything
+    /// already in `out`: deliveries wait in the outbox, whose bound is the connection's
+    /// unsent-bytes limit, and move by swapping buffers, never copying. The session calls this
+    /// once per turn.
     pub fn move_outbox(&mut self, out: &mut BytesMut) -> Result<(), usize> {
         if self.outbox.overflowed() {
             return Err(self.outbox.len());
         }
-        if self.outbox_waiting && out.len() < self.water.low {
+        if self.outbox_waiting && out.is_empty() {
             self.outbox_waiting = false;
             self.outbox.take_into(out)?;
         }
@@ -294,7 +309,12 @@ impl SubscriberSide {
                 query_id: req.query_id.clone().unwrap_or_default(),
                 label: spec.topic.as_str().to_owned(),
                 sub_id: req.sub_id.clone(),
-                input: Some((snapshot, spec.clone(), req.order_by, req.top_n)),
+                input: Some(QueryInput {
+                    snapshot,
+                    spec: spec.clone(),
+                    order_by: req.order_by,
+                    top_n: req.top_n,
+                }),
                 result: QueryResult::default(),
                 pos: 0,
                 begun: false,
@@ -444,8 +464,8 @@ impl SubscriberSide {
 impl QueryStream {
     /// Writes as much as the output allows; returns whether the query is complete.
     fn write(&mut self, out: &mut BytesMut, water: Water) -> bool {
-        if let Some((snapshot, spec, order, top_n)) = self.input.take() {
-            self.result = query::evaluate(snapshot, spec.filter.as_ref(), &order, top_n);
+        if let Some(q) = self.input.take() {
+            self.result = query::evaluate(q.snapshot, q.spec.filter.as_ref(), &q.order_by, q.top_n);
         }
         if !self.begun {
             delivery::group(out, "group_begin", &self.label, &self.query_id);

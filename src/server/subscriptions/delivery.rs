@@ -21,7 +21,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::protocol::header::JsonObjectWriter;
+use crate::protocol::header::{itoa_digits, write_json_string, JsonObjectWriter};
 use crate::protocol::{write_sow_record, AckType, Reason};
 
 /// A message's bookmark: the publisher's hash and its sequence number.
@@ -36,8 +36,11 @@ pub(crate) struct Bookmark {
 impl Bookmark {
     /// Writes `<publisher>|<seq>|`.
     pub fn write(&self, dst: &mut String) {
-        use std::fmt::Write as _;
-        let _ = write!(dst, "{}|{}|", self.publisher, self.seq);
+        let mut digits = itoa_digits();
+        dst.push_str(digits.format(self.publisher));
+        dst.push('|');
+        dst.push_str(digits.format(self.seq));
+        dst.push('|');
     }
 }
 
@@ -86,26 +89,63 @@ pub(crate) struct Message<'a> {
 
 /// A delivery to the subscriptions `sids` of one connection.
 pub(crate) fn message(dst: &mut BytesMut, sids: &str, m: &Message<'_>) {
-    let mut bm = String::with_capacity(44);
-    m.bookmark.write(&mut bm);
-    frame(
-        dst,
-        |w| {
-            w.str("c", m.command);
-            w.str("t", m.topic);
-            w.str("sids", sids);
-            w.str("bm", &bm);
-            w.opt_str("k", &m.key);
-            w.opt_str("x", &m.correlation_id);
-            w.num("s", m.lsn);
-            w.opt_str("ts", &m.timestamp);
-        },
-        m.body,
-    );
+    Encoded::new(m).write(dst, sids);
+}
+
+/// One delivered message encoded once, for any number of connections: the frame without its
+/// `sids`, which [`Encoded::write`] puts in its place.
+pub(crate) struct Encoded {
+    /// `{"c":C,"t":T,"sids":`
+    head: BytesMut,
+    /// `,"bm":B,...}` and the body.
+    tail: BytesMut,
+}
+
+impl Encoded {
+    /// Encodes `m`.
+    pub fn new(m: &Message<'_>) -> Encoded {
+        let mut head = BytesMut::with_capacity(32 + m.topic.len());
+        let mut w = JsonObjectWriter::new(&mut head);
+        w.str("c", m.command);
+        w.str("t", m.topic);
+        head.put_slice(b",\"sids\":");
+        let mut bm = String::with_capacity(44);
+        m.bookmark.write(&mut bm);
+        let mut tail = BytesMut::with_capacity(96 + m.body.len());
+        let mut w = JsonObjectWriter::new(&mut tail);
+        w.str("bm", &bm);
+        w.opt_str("k", &m.key);
+        w.opt_str("x", &m.correlation_id);
+        w.num("s", m.lsn);
+        w.opt_str("ts", &m.timestamp);
+        w.finish();
+        // The writer opened an object; the tail continues the head's instead.
+        tail[0] = b',';
+        tail.put_slice(m.body);
+        Encoded { head, tail }
+    }
+
+    /// Appends the frame, addressed to `sids`, to `dst`.
+    pub fn write(&self, dst: &mut BytesMut, sids: &str) {
+        let start = dst.len();
+        dst.reserve(4 + self.head.len() + sids.len() + 2 + self.tail.len());
+        dst.put_u32(0);
+        dst.put_slice(&self.head);
+        write_json_string(dst, sids);
+        dst.put_slice(&self.tail);
+        patch_len(dst, start);
+    }
 }
 
 /// An out-of-focus notice: `reason` is `match` or `deleted`.
-pub(crate) fn oof(dst: &mut BytesMut, topic: &str, sids: &str, key: &str, reason: &str, body: &[u8]) {
+pub(crate) fn oof(
+    dst: &mut BytesMut,
+    topic: &str,
+    sids: &str,
+    key: &str,
+    reason: &str,
+    body: &[u8],
+) {
     frame(
         dst,
         |w| {
@@ -145,7 +185,12 @@ pub(crate) struct SowRecordRef<'a> {
 }
 
 /// One `sow` frame holding `records` (its `bs` is their count).
-pub(crate) fn sow_batch(dst: &mut BytesMut, topic: &str, query_id: &str, records: &[SowRecordRef<'_>]) {
+pub(crate) fn sow_batch(
+    dst: &mut BytesMut,
+    topic: &str,
+    query_id: &str,
+    records: &[SowRecordRef<'_>],
+) {
     let start = dst.len();
     dst.put_u32(0);
     let mut w = JsonObjectWriter::new(dst);
@@ -257,7 +302,14 @@ mod tests {
             ..m
         };
         message(&mut out, "auto1", &minimal);
-        oof(&mut out, "orders", "auto1", "k1", "deleted", br#"{"id":1,"gone":true}"#);
+        oof(
+            &mut out,
+            "orders",
+            "auto1",
+            "k1",
+            "deleted",
+            br#"{"id":1,"gone":true}"#,
+        );
         let f = frames(out);
         assert_eq!(
             f[0].0,
@@ -300,7 +352,13 @@ mod tests {
         );
         group(&mut out, "group_end", "orders", "auto1");
         query_ack(&mut out, AckType::Completed, Some("auto1"), "auto1", 2, 3);
-        command_ack(&mut out, AckType::Processed, Some("c1"), Err(&Reason::BadFilter), None);
+        command_ack(
+            &mut out,
+            AckType::Processed,
+            Some("c1"),
+            Err(&Reason::BadFilter),
+            None,
+        );
         command_ack(&mut out, AckType::Completed, Some("c2"), Ok(()), Some("S1"));
         let mut codec = AmpsCodec::default();
         let mut decoded = Vec::new();
@@ -309,13 +367,22 @@ mod tests {
             decoded.push(f);
         }
         let f = frames(out);
-        assert_eq!(f[0].0, r#"{"c":"group_begin","t":"orders","query_id":"auto1"}"#);
-        assert_eq!(f[1].0, r#"{"c":"sow","t":"orders","query_id":"auto1","bs":2}"#);
+        assert_eq!(
+            f[0].0,
+            r#"{"c":"group_begin","t":"orders","query_id":"auto1"}"#
+        );
+        assert_eq!(
+            f[1].0,
+            r#"{"c":"sow","t":"orders","query_id":"auto1","bs":2}"#
+        );
         let records = sow_records(&decoded[1].body).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(&records[1].data[..], br#"{"id":22}"#);
         assert_eq!(records[1].header.correlation_id.as_deref(), Some("x2"));
-        assert_eq!(f[2].0, r#"{"c":"group_end","t":"orders","query_id":"auto1"}"#);
+        assert_eq!(
+            f[2].0,
+            r#"{"c":"group_end","t":"orders","query_id":"auto1"}"#
+        );
         assert_eq!(
             f[3].0,
             r#"{"c":"ack","cid":"auto1","a":"completed","status":"success","query_id":"auto1","records_returned":2,"topic_matches":3}"#

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use regex::RegexSet;
 use serde_json::Value;
 
-use super::delivery::{self, Message};
+use super::delivery::{self, Encoded, Message};
 use super::feed::Committed;
 use super::matching::{decide, oof_on_delete, Outcome, WriteView};
 use super::registry::{Inner, SubState};
@@ -30,6 +30,8 @@ use crate::server::txlog::RecordKind;
 pub(crate) fn run(shared: Arc<Shared>) {
     let hub = &shared.subs;
     let mut done = hub.durable();
+    // Per-connection buffers kept from batch to batch, so their memory is reused.
+    let mut scratch: HashMap<u64, BytesMut> = HashMap::new();
     loop {
         let durable = match hub.wait_durable_above(done, None) {
             Wait::Durable(d) => d,
@@ -39,7 +41,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
         let events = shared.lock().feed.take_durable(durable);
         {
             let mut inner = hub.registry.lock();
-            deliver(&mut inner, &events, shared.settings.deny_read.as_ref());
+            deliver_into(
+                &mut inner,
+                &events,
+                shared.settings.deny_read.as_ref(),
+                &mut scratch,
+            );
             inner.fanned = inner.fanned.max(durable);
         }
         done = durable;
@@ -61,31 +68,45 @@ fn group_of(outcome: Outcome, timestamp: bool) -> Option<usize> {
 const GROUP_OUTCOMES: [Outcome; 3] = [Outcome::Full, Outcome::Delta, Outcome::OofMatch];
 
 /// Delivers `events` (durable, in log order) to the subscriptions in `inner` (module docs).
+#[cfg(test)]
 pub(crate) fn deliver(inner: &mut Inner, events: &[Committed], deny_read: Option<&RegexSet>) {
+    deliver_into(inner, events, deny_read, &mut HashMap::new());
+}
+
+/// [`deliver`], encoding into `out` (per connection; buffers are left empty for reuse).
+pub(crate) fn deliver_into(
+    inner: &mut Inner,
+    events: &[Committed],
+    deny_read: Option<&RegexSet>,
+    out: &mut HashMap<u64, BytesMut>,
+) {
     if inner.conns.is_empty() {
+        out.clear();
         return;
     }
-    let mut out: HashMap<u64, BytesMut> = HashMap::new();
+    out.retain(|conn, _| inner.conns.contains_key(conn));
     for ev in events {
         if deny_read.is_some_and(|d| d.is_match(&ev.topic)) {
             continue;
         }
         match ev.kind {
-            RecordKind::Publish | RecordKind::DeltaPublish => deliver_write(inner, ev, &mut out),
+            RecordKind::Publish | RecordKind::DeltaPublish => deliver_write(inner, ev, out),
             RecordKind::DeleteByFilter | RecordKind::DeleteByKeys | RecordKind::DeleteByData => {
-                deliver_removals(inner, ev, &mut out)
+                deliver_removals(inner, ev, out)
             }
             RecordKind::RepairGap => {}
         }
     }
-    for (conn, frames) in out {
-        if let Some(cs) = inner.conns.get(&conn) {
-            cs.outbox.push(&frames);
+    for (conn, frames) in out.iter_mut() {
+        if let Some(cs) = inner.conns.get(conn) {
+            cs.outbox.push_buf(frames);
         }
+        frames.clear();
     }
 }
 
-/// Encodes one delivery of `ev` into `dst`.
+/// Encodes one delivery of `ev` into `dst`; messages are encoded once per write and kind
+/// (`cache`), then addressed per connection.
 fn encode(
     dst: &mut BytesMut,
     ev: &Committed,
@@ -93,14 +114,10 @@ fn encode(
     outcome: Outcome,
     ts: Option<&str>,
     sids: &str,
+    cache: &mut Option<Encoded>,
 ) {
     let (command, body): (&str, &[u8]) = match outcome {
         Outcome::Nothing => return,
-        Outcome::Full => ("p", &ev.body),
-        Outcome::Delta => match view.delta() {
-            Some(d) => ("delta_publish", &d.body),
-            None => ("p", &ev.body),
-        },
         Outcome::OofMatch => {
             delivery::oof(
                 dst,
@@ -112,11 +129,15 @@ fn encode(
             );
             return;
         }
+        _ if cache.is_some() => ("", &[]),
+        Outcome::Full => ("p", &ev.body),
+        Outcome::Delta => match view.delta() {
+            Some(d) => ("delta_publish", &d.body),
+            None => ("p", &ev.body),
+        },
     };
-    delivery::message(
-        dst,
-        sids,
-        &Message {
+    let encoded = cache.get_or_insert_with(|| {
+        Encoded::new(&Message {
             command,
             topic: &ev.topic,
             bookmark: ev.bookmark,
@@ -125,14 +146,16 @@ fn encode(
             lsn: ev.lsn,
             timestamp: ts,
             body,
-        },
-    );
+        })
+    });
+    encoded.write(dst, sids);
 }
 
 fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, BytesMut>) {
     let mut view = WriteView::new(&ev.body, ev.prev.as_ref(), &ev.key_fields);
     let mut ts_text: Option<String> = None;
     let mut groups: [String; 6] = Default::default();
+    let mut cache: [Option<Encoded>; 6] = Default::default();
     for (conn, cs) in inner.conns.iter_mut() {
         for g in groups.iter_mut() {
             g.clear();
@@ -154,11 +177,20 @@ fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, Bytes
             };
             match pending {
                 Some(buf) => {
-                    let ts = sub
-                        .spec
-                        .timestamp
-                        .then(|| ts_text.get_or_insert_with(|| format_timestamp(ev.ts)).clone());
-                    encode(buf, ev, &mut view, outcome, ts.as_deref(), &sub.id);
+                    let ts = sub.spec.timestamp.then(|| {
+                        ts_text
+                            .get_or_insert_with(|| format_timestamp(ev.ts))
+                            .clone()
+                    });
+                    encode(
+                        buf,
+                        ev,
+                        &mut view,
+                        outcome,
+                        ts.as_deref(),
+                        &sub.id,
+                        &mut cache[g],
+                    );
                     if buf.len() > cs.outbox.limit() {
                         cs.outbox.overflow();
                     }
@@ -177,10 +209,21 @@ fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, Bytes
                 continue;
             }
             let outcome = GROUP_OUTCOMES[g / 2];
-            let ts = (g % 2 == 1)
-                .then(|| ts_text.get_or_insert_with(|| format_timestamp(ev.ts)).clone());
+            let ts = (g % 2 == 1).then(|| {
+                ts_text
+                    .get_or_insert_with(|| format_timestamp(ev.ts))
+                    .clone()
+            });
             let dst = out.entry(*conn).or_default();
-            encode(dst, ev, &mut view, outcome, ts.as_deref(), sids);
+            encode(
+                dst,
+                ev,
+                &mut view,
+                outcome,
+                ts.as_deref(),
+                sids,
+                &mut cache[g],
+            );
         }
     }
 }
@@ -201,8 +244,8 @@ fn deliver_removals(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, By
                     SubState::Live { .. } => None,
                     SubState::Pending { buf, .. } => Some(buf),
                 };
-                let record = json
-                    .get_or_insert_with(|| serde_json::from_slice(body).unwrap_or(Value::Null));
+                let record =
+                    json.get_or_insert_with(|| serde_json::from_slice(body).unwrap_or(Value::Null));
                 if !oof_on_delete(&sub.spec, record) {
                     continue;
                 }
@@ -299,14 +342,52 @@ mod tests {
         let r = Registry::default();
         let a = Arc::new(Outbox::new(1 << 20));
         let b = Arc::new(Outbox::new(1 << 20));
-        place(&r, 1, &a, "all", spec("orders", None, false, false), SubState::Live { after: 0 });
-        place(&r, 1, &a, "big", spec("orders", Some("/qty > 5"), false, false), SubState::Live { after: 0 });
-        place(&r, 1, &a, "re", spec(r"^ord", None, false, false), SubState::Live { after: 0 });
-        place(&r, 2, &b, "other", spec("quotes", None, false, false), SubState::Live { after: 0 });
-        place(&r, 2, &b, "late", spec("orders", None, false, false), SubState::Live { after: 1 });
+        place(
+            &r,
+            1,
+            &a,
+            "all",
+            spec("orders", None, false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            1,
+            &a,
+            "big",
+            spec("orders", Some("/qty > 5"), false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            1,
+            &a,
+            "re",
+            spec(r"^ord", None, false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            2,
+            &b,
+            "other",
+            spec("quotes", None, false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            2,
+            &b,
+            "late",
+            spec("orders", None, false, false),
+            SubState::Live { after: 1 },
+        );
         deliver(
             &mut r.lock(),
-            &[write(1, "orders", r#"{"id":1,"qty":9}"#, None), write(2, "orders", r#"{"id":2,"qty":1}"#, None)],
+            &[
+                write(1, "orders", r#"{"id":1,"qty":9}"#, None),
+                write(2, "orders", r#"{"id":2,"qty":1}"#, None),
+            ],
             None,
         );
         let fa = frames(&a);
@@ -326,23 +407,55 @@ mod tests {
     fn deltas_oofs_and_pending_buffers() {
         let r = Registry::default();
         let a = Arc::new(Outbox::new(1 << 20));
-        place(&r, 1, &a, "d", spec("orders", None, true, false), SubState::Live { after: 0 });
-        place(&r, 1, &a, "o", spec("orders", Some("/qty > 5"), false, true), SubState::Live { after: 0 });
+        place(
+            &r,
+            1,
+            &a,
+            "d",
+            spec("orders", None, true, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            1,
+            &a,
+            "o",
+            spec("orders", Some("/qty > 5"), false, true),
+            SubState::Live { after: 0 },
+        );
         place(
             &r,
             1,
             &a,
             "p",
             spec("orders", None, false, true),
-            SubState::Pending { after: 0, buf: BytesMut::new() },
+            SubState::Pending {
+                after: 0,
+                buf: BytesMut::new(),
+            },
         );
-        place(&r, 1, &a, "r", spec("orders", None, false, false), SubState::Replaying { must_reach: 0 });
+        place(
+            &r,
+            1,
+            &a,
+            "r",
+            spec("orders", None, false, false),
+            SubState::Replaying { must_reach: 0 },
+        );
         let mut del = write(2, "orders", "", None);
         del.kind = RecordKind::DeleteByKeys;
         del.removed = vec![("1".into(), Bytes::from_static(br#"{"id":1,"qty":2}"#))];
         deliver(
             &mut r.lock(),
-            &[write(1, "orders", r#"{"id":1,"qty":2}"#, Some(r#"{"id":1,"qty":9}"#)), del],
+            &[
+                write(
+                    1,
+                    "orders",
+                    r#"{"id":1,"qty":2}"#,
+                    Some(r#"{"id":1,"qty":9}"#),
+                ),
+                del,
+            ],
             None,
         );
         let f = frames(&a);
@@ -359,21 +472,35 @@ mod tests {
         assert_eq!(
             summary,
             [
-                ("delta_publish".into(), "d".into(), r#"{"id":1,"qty":2}"#.into()),
+                (
+                    "delta_publish".into(),
+                    "d".into(),
+                    r#"{"id":1,"qty":2}"#.into()
+                ),
                 ("oof".into(), "o".into(), r#"{"id":1,"qty":2}"#.into()),
             ],
             "the deleted record no longer matched o's filter; d and r did not ask for oof"
         );
-        assert_eq!(f[1].header.reason.as_ref().map(|r| r.as_str()), Some("match"));
+        assert_eq!(
+            f[1].header.reason.as_ref().map(|r| r.as_str()),
+            Some("match")
+        );
         // The pending subscription collected its own frames: the update and the oof deleted.
         let buf = r.go_live(1, "p").unwrap();
         let mut codec = crate::protocol::AmpsCodec::default();
         let mut buf = buf;
-        let first = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap().unwrap();
-        let second = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap().unwrap();
+        let first = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+            .unwrap()
+            .unwrap();
+        let second = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+            .unwrap()
+            .unwrap();
         assert_eq!(first.header.command, Some(Command::Publish));
         assert_eq!(second.header.command, Some(Command::Oof));
-        assert_eq!(second.header.reason.as_ref().map(|r| r.as_str()), Some("deleted"));
+        assert_eq!(
+            second.header.reason.as_ref().map(|r| r.as_str()),
+            Some("deleted")
+        );
         let _: Header = second.header;
     }
 
@@ -381,11 +508,21 @@ mod tests {
     fn denied_topics_never_reach_regex_subscriptions() {
         let r = Registry::default();
         let a = Arc::new(Outbox::new(1 << 20));
-        place(&r, 1, &a, "any", spec(".*", None, false, false), SubState::Live { after: 0 });
+        place(
+            &r,
+            1,
+            &a,
+            "any",
+            spec(".*", None, false, false),
+            SubState::Live { after: 0 },
+        );
         let deny = RegexSet::new(["^secret"]).unwrap();
         deliver(
             &mut r.lock(),
-            &[write(1, "secret.x", "{}", None), write(2, "open", "{}", None)],
+            &[
+                write(1, "secret.x", "{}", None),
+                write(2, "open", "{}", None),
+            ],
             Some(&deny),
         );
         let f = frames(&a);
@@ -403,9 +540,16 @@ mod tests {
             &a,
             "p",
             spec("orders", None, false, false),
-            SubState::Pending { after: 0, buf: BytesMut::new() },
+            SubState::Pending {
+                after: 0,
+                buf: BytesMut::new(),
+            },
         );
-        deliver(&mut r.lock(), &[write(1, "orders", &"x".repeat(100), None)], None);
+        deliver(
+            &mut r.lock(),
+            &[write(1, "orders", &"x".repeat(100), None)],
+            None,
+        );
         assert!(a.take_into(&mut BytesMut::new()).is_err());
     }
 }
