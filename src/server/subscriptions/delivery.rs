@@ -93,7 +93,8 @@ pub(crate) fn message(dst: &mut BytesMut, sids: &str, m: &Message<'_>) {
 }
 
 /// One delivered message encoded once, for any number of connections: the frame without its
-/// `sids`, which [`Encoded::write`] puts in its place.
+/// `sids`, which [`Encoded::write`] puts in its place. [`Encoded::fill`] reuses the buffers.
+#[derive(Default)]
 pub(crate) struct Encoded {
     /// `{"c":C,"t":T,"sids":`
     head: BytesMut,
@@ -104,15 +105,24 @@ pub(crate) struct Encoded {
 impl Encoded {
     /// Encodes `m`.
     pub fn new(m: &Message<'_>) -> Encoded {
-        let mut head = BytesMut::with_capacity(32 + m.topic.len());
-        let mut w = JsonObjectWriter::new(&mut head);
+        let mut e = Encoded::default();
+        e.fill(m);
+        e
+    }
+
+    /// Encodes `m` in place of what this held (keeping the buffers' memory).
+    pub fn fill(&mut self, m: &Message<'_>) {
+        let Encoded { head, tail } = self;
+        head.clear();
+        tail.clear();
+        let mut w = JsonObjectWriter::new(head);
         w.str("c", m.command);
         w.str("t", m.topic);
         head.put_slice(b",\"sids\":");
         let mut bm = String::with_capacity(44);
         m.bookmark.write(&mut bm);
-        let mut tail = BytesMut::with_capacity(96 + m.body.len());
-        let mut w = JsonObjectWriter::new(&mut tail);
+        tail.reserve(96 + m.body.len());
+        let mut w = JsonObjectWriter::new(tail);
         w.str("bm", &bm);
         w.opt_str("k", &m.key);
         w.opt_str("x", &m.correlation_id);
@@ -122,7 +132,6 @@ impl Encoded {
         // The writer opened an object; the tail continues the head's instead.
         tail[0] = b',';
         tail.put_slice(m.body);
-        Encoded { head, tail }
     }
 
     /// Appends the frame, addressed to `sids`, to `dst`.

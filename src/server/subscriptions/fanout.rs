@@ -30,8 +30,8 @@ use crate::server::txlog::RecordKind;
 pub(crate) fn run(shared: Arc<Shared>) {
     let hub = &shared.subs;
     let mut done = hub.durable();
-    // Per-connection buffers kept from batch to batch, so their memory is reused.
-    let mut scratch: HashMap<u64, BytesMut> = HashMap::new();
+    // Buffers kept from batch to batch, so their memory is reused.
+    let mut scratch = Scratch::default();
     loop {
         let durable = match hub.wait_durable_above(done, None) {
             Wait::Durable(d) => d,
@@ -67,19 +67,37 @@ fn group_of(outcome: Outcome, timestamp: bool) -> Option<usize> {
 
 const GROUP_OUTCOMES: [Outcome; 3] = [Outcome::Full, Outcome::Delta, Outcome::OofMatch];
 
+/// Buffers the fan-out reuses from batch to batch.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Frames per connection, moved to its outbox at the end of a batch.
+    out: HashMap<u64, BytesMut>,
+    /// One write's encoded messages, per frame group.
+    cache: [Slot; 6],
+}
+
+/// A message encoded for one frame group of the current write.
+#[derive(Default)]
+struct Slot {
+    encoded: Encoded,
+    /// Whether `encoded` holds the current write.
+    filled: bool,
+}
+
 /// Delivers `events` (durable, in log order) to the subscriptions in `inner` (module docs).
 #[cfg(test)]
 pub(crate) fn deliver(inner: &mut Inner, events: &[Committed], deny_read: Option<&RegexSet>) {
-    deliver_into(inner, events, deny_read, &mut HashMap::new());
+    deliver_into(inner, events, deny_read, &mut Scratch::default());
 }
 
-/// [`deliver`], encoding into `out` (per connection; buffers are left empty for reuse).
+/// [`deliver`], with buffers kept by the caller.
 pub(crate) fn deliver_into(
     inner: &mut Inner,
     events: &[Committed],
     deny_read: Option<&RegexSet>,
-    out: &mut HashMap<u64, BytesMut>,
+    scratch: &mut Scratch,
 ) {
+    let Scratch { out, cache } = scratch;
     if inner.conns.is_empty() {
         out.clear();
         return;
@@ -90,7 +108,7 @@ pub(crate) fn deliver_into(
             continue;
         }
         match ev.kind {
-            RecordKind::Publish | RecordKind::DeltaPublish => deliver_write(inner, ev, out),
+            RecordKind::Publish | RecordKind::DeltaPublish => deliver_write(inner, ev, out, cache),
             RecordKind::DeleteByFilter | RecordKind::DeleteByKeys | RecordKind::DeleteByData => {
                 deliver_removals(inner, ev, out)
             }
@@ -114,7 +132,7 @@ fn encode(
     outcome: Outcome,
     ts: Option<&str>,
     sids: &str,
-    cache: &mut Option<Encoded>,
+    slot: &mut Slot,
 ) {
     let (command, body): (&str, &[u8]) = match outcome {
         Outcome::Nothing => return,
@@ -129,15 +147,15 @@ fn encode(
             );
             return;
         }
-        _ if cache.is_some() => ("", &[]),
+        _ if slot.filled => ("", &[]),
         Outcome::Full => ("p", &ev.body),
         Outcome::Delta => match view.delta() {
             Some(d) => ("delta_publish", &d.body),
             None => ("p", &ev.body),
         },
     };
-    let encoded = cache.get_or_insert_with(|| {
-        Encoded::new(&Message {
+    if !slot.filled {
+        slot.encoded.fill(&Message {
             command,
             topic: &ev.topic,
             bookmark: ev.bookmark,
@@ -146,16 +164,24 @@ fn encode(
             lsn: ev.lsn,
             timestamp: ts,
             body,
-        })
-    });
-    encoded.write(dst, sids);
+        });
+        slot.filled = true;
+    }
+    slot.encoded.write(dst, sids);
 }
 
-fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, BytesMut>) {
+fn deliver_write(
+    inner: &mut Inner,
+    ev: &Committed,
+    out: &mut HashMap<u64, BytesMut>,
+    cache: &mut [Slot; 6],
+) {
     let mut view = WriteView::new(&ev.body, ev.prev.as_ref(), &ev.key_fields);
     let mut ts_text: Option<String> = None;
     let mut groups: [String; 6] = Default::default();
-    let mut cache: [Option<Encoded>; 6] = Default::default();
+    for slot in cache.iter_mut() {
+        slot.filled = false;
+    }
     for (conn, cs) in inner.conns.iter_mut() {
         for g in groups.iter_mut() {
             g.clear();
