@@ -36,6 +36,16 @@ use crate::server::bookmark::{format_timestamp, BOOKMARK_NOT_FOUND};
 use crate::server::core::{Shared, State};
 use crate::server::query::{self, OrderKey, QueryRecord, QueryResult};
 
+/// The most subscriptions one connection may hold.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// The most queries and replays one connection may have in progress (each query holds a
+/// snapshot of its records, each replay a reader thread).
+pub(crate) const MAX_STREAMS: usize = 64;
+
+/// The reason a command gets past either limit.
+pub(crate) const TOO_MANY: &str = "too many subscriptions or queries on this connection";
+
 /// Streams write only while the session's unsent output is below this (or a quarter of the
 /// connection's unsent-bytes limit, if smaller).
 const STREAM_LOW_WATER: usize = 256 * 1024;
@@ -246,6 +256,12 @@ impl SubscriberSide {
                 }
             }
         }
+        let busy = req.kind.queries() || req.bookmark.is_some();
+        if (busy && self.streams.len() >= MAX_STREAMS)
+            || (req.sub_id.is_some() && self.subscriptions() >= MAX_SUBSCRIPTIONS)
+        {
+            return Err(refusal(Reason::Other(TOO_MANY.into())));
+        }
         let lsn = st.last_lsn;
         let holds = &self.shared.log_holds;
         let replay = match &req.bookmark {
@@ -352,6 +368,17 @@ impl SubscriberSide {
             }
         }
         Ok(())
+    }
+
+    /// How many subscriptions this connection holds.
+    fn subscriptions(&self) -> usize {
+        self.shared
+            .subs
+            .registry
+            .lock()
+            .conns
+            .get(&self.conn_id)
+            .map_or(0, |cs| cs.subs.len())
     }
 
     fn unsubscribe(&mut self, h: &Header, out: &mut BytesMut) {
