@@ -373,6 +373,9 @@ async fn delta_subscriptions_get_key_and_changed_fields_and_no_empties() {
     let (_dir, server) = start(|c| c.sow("^orders$", &["/id"]));
     let mut p = publisher(&server, "pub").await;
     pub_seq(&mut p, "orders", 1, r#"{"id":1,"qty":5,"px":10}"#).await;
+    // Stored before the subscriptions exist.
+    p.recv_until(|f| is_persisted(f) && f.header.seq >= Some(1))
+        .await;
     let mut s = Conn::connect(server.addr()).await;
     s.logon("sub").await;
     subscribe(

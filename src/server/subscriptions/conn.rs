@@ -205,6 +205,11 @@ impl SubscriberSide {
         self.move_outbox(out)
     }
 
+    /// Whether live deliveries wait in the outbox for the output to empty.
+    pub fn outbox_waiting(&self) -> bool {
+        self.outbox_waiting
+    }
+
     /// Moves waiting live deliveries to `out`, but only once the socket has taken everything
     /// already in `out`: deliveries wait in the outbox, whose bound is the connection's
     /// unsent-bytes limit, and move by swapping buffers, never copying. The session calls this
