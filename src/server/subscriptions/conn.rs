@@ -17,7 +17,7 @@
 //!   the log tries to hand the subscription over to the live stream (see `registry`); a
 //!   `completed` ack, when asked for, follows the hand-over.
 //!
-//! Live deliveries arrive in the connection's outbox; [`SubscriberSide::take_outbox`] moves
+//! Live deliveries arrive in the connection's outbox; [`SubscriberSide::move_outbox`] moves
 //! them to the session's output.
 
 use std::collections::VecDeque;

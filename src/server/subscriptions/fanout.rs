@@ -1,7 +1,7 @@
 //! The fan-out: durable writes to every matching subscription, in log order.
 //!
 //! One thread (`amps-fanout`) waits until the log's durable position moves, takes the durable
-//! events from the feed, and delivers them under the registry lock ([`deliver`]). For each
+//! events from the feed, and delivers them under the registry lock ([`deliver_into`]). For each
 //! write and each connection it sends one frame per kind of delivery, whose `sids` lists every
 //! subscription of that connection that receives it: the full message (`p`), a delta
 //! (`delta_publish`), an oof `match`, and for each record a sow_delete removed an oof
@@ -90,7 +90,7 @@ pub(crate) fn deliver(inner: &mut Inner, events: &[Committed], deny_read: Option
     deliver_into(inner, events, deny_read, &mut Scratch::default());
 }
 
-/// [`deliver`], with buffers kept by the caller.
+/// Delivers `events` (module docs), with buffers kept by the caller.
 pub(crate) fn deliver_into(
     inner: &mut Inner,
     events: &[Committed],
