@@ -290,18 +290,20 @@ fn replay(args: &Args) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let mut rates = Vec::new();
+    let mut ratios = Vec::new();
     for r in 0..args.runs {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let server = Server::start(ServerConfig::new(dir.path()).fsync(FsyncPolicy::Never))
             .map_err(|e| e.to_string())?;
-        rt.block_on(RawWriter::run(
-            server.addr(),
-            "bench-raw",
-            "bench",
-            body_json(),
-            args.count,
-        ))
-        .map_err(|e| e.to_string())?;
+        let logged = rt
+            .block_on(RawWriter::run(
+                server.addr(),
+                "bench-raw",
+                "bench",
+                body_json(),
+                args.count,
+            ))
+            .map_err(|e| e.to_string())?;
         let (tx, _rx) = std::sync::mpsc::channel();
         let sub = r#"{"c":"subscribe","t":"bench","cid":"r","a":"processed","sub_id":"r","bookmark":"0"}"#;
         let start = Instant::now();
@@ -315,13 +317,19 @@ fn replay(args: &Args) -> Result<(), String> {
         .join()
         .map_err(|_| "subscriber panicked")??;
         let rate = args.count as f64 / done.duration_since(start).as_secs_f64();
+        let ingest = logged.msgs_per_sec();
         eprintln!(
-            "run {r}: replayed {} messages at {rate:.0} msgs/s",
+            "run {r}: replayed {} messages at {rate:.0} msgs/s (logged at {ingest:.0} msgs/s)",
             args.count
         );
         rates.push(rate);
+        ratios.push(rate / ingest);
     }
     let (lo, med, hi) = stats(rates);
-    println!("| bookmark replay (EPOCH) of {} logged messages | {lo:.0} / {med:.0} / {hi:.0} msgs/s (min / median / max) |", args.count);
+    let (rlo, rmed, rhi) = stats(ratios);
+    println!(
+        "| bookmark replay (EPOCH) of {} logged messages | {lo:.0} / {med:.0} / {hi:.0} msgs/s | {rlo:.2} / {rmed:.2} / {rhi:.2} x the ingest rate of the same run (min / median / max) |",
+        args.count
+    );
     Ok(())
 }
