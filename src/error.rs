@@ -60,6 +60,24 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
 }
 
+impl ProtocolError {
+    /// Whether this is the peer going away (connection reset or aborted, broken pipe, end of
+    /// stream reported as an error) rather than bytes that break the protocol: a disconnect,
+    /// to be reported and retried as one.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, ProtocolError::Io(e) if is_disconnect(e))
+    }
+}
+
+/// Whether an I/O error means the peer went away (reset, aborted, broken pipe, early end).
+pub(crate) fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+    )
+}
+
 /// A server URI that cannot be used.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -67,7 +85,7 @@ pub enum UriError {
     /// No URI was given.
     #[error("empty URI")]
     Empty,
-    /// The URI has no `scheme://`.
+    /// The URI has no `scheme://`. Holds the input with any password masked.
     #[error("URI {0:?} has no scheme (expected tcp:// or tcps://)")]
     MissingScheme(String),
     /// The scheme is not `tcp` or `tcps`.
@@ -95,6 +113,10 @@ pub enum UriError {
     /// A `%XX` escape in the user or password is malformed.
     #[error("bad percent-encoding in the URI's credentials")]
     BadPercentEncoding,
+    /// An `@` comes after the host: a user name or password holding `/`, `?` or `#`, which
+    /// must be percent-encoded (`%2F`, `%3F`, `%23`).
+    #[error("URI has an '@' after its host: percent-encode '/', '?' and '#' in the user name or password (%2F, %3F, %23)")]
+    UnescapedCredentials,
 }
 
 /// A publish store that cannot do what was asked.
@@ -323,6 +345,16 @@ pub enum ConnectError {
     ClosedDuringLogon {
         /// The server (password masked).
         uri: String,
+    },
+    /// The server closed a logged-on connection and said why in a closing notice
+    /// ([`protocol::notice`](crate::protocol::notice)): `slow consumer`,
+    /// `memory budget exceeded`, `read timeout`, ...
+    #[error("{uri} closed the connection: {reason}")]
+    ClosedByServer {
+        /// The server (password masked).
+        uri: String,
+        /// The server's reason.
+        reason: crate::protocol::Reason,
     },
 }
 

@@ -44,6 +44,11 @@ pub(crate) struct Settings {
     pub max_message_size: usize,
     pub max_connections: usize,
     pub max_unsent_bytes: usize,
+    pub logon_timeout: Duration,
+    pub max_logon_frame: usize,
+    pub max_pending_logons: usize,
+    pub frame_timeout: Duration,
+    pub max_buffered_bytes: usize,
 }
 
 fn compile(pattern: &str) -> Result<Regex, ServerError> {
@@ -87,6 +92,11 @@ impl Settings {
                 None => None,
             },
             tls_handshake_timeout: cfg.tls_handshake_timeout,
+            logon_timeout: cfg.logon_timeout,
+            max_logon_frame: cfg.max_logon_frame.max(1024),
+            max_pending_logons: cfg.max_pending_logons.clamp(1, cfg.max_connections.max(1)),
+            frame_timeout: cfg.frame_timeout,
+            max_buffered_bytes: cfg.max_buffered_bytes.max(1),
         })
     }
 
@@ -243,6 +253,10 @@ pub(crate) struct Shared {
     pub peak_unsent: AtomicUsize,
     /// Counters kept across restarts (owned by the handle).
     pub counters: Arc<Counters>,
+    /// Who may connect, and the counters of misbehaving connections closed.
+    pub admission: Arc<super::admission::Admission>,
+    /// The server-wide budget for connections' buffers.
+    pub budget: Arc<super::budget::MemoryBudget>,
 }
 
 /// What [`ServerHandle::stats`](super::ServerHandle::stats) reports.
@@ -262,6 +276,13 @@ impl Shared {
         counters: Arc<Counters>,
     ) -> Shared {
         Shared {
+            admission: Arc::new(super::admission::Admission::new(
+                settings.max_connections,
+                settings.max_pending_logons,
+            )),
+            budget: Arc::new(super::budget::MemoryBudget::new(
+                settings.max_buffered_bytes,
+            )),
             settings,
             state: Mutex::new(state),
             log_cv: Condvar::new(),

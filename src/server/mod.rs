@@ -59,11 +59,15 @@
 //! minimal acking endpoint for benchmarks that should measure the client, not the server.
 
 mod acks;
+mod admission;
+mod budget;
+mod closing;
 mod config;
 mod core;
 pub mod filter;
 pub mod journal;
 mod raw_writer;
+mod refusal;
 mod session;
 mod sink;
 pub mod sow;
@@ -81,7 +85,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use self::config::{
-    FsyncPolicy, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
+    FsyncPolicy, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LOGON_FRAME,
+    DEFAULT_MAX_PENDING_LOGONS, DEFAULT_MAX_UNSENT_BYTES,
 };
 pub use self::journal::{ClientJournal, Journal};
 pub use self::raw_writer::{RawRun, RawWriter};
@@ -89,6 +95,7 @@ pub use self::session::SERVER_VERSION;
 pub use self::sink::{Sink, SinkConfig, SinkHandle};
 pub use crate::error::ServerError;
 
+use self::admission::{Admit, RefusalSlot, Ticket};
 use self::core::{Counters, Settings, Shared, State};
 
 /// The name of the lock file in the data directory.
@@ -119,6 +126,24 @@ pub struct ServerStats {
     pub logons_accepted: u64,
     /// Logons refused (`auth failure`, no client name, bad options, ...).
     pub logons_refused: u64,
+    /// Connections open now that have not delivered their logon.
+    pub pending_logons: usize,
+    /// Connections closed because no logon arrived within [`ServerConfig::logon_timeout`].
+    pub logon_timeouts: u64,
+    /// Connections waiting to log on closed to make room for a newer one
+    /// ([`ServerConfig::max_pending_logons`]).
+    pub displaced_pending_logons: u64,
+    /// Connections closed because a frame did not arrive within
+    /// [`ServerConfig::frame_timeout`] of its first bytes.
+    pub read_timeouts: u64,
+    /// Connections closed for bytes that are not a frame, or a frame over the limit.
+    pub bad_frames: u64,
+    /// Connections closed because buffers passed [`ServerConfig::max_buffered_bytes`].
+    pub budget_disconnects: u64,
+    /// Bytes buffered now across connections (input being framed, output not yet sent).
+    pub buffered_bytes: usize,
+    /// The most bytes buffered across connections at once.
+    pub peak_buffered_bytes: usize,
 }
 
 /// Entry point: see [`Server::start`].
@@ -380,11 +405,24 @@ impl ServerHandle {
         } else {
             0
         };
+        let closes = &shared.admission.closes;
         ServerStats {
             connections,
             refused_connections: shared.refused_connections.load(Ordering::Relaxed),
             slow_consumer_disconnects: shared.slow_consumer_disconnects.load(Ordering::Relaxed),
             peak_unsent_bytes: shared.peak_unsent.load(Ordering::Relaxed),
+            pending_logons: if self.is_running() {
+                shared.admission.pending()
+            } else {
+                0
+            },
+            logon_timeouts: closes.logon_timeouts.load(Ordering::Relaxed),
+            displaced_pending_logons: closes.displaced.load(Ordering::Relaxed),
+            read_timeouts: closes.read_timeouts.load(Ordering::Relaxed),
+            bad_frames: closes.bad_frames.load(Ordering::Relaxed),
+            budget_disconnects: shared.budget.disconnects(),
+            buffered_bytes: shared.budget.total(),
+            peak_buffered_bytes: shared.budget.peak(),
             ..totals
         }
     }
@@ -459,22 +497,32 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    // Finished sessions leave the set here, so its length is the open count.
+                    // Finished sessions leave the set here.
                     while sessions.try_join_next().is_some() {}
-                    let max = shared.settings.max_connections;
-                    if sessions.len() >= max {
-                        shared.refused_connections.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
-                        drop(stream);
-                        continue;
-                    }
+                    let ticket = match shared.admission.admit() {
+                        Admit::Admitted(ticket) => ticket,
+                        Admit::Refused => {
+                            shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                            let max = shared.settings.max_connections;
+                            match shared.admission.refusal() {
+                                Some(slot) => {
+                                    tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
+                                    sessions.spawn(refuse(shared.clone(), stream, slot));
+                                }
+                                None => {
+                                    tracing::warn!(%peer, max_connections = max, "connection refused: too many connections (closed unanswered)");
+                                    drop(stream);
+                                }
+                            }
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
                     match shared.settings.tls.clone() {
-                        None => sessions.spawn(session::run(shared.clone(), stream, peer)),
-                        Some(acceptor) => {
-                            sessions.spawn(tls_session(shared.clone(), acceptor, stream, peer))
-                        }
+                        None => sessions.spawn(session::run(shared.clone(), stream, peer, ticket)),
+                        Some(acceptor) => sessions
+                            .spawn(tls_session(shared.clone(), acceptor, stream, peer, ticket)),
                     };
                 }
                 Err(e) => {
@@ -496,22 +544,44 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
     let _ = done.send(());
 }
 
+/// Answers a connection refused at accept with `too many connections` (`refusal.rs`), over
+/// TLS when the listener speaks it; bounded in time, abandoned on shutdown.
+async fn refuse(shared: Arc<Shared>, stream: tokio::net::TcpStream, _slot: RefusalSlot) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let max_frame = shared.settings.max_logon_frame;
+    let answer = async {
+        match shared.settings.tls.clone() {
+            None => refusal::answer(stream, max_frame).await,
+            Some(acceptor) => refusal::answer(acceptor.accept(stream).await?, max_frame).await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(refusal::REFUSAL_TIMEOUT, answer) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+}
+
 /// Completes the TLS handshake (bounded by the handshake timeout, abandoned on shutdown), then
 /// runs the session over TLS. A peer that does not speak TLS is closed, never served in clear.
+/// The connection is pending (`ticket`) from its accept, so its handshake counts.
 async fn tls_session(
     shared: Arc<Shared>,
     acceptor: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    ticket: Ticket,
 ) {
     let mut shutdown = shared.shutdown.subscribe();
     let limit = shared.settings.tls_handshake_timeout;
+    let displaced = ticket.displaced();
     let outcome = tokio::select! {
         r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
         _ = shutdown.wait_for(|stop| *stop) => return,
+        // A newer connection needed the slot: no logon can come before the handshake ends.
+        _ = displaced.notified() => return,
     };
     match outcome {
-        Ok(Ok(tls)) => session::run(shared, tls, peer).await,
+        Ok(Ok(tls)) => session::run(shared, tls, peer, ticket).await,
         Ok(Err(e)) => {
             shared
                 .counters

@@ -9,6 +9,7 @@ mod sow_delete;
 
 use std::process::ExitCode;
 
+use actix_amps::protocol::mask_credentials;
 use clap::{Parser, Subcommand};
 
 /// An actix client for AMPS, and an embedded AMPS-protocol server.
@@ -50,6 +51,8 @@ fn main() -> ExitCode {
                 .collect();
             let line = line.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
+            // clap echoes arguments it did not expect: a URI's password among them.
+            let line = mask_credentials(line);
             eprintln!("actix-amps: error: {line} (see --help)");
             return ExitCode::FAILURE;
         }
@@ -63,7 +66,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("actix-amps: error: {msg}");
+            // The commands' errors hold no password; masking is the last line of defence.
+            eprintln!("actix-amps: error: {}", mask_credentials(&msg));
             ExitCode::FAILURE
         }
     }

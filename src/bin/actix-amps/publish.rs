@@ -11,7 +11,7 @@ use actix_amps::client::{
     ClientConfig, FailedWrite, GetStats, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
     StoreKind, SubscribeFailedWrites, WaitLoggedOn,
 };
-use actix_amps::protocol::parse_uri;
+use actix_amps::protocol::{parse_uri, redact_uri};
 use actix_amps::tls::TlsClientConfig;
 use clap::Args;
 use tokio::io::AsyncBufReadExt;
@@ -69,7 +69,7 @@ pub fn client_config(
     let config = uris.iter().try_fold(ClientConfig::new(name), |cfg, u| {
         parse_uri(u)
             .map(|uri| cfg.parsed_uri(uri))
-            .map_err(|e| format!("--uri {u:?}: {e}"))
+            .map_err(|e| format!("--uri {:?}: {e}", redact_uri(u)))
     })?;
     if tls_ca.is_empty() {
         return Ok(config);

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_amps::server::{
-    FsyncPolicy, Server, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
+    FsyncPolicy, Server, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LOGON_FRAME,
+    DEFAULT_MAX_PENDING_LOGONS, DEFAULT_MAX_UNSENT_BYTES,
 };
 use clap::Args;
 
@@ -44,6 +46,27 @@ pub struct ServeArgs {
     #[arg(long = "max-unsent-bytes", value_name = "BYTES", default_value_t = DEFAULT_MAX_UNSENT_BYTES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_unsent_bytes: usize,
+    /// Milliseconds a new connection has to deliver its logon before it is closed.
+    #[arg(long = "logon-timeout", value_name = "MS", default_value_t = DEFAULT_LOGON_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    logon_timeout: u64,
+    /// Largest frame accepted before logon, in bytes.
+    #[arg(long = "max-logon-frame", value_name = "BYTES", default_value_t = DEFAULT_MAX_LOGON_FRAME,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..))]
+    max_logon_frame: usize,
+    /// Most connections waiting to log on; one more closes the oldest of them.
+    #[arg(long = "max-pending-logons", value_name = "N", default_value_t = DEFAULT_MAX_PENDING_LOGONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_pending_logons: usize,
+    /// Milliseconds a begun frame may take to arrive before the connection is closed.
+    #[arg(long = "frame-timeout", value_name = "MS", default_value_t = DEFAULT_FRAME_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    frame_timeout: u64,
+    /// Server-wide budget for buffered input and output; past it the largest consumers are
+    /// disconnected.
+    #[arg(long = "max-buffered-bytes", value_name = "BYTES", default_value_t = DEFAULT_MAX_BUFFERED_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_buffered_bytes: usize,
     /// Serve TLS only (tcps://) with this PEM certificate chain (leaf first); needs --tls-key.
     #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -60,7 +83,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .ack_conflation(Duration::from_millis(args.ack_conflation))
         .fsync(args.fsync)
         .max_connections(args.max_connections)
-        .max_unsent_bytes(args.max_unsent_bytes);
+        .max_unsent_bytes(args.max_unsent_bytes)
+        .logon_timeout(Duration::from_millis(args.logon_timeout))
+        .max_logon_frame(args.max_logon_frame)
+        .max_pending_logons(args.max_pending_logons)
+        .frame_timeout(Duration::from_millis(args.frame_timeout))
+        .max_buffered_bytes(args.max_buffered_bytes);
     for re in &args.deny_write {
         config = config.deny_write(re);
     }
