@@ -16,8 +16,9 @@
 //!   ([`Admission::refusal`]), else closes it at once.
 //!
 //! A [`Ticket`] stands for an admitted connection; [`Ticket::logon_received`] moves it out of
-//! the pending set, and dropping it frees its slot. A displaced ticket's connection is still
-//! closing, so it no longer counts against the caps, but a hard ceiling of
+//! the pending set, and dropping it frees its slot. A displaced ticket's connection (or one
+//! closing before logon for another reason, [`Ticket::closing`]) may take a moment to close;
+//! it no longer counts against the caps, but a hard ceiling of
 //! `max_connections + max_pending_logons` open connections bounds those too.
 //!
 //! The other ways a peer can dawdle (a frame begun and never finished, output it does not
@@ -63,8 +64,9 @@ struct Inner {
     next_id: u64,
     /// Tickets alive (displaced ones included).
     open: usize,
-    /// Displaced tickets not yet dropped.
-    displaced: usize,
+    /// Tickets out of the pending set without having logged on (displaced, or closing for
+    /// another reason), not yet dropped: no longer counted against the caps.
+    released: usize,
     /// Pending tickets by age (ids grow), each with the signal that displaces it.
     pending: BTreeMap<u64, Arc<Notify>>,
     /// Refusals in progress.
@@ -100,7 +102,7 @@ impl Admission {
     /// Admits a new connection, displacing the oldest pending one if it must (module docs).
     pub fn admit(self: &Arc<Self>) -> Admit {
         let mut inner = self.lock();
-        let counted = inner.open - inner.displaced;
+        let counted = inner.open - inner.released;
         let full = counted >= self.max_connections || inner.pending.len() >= self.max_pending;
         if inner.open >= self.max_connections + self.max_pending {
             return Admit::Refused;
@@ -108,7 +110,7 @@ impl Admission {
         if full {
             match inner.pending.pop_first() {
                 Some((_, displace)) => {
-                    inner.displaced += 1;
+                    inner.released += 1;
                     displace.notify_one();
                     self.closes.displaced.fetch_add(1, Ordering::Relaxed);
                 }
@@ -165,10 +167,21 @@ impl Ticket {
         if !self.pending {
             return true;
         }
-        // A displaced ticket stays "pending" so that dropping it settles the displaced count.
+        // A released ticket stays "pending" so that dropping it settles the released count.
         let removed = self.admission.lock().pending.remove(&self.id).is_some();
         self.pending = !removed;
         removed
+    }
+
+    /// The connection is closing before logon (timed out, bad frame, ...): its slot no longer
+    /// counts against the caps while the close finishes.
+    pub fn closing(&mut self) {
+        if self.pending {
+            let mut inner = self.admission.lock();
+            if inner.pending.remove(&self.id).is_some() {
+                inner.released += 1;
+            }
+        }
     }
 
     /// The counters of closes, for the session to bump.
@@ -182,8 +195,8 @@ impl Drop for Ticket {
         let mut inner = self.admission.lock();
         inner.open -= 1;
         if self.pending && inner.pending.remove(&self.id).is_none() {
-            // Displaced while pending (a logged-on ticket never is).
-            inner.displaced -= 1;
+            // Released while pending (a logged-on ticket never is).
+            inner.released -= 1;
         }
     }
 }
@@ -226,7 +239,7 @@ mod tests {
         assert_eq!(a.closes.displaced.load(Ordering::Relaxed), 1);
         drop(first);
         assert_eq!(a.lock().open, 2);
-        assert_eq!(a.lock().displaced, 0);
+        assert_eq!(a.lock().released, 0);
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl MemoryBudget {
         if total <= self.limit {
             return;
         }
-        live.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        live.sort_unstable_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
         for (bytes, slot) in live {
             if total <= self.limit {
                 break;

@@ -340,6 +340,7 @@ impl Session {
 
     /// Closes for bytes that are not a frame or a frame over the limit, with a notice.
     fn bad_frame(&mut self, e: &ProtocolError) -> &'static str {
+        self.ticket.closing();
         let closes = self.ticket.closes();
         closes.bad_frames.fetch_add(1, Ordering::Relaxed);
         if self.client_name.is_some() {
@@ -359,6 +360,7 @@ impl Session {
     /// Closes because the peer held on too long or took too much: counts and logs why, and
     /// queues a closing notice for the graceful close that follows.
     fn close_for(&mut self, reason: Reason, account: &Account) -> &'static str {
+        self.ticket.closing();
         let closes = self.ticket.closes();
         let client = self.client_name.as_deref().unwrap_or("");
         let peer = &self.peer;

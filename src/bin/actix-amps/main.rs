@@ -3,6 +3,7 @@
 //! One file per command; this file only parses arguments and dispatches.
 
 mod journal;
+mod last_error;
 mod publish;
 mod serve;
 mod sow_delete;
