@@ -256,9 +256,17 @@ impl ServerHandle {
             clients = state.last_seq.len(),
             "transaction log recovered"
         );
-        let listener = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("amps-server")
+            .enable_all()
+            .build()
+            .map_err(|e| ServerError::Runtime(e.to_string()))?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            bind_listener(addr)
+        }
+        .map_err(|source| ServerError::Bind { addr, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -268,12 +276,6 @@ impl ServerHandle {
             0,
             self.counters.clone(),
         ));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("amps-server")
-            .enable_all()
-            .build()
-            .map_err(|e| ServerError::Runtime(e.to_string()))?;
         let writer = {
             let shared = shared.clone();
             let policy = self.settings.fsync;
@@ -479,6 +481,24 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The listening socket's accept backlog. Under a flood of connections a short backlog (std's
+/// is 128) overflows and the kernel drops SYNs: a real client then waits a second or more
+/// for its SYN to be retransmitted. (The kernel caps it at `net.core.somaxconn`.)
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a non-blocking listener (address reuse on, as std does) with [`LISTEN_BACKLOG`].
+/// Must run inside a tokio runtime context.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// Accepts connections until shutdown, then waits for the sessions to end.
 async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done: mpsc::Sender<()>) {
     let listener = match TcpListener::from_std(listener) {
@@ -524,6 +544,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
                         Some(acceptor) => sessions
                             .spawn(tls_session(shared.clone(), acceptor, stream, peer, ticket)),
                     };
+                    // Let the new session run (and read the logon that is usually waiting
+                    // already) before accepting more: a burst of accepts would otherwise
+                    // displace connections that never had a chance to log on.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

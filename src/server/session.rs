@@ -57,6 +57,12 @@ const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 const PENDING_INPUT: usize = 4 * 1024;
 const LOGGED_ON_INPUT: usize = 64 * 1024;
 
+/// How much input a graceful close reads (and discards) while waiting for the peer's own
+/// close, before it gives up on a peer that keeps sending: enough for the rest of a large
+/// message after logon; before logon a real client has sent nothing but its logon.
+const CLOSE_DRAIN_LIMIT: usize = 8 << 20;
+const PENDING_CLOSE_DRAIN_LIMIT: usize = 64 << 10;
+
 /// How long a logon waits for the log to catch up before giving up.
 const LOGON_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,6 +154,11 @@ where
     if stopping || why == CLIENT_CLOSED || why == "read error" || why == "write error" {
         return;
     }
+    let drain_limit = if s.client_name.is_some() {
+        CLOSE_DRAIN_LIMIT
+    } else {
+        PENDING_CLOSE_DRAIN_LIMIT
+    };
     let graceful = tokio::time::timeout(CLOSE_TIMEOUT, async {
         if !s.out.is_empty() {
             wr.write_all(&s.out).await?;
@@ -155,8 +166,15 @@ where
         }
         wr.shutdown().await?;
         let mut sink = vec![0u8; 16 * 1024];
-        while rd.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
+        let mut drained = 0;
+        while drained <= drain_limit {
+            match rd.read(&mut sink).await? {
+                0 => return Ok::<(), std::io::Error>(()),
+                n => drained += n,
+            }
+        }
+        // A peer still streaming at us (a hog, an oversized frame) is not waited for.
+        Err(std::io::ErrorKind::InvalidData.into())
     })
     .await;
     if matches!(graceful, Ok(Ok(()))) {
