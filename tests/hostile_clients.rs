@@ -2,8 +2,9 @@
 //! legitimate publisher and legitimate logons keep working, within bounded time and with the
 //! server's peak RSS (from `/proc/<pid>/status`, `VmHWM`) below a stated bound.
 //!
-//! The flood, for `FLOOD` (4 s; `HOSTILE_FLOOD_SECS` changes it, `HOSTILE_FLOOD_SCALE=N`
-//! multiplies the worker counts), each worker reconnecting 10 ms after the server closes it:
+//! The flood lasts 4 s (`HOSTILE_FLOOD_SECS` changes it, `HOSTILE_FLOOD_SCALE=N` multiplies
+//! the worker counts, `HOSTILE_SERVE_ARGS` replaces the server's limits), each worker
+//! reconnecting 10 ms after the server closes it:
 //!
 //! - idle: connect and send nothing (held until the server closes them);
 //! - stalled: send the first bytes of a logon frame and stop;
@@ -272,9 +273,18 @@ fn serve(dir: &std::path::Path) -> Serve {
     let mut child = Process::new(env!("CARGO_BIN_EXE_actix-amps"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir)
-        .args(["--logon-timeout", "1000", "--frame-timeout", "1000"])
-        .args(["--max-pending-logons", "64"])
-        .args(["--max-buffered-bytes", &BUDGET.to_string()])
+        // `HOSTILE_SERVE_ARGS` replaces the limits, for comparisons by hand (the limits off,
+        // say, to see what the flood does without them).
+        .args(
+            std::env::var("HOSTILE_SERVE_ARGS")
+                .unwrap_or_else(|_| {
+                    format!(
+                        "--logon-timeout 1000 --frame-timeout 1000 --max-pending-logons 64 \
+                         --max-buffered-bytes {BUDGET}"
+                    )
+                })
+                .split_whitespace(),
+        )
         .args(["--max-message-size", &(16usize << 20).to_string()])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

@@ -24,12 +24,27 @@
 //! `not entitled` ([`ServerConfig::deny_write`]), `message too large`, `no topic`,
 //! `invalid topic`, `bad filter`, and the sow_delete one-selector rule.
 //!
-//! **Limits.** The server never trusts a peer to behave: frames above the maximum message size
-//! close the connection; at most [`ServerConfig::max_connections`] connections are open (one
-//! more is closed as soon as it is accepted); and a connection's unsent output is bounded by
-//! [`ServerConfig::max_unsent_bytes`]: the session keeps reading while its output waits for
-//! the socket, and a client that sends but does not read is disconnected once its acks pile up
-//! past the bound. [`ServerHandle::stats`] counts both refusals.
+//! **Limits.** The server never trusts a peer to behave (`docs/HOSTILE_PEERS.md` has the
+//! whole model and the load test's figures):
+//!
+//! - *Before logon* a connection has [`ServerConfig::logon_timeout`] to deliver a logon frame
+//!   of at most [`ServerConfig::max_logon_frame`] bytes, and at most
+//!   [`ServerConfig::max_pending_logons`] connections wait to log on at once: one more displaces
+//!   the oldest, so idle connections can never lock real clients out. Logged-on connections
+//!   may stay idle indefinitely (AMPS behaviour).
+//! - At most [`ServerConfig::max_connections`] connections are open; one more has its logon
+//!   answered with `too many connections` and is closed.
+//! - A frame begun must arrive within [`ServerConfig::frame_timeout`]; frames above the maximum
+//!   message size close the connection.
+//! - A connection's unsent output is bounded by [`ServerConfig::max_unsent_bytes`]: the session
+//!   keeps reading while its output waits for the socket, and a client that sends but does not
+//!   read is disconnected once its acks pile up past the bound.
+//! - All connections' buffers together are bounded by [`ServerConfig::max_buffered_bytes`]:
+//!   past it, the largest holders are disconnected, with a logged reason.
+//!
+//! A connection closed for one of these reasons gets the reason as its last frame: a failure
+//! ack to its logon, or a closing notice ([`protocol::notice`](crate::protocol::notice)).
+//! [`ServerHandle::stats`] counts every kind of close.
 //!
 //! # The API
 //!

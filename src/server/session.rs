@@ -326,6 +326,8 @@ impl Session {
                             durable_rx.wait_for(|d| *d >= target).await.is_ok()
                         })
                         .await;
+                        // The wait was the server's: a frame arriving meanwhile is not late.
+                        frame_started = frame_started.map(|_| Instant::now());
                     }
                 }
             }
