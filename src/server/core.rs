@@ -378,7 +378,7 @@ pub(crate) fn writer_loop(shared: Arc<Shared>, mut log: LogWriter) {
     let mut batch = BytesMut::with_capacity(1 << 20);
     // The last LSN written (the recovered end of the log until the first batch).
     let (mut lsn, mut ts) = (*shared.durable.borrow(), 0);
-    let mut trouble: Option<LogTrouble> = None;
+    let mut trouble: Option<LogTrouble> = shared.lock().log_trouble.clone();
     loop {
         let stop = {
             let mut st = shared.lock();

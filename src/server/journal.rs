@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::txlog::check_log;
 use super::txlog::loss::{describe_losses, index_record, LossReport, SequenceIndex};
+use super::txlog::{check_log, Decoded, RecordKind};
 use crate::error::ServerError;
 
 /// What one client name persisted.
@@ -42,6 +42,7 @@ pub struct Journal {
     segments: usize,
     first_lsn: u64,
     last_lsn: u64,
+    repair_gaps: Vec<(u64, u64, String)>,
 }
 
 impl Journal {
@@ -57,9 +58,17 @@ impl Journal {
         let lock = super::lock_data_dir(data_dir)?;
         let mut index = SequenceIndex::new();
         let mut first_lsn = 0;
+        let mut repair_gaps = Vec::new();
         let check = check_log(data_dir, 0, |d, _| {
             if first_lsn == 0 {
                 first_lsn = d.lsn();
+            }
+            if let Decoded::Record { lsn, record, .. } = d {
+                if record.kind == RecordKind::RepairGap {
+                    let from = record.seq.unwrap_or(*lsn);
+                    let file = String::from_utf8_lossy(record.body).into_owned();
+                    repair_gaps.push((from, *lsn, file));
+                }
             }
             index_record(&mut index, d);
         })?;
@@ -93,7 +102,8 @@ impl Journal {
         }
         Ok(Journal {
             clients,
-            records: check.records,
+            records: check.records - repair_gaps.len() as u64,
+            repair_gaps,
             torn_tail: check.torn_tail.is_some(),
             damage,
             segments: check.segments.len(),
@@ -112,7 +122,8 @@ impl Journal {
         self.clients.get(name)
     }
 
-    /// Number of good records in the log (sequenced or not).
+    /// Number of intact records of client writes in the log (sequenced or not; repair gap
+    /// records not counted).
     pub fn records(&self) -> u64 {
         self.records
     }
@@ -125,6 +136,11 @@ impl Journal {
     /// Every damaged range with what it cost; empty for a healthy log.
     pub fn damage(&self) -> &[LossReport] {
         &self.damage
+    }
+
+    /// LSN ranges an earlier repair recorded as lost, with the quarantine file of each.
+    pub fn repair_gaps(&self) -> &[(u64, u64, String)] {
+        &self.repair_gaps
     }
 
     /// Segment files read.

@@ -149,6 +149,17 @@ impl Server {
     }
 }
 
+/// Repairs the transaction log of a stopped server's data directory: damaged bytes are moved
+/// to `quarantine/`, every intact record is kept, and the report says exactly what was lost.
+/// A healthy log is left as it is (the report is empty). Fails with [`ServerError::Locked`]
+/// while a server runs there. See [`txlog::repair`].
+pub fn repair(data_dir: &Path) -> Result<txlog::RepairReport, ServerError> {
+    let lock = lock_data_dir(data_dir)?;
+    let report = txlog::repair::repair_log(data_dir);
+    drop(lock);
+    report
+}
+
 /// Locks `data_dir` (creating it and its `LOCK` file if missing).
 pub(crate) fn lock_data_dir(data_dir: &Path) -> Result<File, ServerError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
@@ -251,6 +262,9 @@ impl ServerHandle {
             self.faults.clone(),
         )?;
         state.log_room = writer.room();
+        state.log_trouble = writer
+            .start_error()
+            .map(|e| core::LogTrouble::DiskFull(e.to_string()));
         tracing::info!(
             data_dir = %self.data_dir.display(),
             replayed = recovered.replayed,

@@ -23,7 +23,8 @@ struct Cli {
 enum Cmd {
     /// Run the embedded AMPS-protocol server until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
-    /// Summarise what each client name persisted in a stopped server's data directory.
+    /// Summarise what each client name persisted in a stopped server's data directory;
+    /// `--verify` checks the log (exit 2 on damage).
     Journal(journal::JournalArgs),
     /// Publish one message per stdin line; print failed writes as JSON lines (exit 2 if any).
     Publish(publish::PublishArgs),
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Cmd::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Cmd::Journal(args) => journal::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Journal(args) => journal::run(args),
         Cmd::Publish(args) => publish::run(args),
         Cmd::SowDelete(args) => sow_delete::run(args),
     };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_amps::server::{
-    FsyncPolicy, Server, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
+    txlog, FsyncPolicy, Server, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
 };
 use clap::Args;
 
@@ -50,6 +50,19 @@ pub struct ServeArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Before starting, repair a damaged transaction log: move the damaged bytes to
+    /// DATA/quarantine/, keep every intact record, and print what was lost.
+    #[arg(long)]
+    repair: bool,
+    /// Finish a transaction log segment (start a new file) once it holds this many bytes
+    /// (e.g. 64MiB; at least 4 KiB).
+    #[arg(long = "log-segment-bytes", value_name = "BYTES", default_value = "64MiB",
+          value_parser = txlog::parse_bytes)]
+    log_segment_bytes: u64,
+    /// How much finished log history to keep: BYTES (e.g. 512MiB), an age (e.g. 7d, 12h) or
+    /// `all`. Segments still needed (by the snapshots or a reader) are kept regardless.
+    #[arg(long, value_name = "BYTES|DURATION|all", default_value = "1GiB")]
+    retain: txlog::Retention,
 }
 
 /// Runs the server until a termination signal, then stops it cleanly.
@@ -60,7 +73,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .ack_conflation(Duration::from_millis(args.ack_conflation))
         .fsync(args.fsync)
         .max_connections(args.max_connections)
-        .max_unsent_bytes(args.max_unsent_bytes);
+        .max_unsent_bytes(args.max_unsent_bytes)
+        .log_segment_bytes(args.log_segment_bytes)
+        .retain(args.retain);
     for re in &args.deny_write {
         config = config.deny_write(re);
     }
@@ -90,6 +105,25 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config = config.tls(cert, key);
+    }
+    if args.repair {
+        let report = actix_amps::server::repair(&args.data).map_err(|e| e.to_string())?;
+        if report.losses.is_empty() {
+            println!(
+                "repair: {}: no damage, nothing changed",
+                args.data.display()
+            );
+        } else {
+            println!(
+                "repair: {}: {} damaged range(s) quarantined in {}",
+                args.data.display(),
+                report.losses.len(),
+                args.data.join(txlog::QUARANTINE_DIR).display()
+            );
+            for loss in &report.losses {
+                print!("{}", super::journal::loss_text(loss));
+            }
+        }
     }
     let server = Server::start(config).map_err(|e| e.to_string())?;
     eprintln!(

@@ -61,14 +61,17 @@ pub mod format;
 pub mod loss;
 pub mod reader;
 pub mod recover;
+pub mod repair;
 pub mod retention;
 pub mod scan;
 pub mod writer;
 
 pub use self::check::{check_log, LogCheck};
 pub use self::format::{Decoded, Record, RecordKind};
+pub use self::loss::{ClientRange, LossReport};
 pub use self::reader::{LogEntry, LogReader, OwnedLogEntry, StartAt};
-pub use self::retention::{LogHold, LogHolds, Retention, DEFAULT_RETENTION};
+pub use self::repair::{RepairReport, QUARANTINE_DIR};
+pub use self::retention::{parse_bytes, LogHold, LogHolds, Retention, DEFAULT_RETENTION};
 pub use self::scan::{DamagedRange, LogPosition};
 
 #[allow(unused_imports)]

@@ -113,6 +113,17 @@ pub enum Retention {
     All,
 }
 
+/// Parses a byte size: a number with an optional unit `B`, `KiB`, `MiB`, `GiB`, `TiB` (also
+/// `K`/`KB`, `M`/`MB`, ... as powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    match s.parse::<Retention>() {
+        Ok(Retention::Bytes(b)) => Ok(b),
+        _ => Err(format!(
+            "{s:?} is not a byte size (e.g. 4096, 512KiB, 64MiB)"
+        )),
+    }
+}
+
 /// The default: 1 GiB of log.
 pub const DEFAULT_RETENTION: Retention = Retention::Bytes(1 << 30);
 
