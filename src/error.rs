@@ -479,6 +479,16 @@ pub enum ServerError {
         /// The oldest LSN still in the log.
         first_retained: u64,
     },
+    /// A snapshot of the SOW and the last sequences is damaged or incomplete.
+    #[error("snapshot {path} is damaged at offset {offset} ({what}); nothing was changed: `actix-amps journal --data DIR --verify` reports it, `actix-amps serve --repair` quarantines it")]
+    SnapshotDamaged {
+        /// The snapshot file.
+        path: std::path::PathBuf,
+        /// First damaged byte.
+        offset: u64,
+        /// What was wrong.
+        what: String,
+    },
     /// The data directory has a transaction log in the single-file format of earlier versions.
     #[error("{path} is a transaction log in the format of an earlier version; move it away to start with an empty log")]
     OldLogFormat {

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::txlog::{Retention, DEFAULT_RETENTION, DEFAULT_SEGMENT_BYTES};
+use super::txlog::{Retention, DEFAULT_RETENTION, DEFAULT_SEGMENT_BYTES, DEFAULT_SNAPSHOT_EVERY};
 use crate::protocol::{Password, DEFAULT_MAX_FRAME};
 use crate::tls::TlsIdentity;
 
@@ -70,6 +70,12 @@ pub struct ServerConfig {
     /// How much finished log history to keep (removal only of what nothing still needs; see
     /// [`txlog::retention`](super::txlog::retention)).
     pub retain: Retention,
+    /// A snapshot of the SOW and of every client name's last sequence is written each time this
+    /// many bytes have been logged since the last one; start-up replays at most about this much.
+    pub snapshot_every: u64,
+    /// The most bytes the SOW may hold (see [`sow`](super::sow#memory-bound)); `None`: no
+    /// limit. Writes that would grow it further fail with `sow store full: ...`.
+    pub max_sow_bytes: Option<usize>,
 }
 
 /// Default [`ServerConfig::max_connections`].
@@ -82,7 +88,8 @@ impl ServerConfig {
     /// Defaults: listen on `127.0.0.1:0`, fsync per batch, 5 ms ack conflation, 64 MiB maximum
     /// message, 1024 connections, 32 MiB of unsent output per connection, no users (no
     /// authentication), nothing denied, no SOW topics, plaintext (no TLS; a 10 s handshake
-    /// timeout once TLS is set), 64 MiB log segments, 1 GiB of log retained.
+    /// timeout once TLS is set), 64 MiB log segments, 1 GiB of log retained, a snapshot every
+    /// 256 MiB logged, no SOW memory limit.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
@@ -99,7 +106,21 @@ impl ServerConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
             retain: DEFAULT_RETENTION,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            max_sow_bytes: None,
         }
+    }
+
+    /// Sets how many logged bytes trigger the next snapshot (at least 4 KiB).
+    pub fn snapshot_every(mut self, bytes: u64) -> Self {
+        self.snapshot_every = bytes.max(4096);
+        self
+    }
+
+    /// Bounds the SOW's memory: writes that would grow it past `bytes` fail.
+    pub fn max_sow_bytes(mut self, bytes: usize) -> Self {
+        self.max_sow_bytes = Some(bytes);
+        self
     }
 
     /// Sets the size at which a transaction log segment is finished (at least 4 KiB).

@@ -78,8 +78,9 @@ pub(crate) struct Settings {
     pub ack_conflation: Duration,
     pub fsync: FsyncPolicy,
     pub log_segment_bytes: u64,
-    #[allow(dead_code)] // read by the retention thread (next commit)
     pub retain: super::txlog::Retention,
+    pub snapshot_every: u64,
+    pub max_sow_bytes: Option<usize>,
     pub max_message_size: usize,
     pub max_connections: usize,
     pub max_unsent_bytes: usize,
@@ -120,6 +121,8 @@ impl Settings {
             fsync: cfg.fsync,
             log_segment_bytes: cfg.log_segment_bytes,
             retain: cfg.retain,
+            snapshot_every: cfg.snapshot_every,
+            max_sow_bytes: cfg.max_sow_bytes,
             max_message_size: cfg.max_message_size,
             max_connections: cfg.max_connections.max(1),
             max_unsent_bytes: cfg.max_unsent_bytes.max(1),
@@ -303,8 +306,9 @@ pub(crate) struct Shared {
     /// [`LogHolds`]; a bookmark replay takes a hold before reading).
     pub log_holds: LogHolds,
     /// The log's segments, as the writer and retention see them.
-    #[allow(dead_code)] // read by the retention thread (next commit)
     pub log_segments: Arc<SegmentTable>,
+    /// One snapshot at a time.
+    pub snapshot_lock: Mutex<()>,
 }
 
 /// What [`ServerHandle::stats`](super::ServerHandle::stats) reports.
@@ -341,6 +345,7 @@ impl Shared {
             counters,
             log_holds,
             log_segments,
+            snapshot_lock: Mutex::new(()),
         }
     }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::txlog::loss::{describe_losses, index_record, LossReport, SequenceIndex};
+use super::txlog::snapshot::{check_snapshot, list_snapshots, SnapshotCheck};
 use super::txlog::{check_log, Decoded, RecordKind};
 use crate::error::ServerError;
 
@@ -43,6 +44,7 @@ pub struct Journal {
     first_lsn: u64,
     last_lsn: u64,
     repair_gaps: Vec<(u64, u64, String)>,
+    snapshots: Vec<SnapshotCheck>,
 }
 
 impl Journal {
@@ -73,6 +75,10 @@ impl Journal {
             index_record(&mut index, d);
         })?;
         let damage = describe_losses(&check, &index)?;
+        let mut snapshots = Vec::new();
+        for (_, path) in list_snapshots(data_dir)? {
+            snapshots.push(check_snapshot(&path, |_| {})?.0);
+        }
         drop(lock);
         let mut clients: BTreeMap<String, ClientJournal> = index
             .into_iter()
@@ -104,6 +110,7 @@ impl Journal {
             clients,
             records: check.records - repair_gaps.len() as u64,
             repair_gaps,
+            snapshots,
             torn_tail: check.torn_tail.is_some(),
             damage,
             segments: check.segments.len(),
@@ -141,6 +148,16 @@ impl Journal {
     /// LSN ranges an earlier repair recorded as lost, with the quarantine file of each.
     pub fn repair_gaps(&self) -> &[(u64, u64, String)] {
         &self.repair_gaps
+    }
+
+    /// The snapshots and their health.
+    pub fn snapshots(&self) -> &[SnapshotCheck] {
+        &self.snapshots
+    }
+
+    /// Whether the log and every snapshot are intact.
+    pub fn is_intact(&self) -> bool {
+        self.damage.is_empty() && self.snapshots.iter().all(SnapshotCheck::is_intact)
     }
 
     /// Segment files read.

@@ -63,6 +63,7 @@ mod config;
 mod core;
 pub mod filter;
 pub mod journal;
+mod maintenance;
 mod raw_writer;
 mod session;
 mod sink;
@@ -190,6 +191,8 @@ struct Running {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Runtime,
     writer: JoinHandle<()>,
+    /// The snapshot and retention thread, and what stops it.
+    maintenance: (JoinHandle<()>, mpsc::Sender<()>),
     accept_done: mpsc::Receiver<()>,
     lock: File,
 }
@@ -244,8 +247,24 @@ impl ServerHandle {
                 .unwrap_or_default(),
         };
         let started = std::time::Instant::now();
-        let recovered = txlog::recover::recover(&self.data_dir, 0, |d| state.replay(d))?;
+        txlog::snapshot::remove_leftovers(&self.data_dir)?;
+        let snapshot_lsn = match txlog::snapshot::list_snapshots(&self.data_dir)?.pop() {
+            Some((_, path)) => txlog::snapshot::load_snapshot(&path, |e| match e {
+                txlog::snapshot::Entry::LastSeq(name, seq) => {
+                    state.last_seq.insert(name.to_owned(), seq);
+                }
+                txlog::snapshot::Entry::Record(topic, key, body) => {
+                    state
+                        .sow
+                        .restore(topic, key.to_owned(), bytes::Bytes::copy_from_slice(body));
+                }
+            })?,
+            None => 0,
+        };
+        let recovered = txlog::recover::recover(&self.data_dir, snapshot_lsn, |d| state.replay(d))?;
         state.last_lsn = recovered.last_lsn;
+        // The limit applies to new writes; replay applied what was accepted before.
+        state.sow.set_limit(self.settings.max_sow_bytes);
         let first_retained = recovered
             .segments
             .first()
@@ -267,6 +286,7 @@ impl ServerHandle {
             .map(|e| core::LogTrouble::DiskFull(e.to_string()));
         tracing::info!(
             data_dir = %self.data_dir.display(),
+            snapshot_lsn,
             replayed = recovered.replayed,
             last_lsn = recovered.last_lsn,
             clients = state.last_seq.len(),
@@ -301,6 +321,16 @@ impl ServerHandle {
                 .spawn(move || core::writer_loop(shared, writer))
                 .map_err(|e| ServerError::Runtime(e.to_string()))?
         };
+        let maintenance = {
+            let shared = shared.clone();
+            let dir = self.data_dir.clone();
+            let (tx, rx) = mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name("amps-maintenance".into())
+                .spawn(move || maintenance::maintenance_loop(shared, dir, rx))
+                .map_err(|e| ServerError::Runtime(e.to_string()))?;
+            (handle, tx)
+        };
         let (done_tx, accept_done) = mpsc::channel();
         runtime.spawn(accept_loop(shared.clone(), listener, done_tx));
         *lock(&self.addr) = local;
@@ -309,6 +339,7 @@ impl ServerHandle {
             shared,
             runtime,
             writer,
+            maintenance,
             accept_done,
             lock: lock_file,
         });
@@ -411,6 +442,16 @@ impl ServerHandle {
         self.shared().map(|s| s.log_holds.clone())
     }
 
+    /// Writes a snapshot of the SOW and the last sequences now (the maintenance thread does
+    /// this every `snapshot_every` logged bytes). `Ok(None)`: not running, nothing new since
+    /// the last snapshot, or the log did not catch up in time.
+    pub fn snapshot(&self) -> Result<Option<PathBuf>, ServerError> {
+        match self.shared() {
+            Some(s) => maintenance::take_snapshot(&s, &self.data_dir),
+            None => Ok(None),
+        }
+    }
+
     /// The durable LSN: every record up to it is on disk. `None` while stopped.
     pub fn durable_lsn(&self) -> Option<u64> {
         self.shared().map(|s| *s.durable.borrow())
@@ -477,6 +518,11 @@ impl ServerHandle {
         }
         if r.accept_done.recv_timeout(STOP_TIMEOUT).is_err() {
             tracing::warn!("connections did not close in time; stopping anyway");
+        }
+        let (maintenance, stop_maintenance) = r.maintenance;
+        drop(stop_maintenance);
+        if maintenance.join().is_err() {
+            tracing::error!("maintenance thread panicked");
         }
         {
             let mut st = r.shared.lock();

@@ -34,7 +34,7 @@ pub fn run(args: JournalArgs) -> Result<ExitCode, String> {
         (false, true) => verify_text(&args.data, &journal),
     };
     println!("{out}");
-    if args.verify && !journal.damage().is_empty() {
+    if args.verify && !journal.is_intact() {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
@@ -55,15 +55,51 @@ fn verify_text(dir: &std::path::Path, j: &Journal) -> String {
             ""
         }
     );
+    if first > 1 {
+        let _ = writeln!(
+            s,
+            "log retained from LSN {first} (older segments removed by retention; the snapshots hold their state)"
+        );
+    }
+    for snap in j.snapshots() {
+        if snap.is_intact() {
+            let _ = writeln!(
+                s,
+                "snapshot {} (LSN {}): intact, {} entries",
+                snap.path.display(),
+                snap.lsn,
+                snap.entries
+            );
+        } else {
+            let what = snap.damage.first().map_or_else(
+                || "incomplete: no end marker".to_owned(),
+                |d| {
+                    format!(
+                        "bytes {}..{} ({}); {} intact entries before",
+                        d.start, d.end, d.what, d.entries_before
+                    )
+                },
+            );
+            let _ = writeln!(
+                s,
+                "DAMAGED snapshot {} (LSN {}): {what}; {} intact entries of {} written",
+                snap.path.display(),
+                snap.lsn,
+                snap.entries,
+                snap.written
+                    .map_or_else(|| "?".to_owned(), |w| w.to_string())
+            );
+        }
+    }
     for (a, b, file) in j.repair_gaps() {
         let _ = writeln!(
             s,
             "earlier repair: LSNs {a}..={b} lost (damaged bytes in quarantine/{file})"
         );
     }
-    if j.damage().is_empty() {
+    if j.is_intact() {
         s.push_str("OK: no damage");
-    } else {
+    } else if !j.damage().is_empty() {
         let _ = writeln!(s, "DAMAGED: {} range(s)", j.damage().len());
         for loss in j.damage() {
             s.push_str(&loss_text(loss));

@@ -63,6 +63,14 @@ pub struct ServeArgs {
     /// `all`. Segments still needed (by the snapshots or a reader) are kept regardless.
     #[arg(long, value_name = "BYTES|DURATION|all", default_value = "1GiB")]
     retain: txlog::Retention,
+    /// Write a snapshot of the SOW and the last sequences each time this many bytes were
+    /// logged (start-up replays at most about this much of the log).
+    #[arg(long = "snapshot-every", value_name = "BYTES", default_value = "256MiB",
+          value_parser = txlog::parse_bytes)]
+    snapshot_every: u64,
+    /// Bound the SOW's memory: writes that would grow it past BYTES fail (`sow store full`).
+    #[arg(long = "max-sow-bytes", value_name = "BYTES", value_parser = txlog::parse_bytes)]
+    max_sow_bytes: Option<u64>,
 }
 
 /// Runs the server until a termination signal, then stops it cleanly.
@@ -75,7 +83,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .max_connections(args.max_connections)
         .max_unsent_bytes(args.max_unsent_bytes)
         .log_segment_bytes(args.log_segment_bytes)
-        .retain(args.retain);
+        .retain(args.retain)
+        .snapshot_every(args.snapshot_every);
+    if let Some(max) = args.max_sow_bytes {
+        config = config.max_sow_bytes(usize::try_from(max).unwrap_or(usize::MAX));
+    }
     for re in &args.deny_write {
         config = config.deny_write(re);
     }
@@ -108,12 +120,25 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     if args.repair {
         let report = actix_amps::server::repair(&args.data).map_err(|e| e.to_string())?;
-        if report.losses.is_empty() {
+        for snap in &report.snapshots {
+            match snap.salvaged {
+                None => println!(
+                    "repair: damaged snapshot moved to {}; the older snapshot and the log rebuild it, nothing lost",
+                    snap.quarantined.display()
+                ),
+                Some(kept) => println!(
+                    "repair: damaged snapshot moved to {}; rewritten from its {kept} intact entries ({} lost: the log before it is no longer retained)",
+                    snap.quarantined.display(),
+                    snap.check.written.map_or_else(|| "an unknown number".to_owned(), |w| w.saturating_sub(kept).to_string())
+                ),
+            }
+        }
+        if report.losses.is_empty() && report.snapshots.is_empty() {
             println!(
                 "repair: {}: no damage, nothing changed",
                 args.data.display()
             );
-        } else {
+        } else if !report.losses.is_empty() {
             println!(
                 "repair: {}: {} damaged range(s) quarantined in {}",
                 args.data.display(),

@@ -64,6 +64,7 @@ pub mod recover;
 pub mod repair;
 pub mod retention;
 pub mod scan;
+pub mod snapshot;
 pub mod writer;
 
 pub use self::check::{check_log, LogCheck};
@@ -80,6 +81,9 @@ use crate::error::ServerError;
 /// The single-file log of earlier versions; a data directory that still has it is refused
 /// with [`ServerError::OldLogFormat`].
 pub const OLD_LOG_FILE: &str = "txlog.amps";
+
+/// Default bytes logged between two snapshots: 256 MiB.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 256 << 20;
 
 /// Default size at which a segment is finished: 64 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;

@@ -21,15 +21,33 @@ use super::files::{io_err, list_segments, sync_dir};
 use super::format::{encode_record, split_prefix, Record, RecordKind, SegmentHeader, PREFIX_LEN};
 use super::loss::{describe_losses, index_record, LossReport, SequenceIndex};
 use super::scan::{scan_segment, DamagedRange};
+use super::snapshot::{
+    check_snapshot, list_snapshots, write_snapshot, Entry, SnapshotCheck, SnapshotData,
+};
 use crate::error::ServerError;
 
 /// The quarantine directory's name inside the data directory.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
+/// A damaged snapshot and what repair did with it.
+#[derive(Clone, Debug)]
+pub struct SnapshotRepair {
+    /// What was found.
+    pub check: SnapshotCheck,
+    /// Where the damaged file went.
+    pub quarantined: PathBuf,
+    /// `Some(entries)` when no other snapshot could replace it (the log before it is no longer
+    /// retained): a new snapshot was written from its intact entries, and the rest are lost.
+    /// `None`: the older snapshot and the log rebuild everything; nothing is lost.
+    pub salvaged: Option<u64>,
+}
+
 /// What [`repair_log`] did.
 #[derive(Clone, Debug, Default)]
 pub struct RepairReport {
-    /// Each damaged range and what it cost.
+    /// Damaged snapshots.
+    pub snapshots: Vec<SnapshotRepair>,
+    /// Each damaged range of the log and what it cost.
     pub losses: Vec<LossReport>,
     /// The quarantine files written.
     pub quarantined: Vec<PathBuf>,
@@ -40,15 +58,18 @@ pub struct RepairReport {
 /// Repairs the log in `dir` (module docs). The caller holds the directory's lock. A healthy
 /// log is left untouched (an empty report).
 pub fn repair_log(dir: &Path) -> Result<RepairReport, ServerError> {
+    let snapshots = repair_snapshots(dir)?;
     let mut index = SequenceIndex::new();
     let check = check_log(dir, 0, |d, _| index_record(&mut index, d))?;
     let mut report = RepairReport {
+        snapshots,
         losses: describe_losses(&check, &index)?,
         ..RepairReport::default()
     };
     if check.damage.is_empty() {
         return Ok(report);
     }
+    // The log's own damage comes second (the snapshots are settled).
     let qdir = dir.join(QUARANTINE_DIR);
     fs::create_dir_all(&qdir).map_err(|e| io_err(&qdir, e))?;
     let segments = list_segments(dir)?;
@@ -66,6 +87,61 @@ pub fn repair_log(dir: &Path) -> Result<RepairReport, ServerError> {
         return Err(err);
     }
     Ok(report)
+}
+
+/// Quarantines damaged snapshots; salvages the intact entries of the newest damaged one when
+/// nothing else can replace it.
+fn repair_snapshots(dir: &Path) -> Result<Vec<SnapshotRepair>, ServerError> {
+    let mut out: Vec<SnapshotRepair> = Vec::new();
+    let qdir = dir.join(QUARANTINE_DIR);
+    for (_, path) in list_snapshots(dir)? {
+        let (check, _) = check_snapshot(&path, |_| {})?;
+        if check.is_intact() {
+            continue;
+        }
+        fs::create_dir_all(&qdir).map_err(|e| io_err(&qdir, e))?;
+        let name = path.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let qpath = qdir.join(name);
+        fs::rename(&path, &qpath).map_err(|e| io_err(&path, e))?;
+        out.push(SnapshotRepair {
+            check,
+            quarantined: qpath,
+            salvaged: None,
+        });
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    sync_dir(&qdir)?;
+    sync_dir(dir)?;
+    // Can the log rebuild what the quarantined snapshots held?
+    let newest_intact = list_snapshots(dir)?.last().map_or(0, |s| s.0);
+    let log_start = list_segments(dir)?.first().map_or(1, |s| s.0);
+    if log_start <= newest_intact + 1 {
+        return Ok(out);
+    }
+    // No: the newest damaged snapshot that covers the log's start gives what it still has.
+    if let Some(r) = out
+        .iter_mut()
+        .filter(|r| r.check.lsn + 1 >= log_start)
+        .min_by_key(|r| r.check.lsn)
+    {
+        let mut data = SnapshotData {
+            lsn: r.check.lsn,
+            ..SnapshotData::default()
+        };
+        let (check, ts) = check_snapshot(&r.quarantined, |e| match e {
+            Entry::LastSeq(c, s) => data.last_seq.push((c.to_owned(), s)),
+            Entry::Record(t, k, b) => {
+                data.records
+                    .push((t.to_owned(), k.to_owned(), bytes::Bytes::copy_from_slice(b)))
+            }
+        })?;
+        data.timestamp_us = ts;
+        write_snapshot(dir, &data)?;
+        r.salvaged = Some(check.entries);
+    }
+    Ok(out)
 }
 
 /// One thing to put into the rewritten segment, by offset in the old one.

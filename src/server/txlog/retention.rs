@@ -56,6 +56,8 @@ impl SegmentInfo {
 #[derive(Debug, Default)]
 pub struct SegmentTable {
     inner: Mutex<Vec<SegmentInfo>>,
+    /// Bytes written since the table was made (what triggers snapshots).
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl SegmentTable {
@@ -67,6 +69,7 @@ impl SegmentTable {
     pub fn with(segments: Vec<SegmentInfo>) -> SegmentTable {
         SegmentTable {
             inner: Mutex::new(segments),
+            written: Default::default(),
         }
     }
 
@@ -80,8 +83,16 @@ impl SegmentTable {
         if let Some(s) = self.lock().last_mut() {
             s.last_lsn = last_lsn;
             s.last_timestamp_us = last_ts;
+            let grew = bytes.saturating_sub(s.bytes);
+            self.written
+                .fetch_add(grew, std::sync::atomic::Ordering::Relaxed);
             s.bytes = bytes;
         }
+    }
+
+    /// Bytes written to the log since the table was made.
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A copy of the list.
