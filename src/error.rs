@@ -145,8 +145,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A file store record is corrupt somewhere other than the tail.
-    #[error("publish store file {path} is corrupt at offset {offset}: {what}")]
+    /// A file store record is damaged somewhere other than a torn tail (bad bytes with intact
+    /// records after them, or in a finished segment). Nothing was cut.
+    #[error("publish store file {path} is corrupt at offset {offset}: {what}; {records_beyond} intact records lie beyond it; nothing was cut (`actix-amps store --dir DIR --verify` lists the damage, `--repair` quarantines it)")]
     Corrupt {
         /// The file.
         path: std::path::PathBuf,
@@ -154,7 +155,70 @@ pub enum StoreError {
         offset: u64,
         /// What was wrong.
         what: String,
+        /// Intact records after the damage, in this segment and the later ones.
+        records_beyond: u64,
     },
+    /// The file store's disk (or the process's file size limit) has no room for the write: it
+    /// was not stored, and so not sent. Writes work again once space is freed.
+    #[error("publish store {path} has no disk space for the write ({source}); it was not stored or sent; free space and writes resume")]
+    DiskFull {
+        /// The segment file that could not grow.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// A copy of this error to report to several callers (the I/O source is carried as its
+    /// kind and text, so the message stays the same and is not nested).
+    pub fn duplicate(&self) -> StoreError {
+        let copy_io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            StoreError::SequenceNotIncreasing { seq, last } => StoreError::SequenceNotIncreasing {
+                seq: *seq,
+                last: *last,
+            },
+            StoreError::Full {
+                messages,
+                bytes,
+                max_messages,
+                max_bytes,
+            } => StoreError::Full {
+                messages: *messages,
+                bytes: *bytes,
+                max_messages: *max_messages,
+                max_bytes: *max_bytes,
+            },
+            StoreError::TooLarge { size, max_bytes } => StoreError::TooLarge {
+                size: *size,
+                max_bytes: *max_bytes,
+            },
+            StoreError::Locked { path, holder } => StoreError::Locked {
+                path: path.clone(),
+                holder: *holder,
+            },
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+            StoreError::Corrupt {
+                path,
+                offset,
+                what,
+                records_beyond,
+            } => StoreError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                what: what.clone(),
+                records_beyond: *records_beyond,
+            },
+            StoreError::DiskFull { path, source } => StoreError::DiskFull {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+        }
+    }
 }
 
 /// A write the client could not accept into its store.

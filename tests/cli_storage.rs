@@ -349,3 +349,155 @@ async fn a_full_tmpfs_fails_writes_and_freeing_space_resumes_them() {
     let j = Journal::read(&data).unwrap();
     assert_eq!(j.client("filler").unwrap().sequences, ok);
 }
+
+#[test]
+fn a_client_store_out_of_space_refuses_the_write_cleanly_and_sends_nothing_refused() {
+    use std::io::Write as _;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = actix_amps::server::Server::start(actix_amps::server::ServerConfig::new(
+        dir.path().join("server"),
+    ))
+    .unwrap();
+    let store = dir.path().join("store");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "publish",
+        "--topic",
+        "orders",
+        "--client-name",
+        "full",
+        "--batch",
+        "1",
+    ])
+    .args(["--report-stored", "--uri", &server.uri(), "--store"])
+    .arg(format!("file:{}", store.display()))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let line = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(4000));
+        for _ in 0..1000 {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break; // it stopped reading: the store refused a write
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let err = stderr
+        .lines()
+        .find(|l| l.starts_with("actix-amps: error:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(err.contains("has no disk space for the write"), "{err}");
+    assert!(err.contains(&store.display().to_string()), "{err}");
+    assert!(err.contains("os error"), "{err}");
+    assert!(!err.contains("at :"), "garbled: {err}");
+    let stored: Vec<u64> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("stored "))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        stored.len() > 100,
+        "{} stored before the limit",
+        stored.len()
+    );
+    // The server has exactly what was reported stored: the refused write was never sent.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.last_sequence("full") != stored.last().copied() {
+        assert!(
+            Instant::now() < deadline,
+            "server never got every stored write"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.stop();
+    let j = Journal::read(&dir.path().join("server")).unwrap();
+    assert_eq!(j.client("full").unwrap().sequences, stored);
+}
+
+#[test]
+fn store_verify_and_repair_commands() {
+    use actix_amps::client::store::{FileStore, FileStoreConfig, Operation, Store, StoredMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = FileStoreConfig::new(dir.path());
+    cfg.segment_bytes = 4096;
+    let mut store = FileStore::open(cfg).unwrap();
+    for seq in 1..=300u64 {
+        store
+            .append(StoredMessage {
+                seq,
+                operation: Operation::Publish,
+                topic: "orders".into(),
+                data: bytes::Bytes::from(format!("{{\"n\":{seq},\"pad\":\"xxxxxxxxxxxxxxxx\"}}")),
+                options: None,
+            })
+            .unwrap();
+        if seq % 10 == 0 {
+            store.sync().unwrap();
+        }
+    }
+    drop(store);
+    let run = |flag: &str| {
+        let out = Command::new(BIN)
+            .args(["store", flag, "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(run("--verify").0, Some(0));
+    // A byte in the middle of the first (finished) segment.
+    let first = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .min()
+        .unwrap();
+    let mut b = std::fs::read(&first).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x08;
+    std::fs::write(&first, b).unwrap();
+    let (code, text) = run("--verify");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("DAMAGED: 1 range(s)"), "{text}");
+    assert!(text.contains("unacknowledged messages lost: seq"), "{text}");
+    match FileStore::open(FileStoreConfig::new(dir.path())) {
+        Err(e) => assert!(
+            e.to_string().contains("intact records lie beyond it"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a damaged store must not open"),
+    }
+    let (code, text) = run("--repair");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("REPAIRED: 1 range(s)") && text.contains("quarantined:"),
+        "{text}"
+    );
+    assert_eq!(run("--verify").0, Some(0));
+    let store = FileStore::open(FileStoreConfig::new(dir.path())).unwrap();
+    assert_eq!(store.len(), 299);
+}

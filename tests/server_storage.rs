@@ -257,3 +257,47 @@ async fn a_full_disk_fails_writes_promptly_and_recovers_by_itself() {
     assert_eq!(journal.client("pub").unwrap().sequences, all_ok);
     assert!(all_failed.iter().all(|f| !all_ok.contains(f)));
 }
+
+#[tokio::test]
+async fn the_sow_memory_bound_fails_growth_and_keeps_replacements() {
+    let (_dir, server) = start(|c| c.sow("^orders$", &["/id"]).max_sow_bytes(8 << 10));
+    let mut c = Conn::connect(server.addr()).await;
+    c.logon("pub").await;
+    let mut bytes = bytes::BytesMut::new();
+    for seq in 1..=200u64 {
+        let body = format!("{{\"id\":{seq},\"pad\":\"{}\"}}", "x".repeat(100));
+        actix_amps::protocol::encode_parts(&publish("orders", seq), body.as_bytes(), &mut bytes);
+    }
+    c.send_raw(&bytes).await;
+    c.send(&flush("f", AckTypes::PERSISTED), b"").await;
+    let frames = c.recv_until(|f| is_cid(f, "f")).await;
+    let failed: Vec<u64> = frames
+        .iter()
+        .filter(|f| is_persisted(f) && f.header.status == Some(Status::Failure))
+        .map(|f| {
+            let r = f.header.reason.as_ref().unwrap().as_str();
+            assert!(r.starts_with("sow store full"), "{r}");
+            f.header.seq.unwrap()
+        })
+        .collect();
+    // About 8 KiB / ~180 bytes per record fit; the rest failed, in order.
+    let stored = 200 - failed.len() as u64;
+    assert!((30..60).contains(&stored), "{stored} stored");
+    assert_eq!(failed, (stored + 1..=200).collect::<Vec<_>>());
+    // Replacing a stored record with one no larger still works.
+    c.send(&publish("orders", 201), br#"{"id":1}"#).await;
+    let f = c.recv().await;
+    assert_eq!(f.header.status, Some(Status::Success), "{f:?}");
+    // After a restart the bound holds the same way.
+    drop(c);
+    server.restart().unwrap();
+    let mut c = Conn::connect(server.addr()).await;
+    c.logon("pub").await;
+    c.send(
+        &publish("orders", 202),
+        br#"{"id":999,"pad":"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"}"#,
+    )
+    .await;
+    let f = c.recv().await;
+    assert_eq!(f.header.status, Some(Status::Failure), "{f:?}");
+}

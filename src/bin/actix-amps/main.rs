@@ -6,6 +6,7 @@ mod journal;
 mod publish;
 mod serve;
 mod sow_delete;
+mod store;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Cmd {
     Publish(publish::PublishArgs),
     /// Delete SOW records by filter, keys or data and print the server's stats.
     SowDelete(sow_delete::SowDeleteArgs),
+    /// Check (`--verify`, exit 2 on damage) or repair (`--repair`) a client's file store.
+    Store(store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::Journal(args) => journal::run(args),
         Cmd::Publish(args) => publish::run(args),
         Cmd::SowDelete(args) => sow_delete::run(args),
+        Cmd::Store(args) => store::run(args),
     };
     match result {
         Ok(code) => code,

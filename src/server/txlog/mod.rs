@@ -7,7 +7,7 @@
 //! sequence number (**LSN**: 1, 2, 3, ... across the log's whole life) and the time the server
 //! accepted it. Records live in **segment** files in the data directory, named after the LSN of
 //! their first record (`txlog-00000000000000000001.seg`, ...); the newest is the *active*
-//! segment, the only one written to. [`format`] has the bytes.
+//! segment, the only one written to. [`format`](mod@format) has the bytes.
 //!
 //! **Writing** ([`writer`]): the group-commit writer thread writes whole batches of records
 //! at the end of the active segment's data and fsyncs them (per
