@@ -55,13 +55,13 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until the maintenance thread has written a snapshot at `lsn` by itself.
-fn auto_snapshot_at(dir: &Path, lsn: u64) {
-    wait_until(&format!("a snapshot at LSN {lsn}"), || {
+/// Waits until the maintenance thread has written a snapshot above LSN `after` by itself.
+fn auto_snapshot_after(dir: &Path, after: u64) {
+    wait_until(&format!("a snapshot above LSN {after}"), || {
         list_snapshots(dir)
             .unwrap()
             .last()
-            .is_some_and(|s| s.0 == lsn)
+            .is_some_and(|s| s.0 > after)
     });
 }
 
@@ -92,14 +92,15 @@ async fn retention_keeps_the_log_bounded_across_restarts_and_recovery_uses_snaps
         let mut c = Conn::connect(server.addr()).await;
         let logon = c.logon("pub").await;
         assert_eq!(logon.header.seq, Some(next - 1), "round {round}");
+        let mut half_start = server.durable_lsn().unwrap();
         for batch in 0..20 {
             publish_flushed(&mut c, next..=next + 99).await;
             next += 100;
             peak = peak.max(log_bytes(&dir));
             if batch % 10 == 9 {
-                // Over 64 KiB logged since the last snapshot: the next tick writes one.
-                let lsn = server.durable_lsn().unwrap();
-                auto_snapshot_at(&dir, lsn);
+                // ~330 KB logged, over 64 KiB since any earlier snapshot: a tick writes one.
+                auto_snapshot_after(&dir, half_start);
+                half_start = server.durable_lsn().unwrap();
             }
         }
         // Retention runs every quarter second: let it catch up, then restart mid-stream.
@@ -177,12 +178,12 @@ async fn a_damaged_snapshot_is_refused_verified_and_repaired_without_loss() {
     c.logon("pub").await;
     let mut next = 1;
     for _ in 0..2 {
+        let start = server.durable_lsn().unwrap();
         for _ in 0..10 {
             publish_flushed(&mut c, next..=next + 99).await;
             next += 100;
         }
-        let lsn = server.durable_lsn().unwrap();
-        auto_snapshot_at(&dir, lsn);
+        auto_snapshot_after(&dir, start);
     }
     drop(c);
     server.stop();

@@ -208,9 +208,18 @@ async fn a_full_disk_fails_writes_promptly_and_recovers_by_itself() {
     let mut all_failed = Vec::new();
 
     server.simulate_disk_full(true);
-    // ~1.4 MB of writes against about 1 MiB of room: the room is used, the rest fails at once.
+    // Writes in bursts of 100 (one group commit each: a single burst larger than the room
+    // left could be accepted before the writer sees the disk is full; see docs/STORAGE.md)
+    // against the ~256 KiB reserved: the room is used, then every write fails at once.
     let started = Instant::now();
-    let (ok, failed) = publish_outcomes(&mut c, 101..=10_000).await;
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    let mut next = 101;
+    while failed.len() < 500 && next < 20_000 {
+        let (o, f) = publish_outcomes(&mut c, next..=next + 99).await;
+        ok.extend(o);
+        failed.extend(f);
+        next += 100;
+    }
     let answered_in = started.elapsed();
     assert!(
         !ok.is_empty() && !failed.is_empty(),
@@ -225,7 +234,10 @@ async fn a_full_disk_fails_writes_promptly_and_recovers_by_itself() {
     );
     // The room is used in order: every failed write comes after the last stored one.
     assert!(ok.iter().max() < failed.iter().map(|f| f.0).min().as_ref());
-    assert!(answered_in < Duration::from_secs(5), "took {answered_in:?}");
+    assert!(
+        answered_in < Duration::from_secs(20),
+        "took {answered_in:?}"
+    );
     all_ok.extend(ok);
     all_failed.extend(failed.into_iter().map(|f| f.0));
     // Logons still work while the disk is full.
@@ -235,7 +247,6 @@ async fn a_full_disk_fails_writes_promptly_and_recovers_by_itself() {
 
     server.simulate_disk_full(false);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut next = 10_001;
     loop {
         let (ok, failed) = publish_outcomes(&mut c, next..=next).await;
         next += 1;
