@@ -409,7 +409,11 @@ pub(crate) fn writer_loop(shared: Arc<Shared>, mut log: LogWriter) {
             }
             st.log_stop
         };
-        if matches!(trouble, Some(LogTrouble::DiskFull(_))) && log.top_up().is_ok() {
+        // Out of trouble once room is reserved again, enough for a batch still waiting.
+        if matches!(trouble, Some(LogTrouble::DiskFull(_)))
+            && log.top_up().is_ok()
+            && log.room() >= batch.len() as u64
+        {
             tracing::info!("transaction log: disk space available again; taking writes");
             trouble = None;
         }
