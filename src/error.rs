@@ -167,8 +167,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A file store record is corrupt somewhere other than the tail.
-    #[error("publish store file {path} is corrupt at offset {offset}: {what}")]
+    /// A file store record is damaged somewhere other than a torn tail (bad bytes with intact
+    /// records after them, or in a finished segment). Nothing was cut.
+    #[error("publish store file {path} is corrupt at offset {offset}: {what}; {records_beyond} intact records lie beyond it; nothing was cut (`actix-amps store --dir DIR --verify` lists the damage, `--repair` quarantines it)")]
     Corrupt {
         /// The file.
         path: std::path::PathBuf,
@@ -176,7 +177,70 @@ pub enum StoreError {
         offset: u64,
         /// What was wrong.
         what: String,
+        /// Intact records after the damage, in this segment and the later ones.
+        records_beyond: u64,
     },
+    /// The file store's disk (or the process's file size limit) has no room for the write: it
+    /// was not stored, and so not sent. Writes work again once space is freed.
+    #[error("publish store {path} has no disk space for the write ({source}); it was not stored or sent; free space and writes resume")]
+    DiskFull {
+        /// The segment file that could not grow.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// A copy of this error to report to several callers (the I/O source is carried as its
+    /// kind and text, so the message stays the same and is not nested).
+    pub fn duplicate(&self) -> StoreError {
+        let copy_io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            StoreError::SequenceNotIncreasing { seq, last } => StoreError::SequenceNotIncreasing {
+                seq: *seq,
+                last: *last,
+            },
+            StoreError::Full {
+                messages,
+                bytes,
+                max_messages,
+                max_bytes,
+            } => StoreError::Full {
+                messages: *messages,
+                bytes: *bytes,
+                max_messages: *max_messages,
+                max_bytes: *max_bytes,
+            },
+            StoreError::TooLarge { size, max_bytes } => StoreError::TooLarge {
+                size: *size,
+                max_bytes: *max_bytes,
+            },
+            StoreError::Locked { path, holder } => StoreError::Locked {
+                path: path.clone(),
+                holder: *holder,
+            },
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+            StoreError::Corrupt {
+                path,
+                offset,
+                what,
+                records_beyond,
+            } => StoreError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                what: what.clone(),
+                records_beyond: *records_beyond,
+            },
+            StoreError::DiskFull { path, source } => StoreError::DiskFull {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+        }
+    }
 }
 
 /// A write the client could not accept into its store.
@@ -473,6 +537,59 @@ pub enum ServerError {
         offset: u64,
         /// What was wrong.
         what: String,
+    },
+    /// The transaction log is damaged: bad bytes with intact records after them, or in a
+    /// finished segment, or records missing between segments (a torn tail is cut quietly and
+    /// is not this). Nothing was changed on disk.
+    #[error("transaction log {path} is damaged at offset {offset}..{end} ({what}); {records_beyond} intact records lie beyond it{}; nothing was cut: `actix-amps journal --data DIR --verify` lists the damage, `actix-amps serve --repair` quarantines it", if *.ranges > 1 { format!(" ({ranges} damaged ranges in all)", ranges = .ranges) } else { String::new() })]
+    LogDamaged {
+        /// The segment file.
+        path: std::path::PathBuf,
+        /// First damaged byte.
+        offset: u64,
+        /// End of the damaged bytes.
+        end: u64,
+        /// What was wrong.
+        what: String,
+        /// Intact records after the damage, in the whole log.
+        records_beyond: u64,
+        /// Damaged ranges in the log.
+        ranges: usize,
+    },
+    /// A record with a valid checksum has a kind this version must understand but does not
+    /// (the log was written by a newer version).
+    #[error("transaction log {path} has a record of unknown kind {kind} at offset {offset} (written by a newer version?)")]
+    UnsupportedRecord {
+        /// The segment file.
+        path: std::path::PathBuf,
+        /// Offset of the record.
+        offset: u64,
+        /// The kind byte.
+        kind: u8,
+    },
+    /// History older than the retained log was asked for (a bookmark older than retention).
+    #[error("log position {requested} is older than the retained log, which starts at LSN {first_retained}")]
+    NotRetained {
+        /// The LSN (or segment) asked for.
+        requested: u64,
+        /// The oldest LSN still in the log.
+        first_retained: u64,
+    },
+    /// A snapshot of the SOW and the last sequences is damaged or incomplete.
+    #[error("snapshot {path} is damaged at offset {offset} ({what}); nothing was changed: `actix-amps journal --data DIR --verify` reports it, `actix-amps serve --repair` quarantines it")]
+    SnapshotDamaged {
+        /// The snapshot file.
+        path: std::path::PathBuf,
+        /// First damaged byte.
+        offset: u64,
+        /// What was wrong.
+        what: String,
+    },
+    /// The data directory has a transaction log in the single-file format of earlier versions.
+    #[error("{path} is a transaction log in the format of an earlier version; move it away to start with an empty log")]
+    OldLogFormat {
+        /// The old log file.
+        path: std::path::PathBuf,
     },
     /// The TLS certificate or key cannot be used.
     #[error("TLS setup failed: {0}")]

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::txlog::{Retention, DEFAULT_RETENTION, DEFAULT_SEGMENT_BYTES, DEFAULT_SNAPSHOT_EVERY};
 use crate::protocol::{Password, DEFAULT_MAX_FRAME};
 use crate::tls::TlsIdentity;
 
@@ -82,6 +83,18 @@ pub struct ServerConfig {
     /// not yet sent). Past it, the connections holding the most are closed with a
     /// `memory budget exceeded` notice and a `warn` log line, largest first.
     pub max_buffered_bytes: usize,
+    /// A transaction log segment is finished (and a new one started) once it holds this many
+    /// bytes.
+    pub log_segment_bytes: u64,
+    /// How much finished log history to keep (removal only of what nothing still needs; see
+    /// [`txlog::retention`](super::txlog::retention)).
+    pub retain: Retention,
+    /// A snapshot of the SOW and of every client name's last sequence is written each time this
+    /// many bytes have been logged since the last one; start-up replays at most about this much.
+    pub snapshot_every: u64,
+    /// The most bytes the SOW may hold (see [`sow`](super::sow#memory-bound)); `None`: no
+    /// limit. Writes that would grow it further fail with `sow store full: ...`.
+    pub max_sow_bytes: Option<usize>,
 }
 
 /// Default [`ServerConfig::logon_timeout`]: 5 s.
@@ -110,7 +123,9 @@ impl ServerConfig {
     /// message, 1024 connections, 32 MiB of unsent output per connection, no users (no
     /// authentication), nothing denied, no SOW topics, plaintext (no TLS; a 10 s handshake
     /// timeout once TLS is set); before logon 5 s and 64 KiB for the logon frame, at most 256
-    /// connections waiting; 30 s for a begun frame to arrive; 512 MiB of buffers in all.
+    /// connections waiting; 30 s for a begun frame to arrive; 512 MiB of buffers in all;
+    /// 64 MiB log segments, 1 GiB of log retained, a snapshot every 256 MiB logged, no SOW
+    /// memory limit.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
@@ -130,7 +145,35 @@ impl ServerConfig {
             max_pending_logons: DEFAULT_MAX_PENDING_LOGONS,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            log_segment_bytes: DEFAULT_SEGMENT_BYTES,
+            retain: DEFAULT_RETENTION,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            max_sow_bytes: None,
         }
+    }
+
+    /// Sets how many logged bytes trigger the next snapshot (at least 4 KiB).
+    pub fn snapshot_every(mut self, bytes: u64) -> Self {
+        self.snapshot_every = bytes.max(4096);
+        self
+    }
+
+    /// Bounds the SOW's memory: writes that would grow it past `bytes` fail.
+    pub fn max_sow_bytes(mut self, bytes: usize) -> Self {
+        self.max_sow_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the size at which a transaction log segment is finished (at least 4 KiB).
+    pub fn log_segment_bytes(mut self, bytes: u64) -> Self {
+        self.log_segment_bytes = bytes.max(4096);
+        self
+    }
+
+    /// Sets how much finished log history to keep.
+    pub fn retain(mut self, retain: Retention) -> Self {
+        self.retain = retain;
+        self
     }
 
     /// Listens on `addr`.

@@ -1,15 +1,19 @@
 //! Reading a stopped server's transaction log: what each client name persisted.
 //!
 //! [`Journal::read`] takes the data directory's lock (so it refuses with
-//! [`ServerError::Locked`] while a server runs there), scans the log without modifying it
-//! (a torn tail is ignored, as the server would cut it off), and summarises every sequenced
-//! write per client name: how many, the first and last sequence, any sequence seen more than
-//! once, and the gaps inside the first..=last range.
+//! [`ServerError::Locked`] while a server runs there), scans every segment of the log without
+//! modifying it (a torn tail is ignored, as the server would cut it off), and summarises every
+//! sequenced write per client name: how many, the first and last sequence, any sequence seen
+//! more than once, and the gaps inside the first..=last range. Damage does not stop it: every
+//! intact record on both sides is counted, and [`Journal::damage`] lists each damaged range
+//! with what it cost (the `journal --verify` report).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::txlog::{scan, LOG_FILE};
+use super::txlog::loss::{describe_losses, index_record, LossReport, SequenceIndex};
+use super::txlog::snapshot::{check_snapshot, list_snapshots, SnapshotCheck};
+use super::txlog::{check_log, Decoded, RecordKind};
 use crate::error::ServerError;
 
 /// What one client name persisted.
@@ -35,6 +39,12 @@ pub struct Journal {
     clients: BTreeMap<String, ClientJournal>,
     records: u64,
     torn_tail: bool,
+    damage: Vec<LossReport>,
+    segments: usize,
+    first_lsn: u64,
+    last_lsn: u64,
+    repair_gaps: Vec<(u64, u64, String)>,
+    snapshots: Vec<SnapshotCheck>,
 }
 
 impl Journal {
@@ -48,17 +58,38 @@ impl Journal {
             });
         }
         let lock = super::lock_data_dir(data_dir)?;
-        let mut clients: BTreeMap<String, ClientJournal> = BTreeMap::new();
-        let end = scan(&data_dir.join(LOG_FILE), |rec| {
-            if let Some(seq) = rec.seq {
-                let c = match clients.get_mut(rec.client) {
-                    Some(c) => c,
-                    None => clients.entry(rec.client.to_owned()).or_default(),
-                };
-                c.sequences.push(seq);
+        let mut index = SequenceIndex::new();
+        let mut first_lsn = 0;
+        let mut repair_gaps = Vec::new();
+        let check = check_log(data_dir, 0, |d, _| {
+            if first_lsn == 0 {
+                first_lsn = d.lsn();
             }
+            if let Decoded::Record { lsn, record, .. } = d {
+                if record.kind == RecordKind::RepairGap {
+                    let from = record.seq.unwrap_or(*lsn);
+                    let file = String::from_utf8_lossy(record.body).into_owned();
+                    repair_gaps.push((from, *lsn, file));
+                }
+            }
+            index_record(&mut index, d);
         })?;
+        let damage = describe_losses(&check, &index)?;
+        let mut snapshots = Vec::new();
+        for (_, path) in list_snapshots(data_dir)? {
+            snapshots.push(check_snapshot(&path, |_| {})?.0);
+        }
         drop(lock);
+        let mut clients: BTreeMap<String, ClientJournal> = index
+            .into_iter()
+            .map(|(name, seqs)| {
+                let c = ClientJournal {
+                    sequences: seqs.into_iter().map(|(_, s)| s).collect(),
+                    ..ClientJournal::default()
+                };
+                (name, c)
+            })
+            .collect();
         for c in clients.values_mut() {
             c.count = c.sequences.len() as u64;
             let mut sorted = c.sequences.clone();
@@ -77,8 +108,14 @@ impl Journal {
         }
         Ok(Journal {
             clients,
-            records: end.records,
-            torn_tail: end.file_len > end.good_len,
+            records: check.records - repair_gaps.len() as u64,
+            repair_gaps,
+            snapshots,
+            torn_tail: check.torn_tail.is_some(),
+            damage,
+            segments: check.segments.len(),
+            first_lsn,
+            last_lsn: check.last_lsn,
         })
     }
 
@@ -92,13 +129,44 @@ impl Journal {
         self.clients.get(name)
     }
 
-    /// Number of good records in the log (sequenced or not).
+    /// Number of intact records of client writes in the log (sequenced or not; repair gap
+    /// records not counted).
     pub fn records(&self) -> u64 {
         self.records
     }
 
-    /// Whether the log ends in a torn or corrupt record (the server cuts it off on start).
+    /// Whether the log ends in a torn write (the server cuts it off on start).
     pub fn torn_tail(&self) -> bool {
         self.torn_tail
+    }
+
+    /// Every damaged range with what it cost; empty for a healthy log.
+    pub fn damage(&self) -> &[LossReport] {
+        &self.damage
+    }
+
+    /// LSN ranges an earlier repair recorded as lost, with the quarantine file of each.
+    pub fn repair_gaps(&self) -> &[(u64, u64, String)] {
+        &self.repair_gaps
+    }
+
+    /// The snapshots and their health.
+    pub fn snapshots(&self) -> &[SnapshotCheck] {
+        &self.snapshots
+    }
+
+    /// Whether the log and every snapshot are intact.
+    pub fn is_intact(&self) -> bool {
+        self.damage.is_empty() && self.snapshots.iter().all(SnapshotCheck::is_intact)
+    }
+
+    /// Segment files read.
+    pub fn segments(&self) -> usize {
+        self.segments
+    }
+
+    /// LSNs of the first and last intact record (0 for none).
+    pub fn lsn_range(&self) -> (u64, u64) {
+        (self.first_lsn, self.last_lsn)
     }
 }

@@ -81,6 +81,7 @@ mod config;
 mod core;
 pub mod filter;
 pub mod journal;
+mod maintenance;
 mod raw_writer;
 mod refusal;
 mod session;
@@ -112,6 +113,9 @@ pub use crate::error::ServerError;
 
 use self::admission::{Admit, RefusalSlot, Ticket};
 use self::core::{Counters, Settings, Shared, State};
+use self::txlog::retention::SegmentTable;
+use self::txlog::writer::{Faults, LogWriter};
+use self::txlog::LogHolds;
 
 /// The name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -179,10 +183,22 @@ impl Server {
             running: Mutex::new(None),
             last: Mutex::new(None),
             counters: Arc::default(),
+            faults: Arc::default(),
         };
         handle.start_on(config.listen)?;
         Ok(handle)
     }
+}
+
+/// Repairs the transaction log of a stopped server's data directory: damaged bytes are moved
+/// to `quarantine/`, every intact record is kept, and the report says exactly what was lost.
+/// A healthy log is left as it is (the report is empty). Fails with [`ServerError::Locked`]
+/// while a server runs there. See [`txlog::repair`].
+pub fn repair(data_dir: &Path) -> Result<txlog::RepairReport, ServerError> {
+    let lock = lock_data_dir(data_dir)?;
+    let report = txlog::repair::repair_log(data_dir);
+    drop(lock);
+    report
 }
 
 /// Locks `data_dir` (creating it and its `LOCK` file if missing).
@@ -215,6 +231,8 @@ struct Running {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Runtime,
     writer: JoinHandle<()>,
+    /// The snapshot and retention thread, and what stops it.
+    maintenance: (JoinHandle<()>, mpsc::Sender<()>),
     accept_done: mpsc::Receiver<()>,
     lock: File,
 }
@@ -228,6 +246,8 @@ pub struct ServerHandle {
     /// The shared state of the last run (for [`ServerHandle::last_sequence`] after a stop).
     last: Mutex<Option<Arc<Shared>>>,
     counters: Arc<Counters>,
+    /// Injected faults (kept across restarts).
+    faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -256,21 +276,64 @@ impl ServerHandle {
             last_seq: Default::default(),
             log_buf: bytes::BytesMut::with_capacity(1 << 20),
             last_lsn: 0,
+            last_ts: 0,
             log_stop: false,
-            log_failed: false,
+            log_trouble: None,
+            log_room: 0,
             // Failures not yet delivered survive a stop/restart of this handle (not a crash).
             unreported: lock(&self.last)
                 .as_ref()
                 .map(|prev| std::mem::take(&mut prev.lock().unreported))
                 .unwrap_or_default(),
         };
-        let (file, end) = txlog::recover(&self.data_dir, |rec| state.replay(rec))?;
+        let started = std::time::Instant::now();
+        txlog::snapshot::remove_leftovers(&self.data_dir)?;
+        let snapshot_lsn = match txlog::snapshot::list_snapshots(&self.data_dir)?.pop() {
+            Some((_, path)) => txlog::snapshot::load_snapshot(&path, |e| match e {
+                txlog::snapshot::Entry::LastSeq(name, seq) => {
+                    state.last_seq.insert(name.to_owned(), seq);
+                }
+                txlog::snapshot::Entry::Record(topic, key, body) => {
+                    state
+                        .sow
+                        .restore(topic, key.to_owned(), bytes::Bytes::copy_from_slice(body));
+                }
+            })?,
+            None => 0,
+        };
+        let recovered = txlog::recover::recover(&self.data_dir, snapshot_lsn, |d| state.replay(d))?;
+        state.last_lsn = recovered.last_lsn;
+        // The limit applies to new writes; replay applied what was accepted before.
+        state.sow.set_limit(self.settings.max_sow_bytes);
+        let first_retained = recovered
+            .segments
+            .first()
+            .map_or(recovered.last_lsn + 1, |s| s.first_lsn);
+        let holds = LogHolds::new(first_retained);
+        let segments = Arc::new(SegmentTable::with(recovered.segments));
+        let writer = LogWriter::open(
+            &self.data_dir,
+            recovered.active,
+            recovered.last_lsn + 1,
+            self.settings.log_segment_bytes,
+            self.settings.fsync,
+            segments.clone(),
+            self.faults.clone(),
+        )?;
+        state.log_room = writer.room();
+        state.log_trouble = writer
+            .start_error()
+            .map(|e| core::LogTrouble::DiskFull(e.to_string()));
         tracing::info!(
             data_dir = %self.data_dir.display(),
-            records = end.records,
+            snapshot_lsn,
+            replayed = recovered.replayed,
+            last_lsn = recovered.last_lsn,
             clients = state.last_seq.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "transaction log recovered"
         );
+        let durable = recovered.last_lsn;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("amps-server")
@@ -288,16 +351,27 @@ impl ServerHandle {
         let shared = Arc::new(Shared::new(
             self.settings.clone(),
             state,
-            0,
+            durable,
             self.counters.clone(),
+            holds,
+            segments,
         ));
         let writer = {
             let shared = shared.clone();
-            let policy = self.settings.fsync;
             std::thread::Builder::new()
                 .name("amps-txlog".into())
-                .spawn(move || core::writer_loop(shared, file, policy))
+                .spawn(move || core::writer_loop(shared, writer))
                 .map_err(|e| ServerError::Runtime(e.to_string()))?
+        };
+        let maintenance = {
+            let shared = shared.clone();
+            let dir = self.data_dir.clone();
+            let (tx, rx) = mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name("amps-maintenance".into())
+                .spawn(move || maintenance::maintenance_loop(shared, dir, rx))
+                .map_err(|e| ServerError::Runtime(e.to_string()))?;
+            (handle, tx)
         };
         let (done_tx, accept_done) = mpsc::channel();
         runtime.spawn(accept_loop(shared.clone(), listener, done_tx));
@@ -307,6 +381,7 @@ impl ServerHandle {
             shared,
             runtime,
             writer,
+            maintenance,
             accept_done,
             lock: lock_file,
         });
@@ -403,6 +478,39 @@ impl ServerHandle {
         }
     }
 
+    /// The registry of what still needs old log history (retention never removes a segment
+    /// at or after a held LSN); `None` while stopped. See [`txlog::LogHolds`].
+    pub fn log_holds(&self) -> Option<txlog::LogHolds> {
+        self.shared().map(|s| s.log_holds.clone())
+    }
+
+    /// Writes a snapshot of the SOW and the last sequences now (the maintenance thread does
+    /// this every `snapshot_every` logged bytes). `Ok(None)`: not running, nothing new since
+    /// the last snapshot, or the log did not catch up in time.
+    pub fn snapshot(&self) -> Result<Option<PathBuf>, ServerError> {
+        match self.shared() {
+            Some(s) => maintenance::take_snapshot(&s, &self.data_dir),
+            None => Ok(None),
+        }
+    }
+
+    /// The durable LSN: every record up to it is on disk. `None` while stopped.
+    pub fn durable_lsn(&self) -> Option<u64> {
+        self.shared().map(|s| *s.durable.borrow())
+    }
+
+    /// Makes every reservation of transaction log space fail as on a full disk (`true`) or
+    /// work again (`false`), to test what a full disk does without filling one. Kept across
+    /// restarts.
+    pub fn simulate_disk_full(&self, full: bool) {
+        self.faults
+            .out_of_space
+            .store(full, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.shared() {
+            s.log_cv.notify_all();
+        }
+    }
+
     /// Counters: open connections and the limits' refusals of the current (or last) run;
     /// connection, handshake and logon counts since the handle was created.
     pub fn stats(&self) -> ServerStats {
@@ -465,6 +573,11 @@ impl ServerHandle {
         }
         if r.accept_done.recv_timeout(STOP_TIMEOUT).is_err() {
             tracing::warn!("connections did not close in time; stopping anyway");
+        }
+        let (maintenance, stop_maintenance) = r.maintenance;
+        drop(stop_maintenance);
+        if maintenance.join().is_err() {
+            tracing::error!("maintenance thread panicked");
         }
         {
             let mut st = r.shared.lock();

@@ -36,6 +36,15 @@
 //! Every operation is deterministic: the same configs and the same sequence of operations
 //! always give the same records, so the server can rebuild the store by replaying its
 //! transaction log. Records of a topic are kept in key order ([`Sow::records`]).
+//!
+//! # Memory bound
+//!
+//! [`Sow::bytes`] counts what the records hold: per record its key and body plus
+//! [`RECORD_OVERHEAD`] bytes (map node, handles), per topic its name plus [`TOPIC_OVERHEAD`].
+//! With a limit ([`Sow::set_limit`]; the server's `--max-sow-bytes`), a publish or delta that
+//! would grow the count past it fails with [`SOW_FULL`] and changes nothing; writes that
+//! replace a record with one no larger, and deletes, always work. Replaying the log at start
+//! applies everything (it was accepted once) whatever the limit.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -49,6 +58,15 @@ use crate::protocol::Reason;
 /// How many topics the topic → config cache holds before it is cleared (so publishes to many
 /// distinct topics cannot grow it without bound).
 pub const TOPIC_CACHE_LIMIT: usize = 65_536;
+
+/// The start of the reason a publish fails with when the SOW is at its memory limit.
+pub const SOW_FULL: &str = "sow store full";
+
+/// Bytes counted per record on top of its key and body.
+pub const RECORD_OVERHEAD: usize = 64;
+
+/// Bytes counted per topic on top of its name.
+pub const TOPIC_OVERHEAD: usize = 96;
 
 /// The reason a `delta_publish` fails with when its body (or the record it would merge into)
 /// is not a JSON object.
@@ -91,6 +109,10 @@ pub struct Sow {
     lookup: HashMap<String, Option<usize>>,
     /// topic → key → record body. Topics without records are absent.
     topics: HashMap<String, BTreeMap<String, Bytes>>,
+    /// What the records hold (module docs).
+    bytes: usize,
+    /// Growth past this fails.
+    limit: Option<usize>,
 }
 
 impl Sow {
@@ -107,7 +129,56 @@ impl Sow {
             declared,
             lookup: HashMap::new(),
             topics: HashMap::new(),
+            bytes: 0,
+            limit: None,
         }
+    }
+
+    /// Bytes the records hold, as counted for the limit (module docs).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Sets (or with `None` lifts) the memory limit; what is stored already stays.
+    pub fn set_limit(&mut self, limit: Option<usize>) {
+        self.limit = limit;
+    }
+
+    /// Every record of every topic as `(topic, key, body)` (topics in no particular order,
+    /// keys in order).
+    pub fn all_records(&self) -> impl Iterator<Item = (&str, &str, &Bytes)> + '_ {
+        self.topics.iter().flat_map(|(t, records)| {
+            records
+                .iter()
+                .map(move |(k, v)| (t.as_str(), k.as_str(), v))
+        })
+    }
+
+    /// Stores a record as it was (a snapshot being loaded): no key derivation, no limit.
+    pub fn restore(&mut self, topic: &str, key: String, body: Bytes) {
+        self.insert(topic, key, body);
+    }
+
+    /// Fails with [`SOW_FULL`] if storing `new_len` bytes under `key` would grow the store
+    /// past its limit.
+    fn check_room(&self, topic: &str, key: &str, new_len: usize) -> Result<(), Reason> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let grows_by = match self.topics.get(topic) {
+            None => topic.len() + TOPIC_OVERHEAD + key.len() + RECORD_OVERHEAD + new_len,
+            Some(records) => match records.get(key) {
+                Some(old) => new_len.saturating_sub(old.len()),
+                None => key.len() + RECORD_OVERHEAD + new_len,
+            },
+        };
+        if grows_by > 0 && self.bytes + grows_by > limit {
+            return Err(Reason::Other(format!(
+                "{SOW_FULL}: the SOW holds {} of its {limit} bytes (--max-sow-bytes); delete records or raise the limit",
+                self.bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `topic` is a SOW topic (some declaration's regex matches it).
@@ -144,6 +215,7 @@ impl Sow {
             return Ok(());
         };
         let key = self.key_from_body(idx, explicit_key, &body)?;
+        self.check_room(topic, &key, body.len())?;
         self.insert(topic, key, body);
         Ok(())
     }
@@ -182,6 +254,7 @@ impl Sow {
         };
         let bytes =
             serde_json::to_vec(&Value::Object(merged)).map_err(|_| Reason::SowStoreFailed)?;
+        self.check_room(topic, &key, bytes.len())?;
         self.insert(topic, key, Bytes::from(bytes));
         Ok(())
     }
@@ -194,12 +267,17 @@ impl Sow {
         }
         let filter = Filter::parse(filter)?;
         Ok(self.delete_where(topic, |records| {
+            let mut freed = 0;
             let before = records.len();
-            records.retain(|_, body| {
+            records.retain(|key, body| {
                 let record = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-                !filter.matches(&record)
+                let keep = !filter.matches(&record);
+                if !keep {
+                    freed += key.len() + body.len() + RECORD_OVERHEAD;
+                }
+                keep
             });
-            before - records.len()
+            (before - records.len(), freed)
         }))
     }
 
@@ -211,11 +289,15 @@ impl Sow {
             return Err(Reason::InvalidTopic);
         }
         Ok(self.delete_where(topic, |records| {
-            sow_keys
-                .split(',')
-                .filter(|k| !k.is_empty())
-                .filter(|k| records.remove(*k).is_some())
-                .count()
+            let mut freed = 0;
+            let mut count = 0;
+            for k in sow_keys.split(',').filter(|k| !k.is_empty()) {
+                if let Some(body) = records.remove(k) {
+                    freed += k.len() + body.len() + RECORD_OVERHEAD;
+                    count += 1;
+                }
+            }
+            (count, freed)
         }))
     }
 
@@ -227,7 +309,12 @@ impl Sow {
             return Err(Reason::InvalidTopic);
         };
         let key = self.key_from_body(idx, None, body)?;
-        Ok(self.delete_where(topic, |records| usize::from(records.remove(&key).is_some())))
+        Ok(
+            self.delete_where(topic, |records| match records.remove(&key) {
+                Some(body) => (1, key.len() + body.len() + RECORD_OVERHEAD),
+                None => (0, 0),
+            }),
+        )
     }
 
     /// The stored body of a record (after any delta merges).
@@ -316,31 +403,37 @@ impl Sow {
     }
 
     fn insert(&mut self, topic: &str, key: String, body: Bytes) {
+        let (key_len, new_len) = (key.len(), body.len());
         match self.topics.get_mut(topic) {
-            Some(records) => {
-                records.insert(key, body);
-            }
+            Some(records) => match records.insert(key, body) {
+                Some(old) => self.bytes = self.bytes - old.len() + new_len,
+                None => self.bytes += key_len + RECORD_OVERHEAD + new_len,
+            },
             None => {
                 self.topics
                     .insert(topic.to_owned(), BTreeMap::from([(key, body)]));
+                self.bytes += topic.len() + TOPIC_OVERHEAD + key_len + RECORD_OVERHEAD + new_len;
             }
         }
     }
 
-    /// Runs `delete` (which returns how many records it removed) on the records of `topic`
-    /// and builds the stats; drops the topic's map when it becomes empty.
+    /// Runs `delete` (which returns how many records it removed and the bytes they held) on
+    /// the records of `topic` and builds the stats; drops the topic's map when it becomes empty.
     fn delete_where(
         &mut self,
         topic: &str,
-        delete: impl FnOnce(&mut BTreeMap<String, Bytes>) -> usize,
+        delete: impl FnOnce(&mut BTreeMap<String, Bytes>) -> (usize, usize),
     ) -> DeleteStats {
         let Some(records) = self.topics.get_mut(topic) else {
             return DeleteStats::default();
         };
         let before = records.len() as u64;
-        let removed = delete(records) as u64;
+        let (removed, freed) = delete(records);
+        let removed = removed as u64;
+        self.bytes = self.bytes.saturating_sub(freed);
         if records.is_empty() {
             self.topics.remove(topic);
+            self.bytes = self.bytes.saturating_sub(topic.len() + TOPIC_OVERHEAD);
         }
         DeleteStats {
             matches: removed,
@@ -940,5 +1033,58 @@ mod tests {
         };
         assert_eq!(dump(&a), dump(&b));
         assert!(!dump(&a).is_empty());
+    }
+
+    /// The byte count from scratch: what `bytes()` must always equal.
+    fn recount(s: &Sow) -> usize {
+        s.topics
+            .iter()
+            .map(|(t, r)| {
+                t.len()
+                    + TOPIC_OVERHEAD
+                    + r.iter()
+                        .map(|(k, v)| k.len() + v.len() + RECORD_OVERHEAD)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_byte_count_follows_every_operation() {
+        let mut s = ten_orders();
+        assert_eq!(s.bytes(), recount(&s));
+        publish(&mut s, "orders", r#"{"id":3,"qty":123456789}"#);
+        s.delta_publish("orders", None, br#"{"id":4,"note":"longer than before"}"#)
+            .unwrap();
+        assert_eq!(s.bytes(), recount(&s));
+        s.delete_by_keys("orders", "1,2,2,99").unwrap();
+        s.delete_by_data("orders", br#"{"id":5}"#).unwrap();
+        s.delete_by_filter("orders", "/id > 7").unwrap();
+        assert_eq!(s.bytes(), recount(&s));
+        s.delete_by_filter("orders", "1 = 1").unwrap();
+        assert_eq!((s.bytes(), recount(&s)), (0, 0));
+    }
+
+    #[test]
+    fn growth_past_the_limit_fails_and_changes_nothing() {
+        let mut s = sow();
+        publish(&mut s, "orders", r#"{"id":1,"v":"aaaa"}"#);
+        s.set_limit(Some(s.bytes() + 10));
+        // A new record does not fit...
+        let err = s
+            .publish("orders", None, Bytes::from_static(br#"{"id":2}"#))
+            .unwrap_err();
+        assert!(err.as_str().starts_with(SOW_FULL), "{err}");
+        assert!(s.record("orders", "2").is_none());
+        // ...a replacement no larger does, and so does one growing within the limit.
+        publish(&mut s, "orders", r#"{"id":1,"v":"bbbb"}"#);
+        publish(&mut s, "orders", r#"{"id":1,"v":"bbbbbbbbb"}"#);
+        assert!(s
+            .delta_publish("orders", None, br#"{"id":1,"w":"too much for the limit"}"#)
+            .is_err());
+        assert_eq!(s.bytes(), recount(&s));
+        // Deletes always work and make room.
+        s.delete_by_keys("orders", "1").unwrap();
+        publish(&mut s, "orders", r#"{"id":2}"#);
     }
 }

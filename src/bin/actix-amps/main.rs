@@ -7,6 +7,7 @@ mod last_error;
 mod publish;
 mod serve;
 mod sow_delete;
+mod store;
 
 use std::process::ExitCode;
 
@@ -25,12 +26,15 @@ struct Cli {
 enum Cmd {
     /// Run the embedded AMPS-protocol server until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
-    /// Summarise what each client name persisted in a stopped server's data directory.
+    /// Summarise what each client name persisted in a stopped server's data directory;
+    /// `--verify` checks the log (exit 2 on damage).
     Journal(journal::JournalArgs),
     /// Publish one message per stdin line; print failed writes as JSON lines (exit 2 if any).
     Publish(publish::PublishArgs),
     /// Delete SOW records by filter, keys or data and print the server's stats.
     SowDelete(sow_delete::SowDeleteArgs),
+    /// Check (`--verify`, exit 2 on damage) or repair (`--repair`) a client's file store.
+    Store(store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,9 +64,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Cmd::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Cmd::Journal(args) => journal::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Journal(args) => journal::run(args),
         Cmd::Publish(args) => publish::run(args),
         Cmd::SowDelete(args) => sow_delete::run(args),
+        Cmd::Store(args) => store::run(args),
     };
     match result {
         Ok(code) => code,

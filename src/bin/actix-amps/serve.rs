@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_amps::server::{
-    FsyncPolicy, Server, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
+    txlog, FsyncPolicy, Server, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
     DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LOGON_FRAME,
     DEFAULT_MAX_PENDING_LOGONS, DEFAULT_MAX_UNSENT_BYTES,
 };
@@ -73,6 +73,27 @@ pub struct ServeArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Before starting, repair a damaged transaction log: move the damaged bytes to
+    /// DATA/quarantine/, keep every intact record, and print what was lost.
+    #[arg(long)]
+    repair: bool,
+    /// Finish a transaction log segment (start a new file) once it holds this many bytes
+    /// (e.g. 64MiB; at least 4 KiB).
+    #[arg(long = "log-segment-bytes", value_name = "BYTES", default_value = "64MiB",
+          value_parser = txlog::parse_bytes)]
+    log_segment_bytes: u64,
+    /// How much finished log history to keep: BYTES (e.g. 512MiB), an age (e.g. 7d, 12h) or
+    /// `all`. Segments still needed (by the snapshots or a reader) are kept regardless.
+    #[arg(long, value_name = "BYTES|DURATION|all", default_value = "1GiB")]
+    retain: txlog::Retention,
+    /// Write a snapshot of the SOW and the last sequences each time this many bytes were
+    /// logged (start-up replays at most about this much of the log).
+    #[arg(long = "snapshot-every", value_name = "BYTES", default_value = "256MiB",
+          value_parser = txlog::parse_bytes)]
+    snapshot_every: u64,
+    /// Bound the SOW's memory: writes that would grow it past BYTES fail (`sow store full`).
+    #[arg(long = "max-sow-bytes", value_name = "BYTES", value_parser = txlog::parse_bytes)]
+    max_sow_bytes: Option<u64>,
 }
 
 /// Frees large buffers back to the system. glibc raises its mmap threshold each time a large
@@ -106,7 +127,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .max_logon_frame(args.max_logon_frame)
         .max_pending_logons(args.max_pending_logons)
         .frame_timeout(Duration::from_millis(args.frame_timeout))
-        .max_buffered_bytes(args.max_buffered_bytes);
+        .max_buffered_bytes(args.max_buffered_bytes)
+        .log_segment_bytes(args.log_segment_bytes)
+        .retain(args.retain)
+        .snapshot_every(args.snapshot_every);
+    if let Some(max) = args.max_sow_bytes {
+        config = config.max_sow_bytes(usize::try_from(max).unwrap_or(usize::MAX));
+    }
     for re in &args.deny_write {
         config = config.deny_write(re);
     }
@@ -136,6 +163,38 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config = config.tls(cert, key);
+    }
+    if args.repair {
+        let report = actix_amps::server::repair(&args.data).map_err(|e| e.to_string())?;
+        for snap in &report.snapshots {
+            match snap.salvaged {
+                None => println!(
+                    "repair: damaged snapshot moved to {}; the older snapshot and the log rebuild it, nothing lost",
+                    snap.quarantined.display()
+                ),
+                Some(kept) => println!(
+                    "repair: damaged snapshot moved to {}; rewritten from its {kept} intact entries ({} lost: the log before it is no longer retained)",
+                    snap.quarantined.display(),
+                    snap.check.written.map_or_else(|| "an unknown number".to_owned(), |w| w.saturating_sub(kept).to_string())
+                ),
+            }
+        }
+        if report.losses.is_empty() && report.snapshots.is_empty() {
+            println!(
+                "repair: {}: no damage, nothing changed",
+                args.data.display()
+            );
+        } else if !report.losses.is_empty() {
+            println!(
+                "repair: {}: {} damaged range(s) quarantined in {}",
+                args.data.display(),
+                report.losses.len(),
+                args.data.join(txlog::QUARANTINE_DIR).display()
+            );
+            for loss in &report.losses {
+                print!("{}", super::journal::loss_text(loss));
+            }
+        }
     }
     let server = Server::start(config).map_err(|e| e.to_string())?;
     eprintln!(
