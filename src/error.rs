@@ -55,9 +55,37 @@ pub enum ProtocolError {
         /// The reported last sequence.
         last: u64,
     },
+    /// The body of a `sow` batch frame is not a sequence of record headers each followed by
+    /// exactly `l` bytes (a record header without `l`, an `l` past the end of the frame, or
+    /// bytes after the last record).
+    #[error("malformed sow batch at body byte {offset}: {what}")]
+    MalformedSowBatch {
+        /// What was wrong.
+        what: &'static str,
+        /// Byte offset inside the frame body where it was noticed.
+        offset: usize,
+    },
     /// The underlying socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ProtocolError {
+    /// Whether this is the peer going away (connection reset or aborted, broken pipe, end of
+    /// stream reported as an error) rather than bytes that break the protocol: a disconnect,
+    /// to be reported and retried as one.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, ProtocolError::Io(e) if is_disconnect(e))
+    }
+}
+
+/// Whether an I/O error means the peer went away (reset, aborted, broken pipe, early end).
+pub(crate) fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+    )
 }
 
 /// A server URI that cannot be used.
@@ -67,7 +95,7 @@ pub enum UriError {
     /// No URI was given.
     #[error("empty URI")]
     Empty,
-    /// The URI has no `scheme://`.
+    /// The URI has no `scheme://`. Holds the input with any password masked.
     #[error("URI {0:?} has no scheme (expected tcp:// or tcps://)")]
     MissingScheme(String),
     /// The scheme is not `tcp` or `tcps`.
@@ -95,6 +123,10 @@ pub enum UriError {
     /// A `%XX` escape in the user or password is malformed.
     #[error("bad percent-encoding in the URI's credentials")]
     BadPercentEncoding,
+    /// An `@` comes after the host: a user name or password holding `/`, `?` or `#`, which
+    /// must be percent-encoded (`%2F`, `%3F`, `%23`).
+    #[error("URI has an '@' after its host: percent-encode '/', '?' and '#' in the user name or password (%2F, %3F, %23)")]
+    UnescapedCredentials,
 }
 
 /// A publish store that cannot do what was asked.
@@ -145,8 +177,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A file store record is corrupt somewhere other than the tail.
-    #[error("publish store file {path} is corrupt at offset {offset}: {what}")]
+    /// A file store record is damaged somewhere other than a torn tail (bad bytes with intact
+    /// records after them, or in a finished segment). Nothing was cut.
+    #[error("publish store file {path} is corrupt at offset {offset}: {what}; {records_beyond} intact records lie beyond it; nothing was cut (`actix-amps store --dir DIR --verify` lists the damage, `--repair` quarantines it)")]
     Corrupt {
         /// The file.
         path: std::path::PathBuf,
@@ -154,7 +187,70 @@ pub enum StoreError {
         offset: u64,
         /// What was wrong.
         what: String,
+        /// Intact records after the damage, in this segment and the later ones.
+        records_beyond: u64,
     },
+    /// The file store's disk (or the process's file size limit) has no room for the write: it
+    /// was not stored, and so not sent. Writes work again once space is freed.
+    #[error("publish store {path} has no disk space for the write ({source}); it was not stored or sent; free space and writes resume")]
+    DiskFull {
+        /// The segment file that could not grow.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// A copy of this error to report to several callers (the I/O source is carried as its
+    /// kind and text, so the message stays the same and is not nested).
+    pub fn duplicate(&self) -> StoreError {
+        let copy_io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            StoreError::SequenceNotIncreasing { seq, last } => StoreError::SequenceNotIncreasing {
+                seq: *seq,
+                last: *last,
+            },
+            StoreError::Full {
+                messages,
+                bytes,
+                max_messages,
+                max_bytes,
+            } => StoreError::Full {
+                messages: *messages,
+                bytes: *bytes,
+                max_messages: *max_messages,
+                max_bytes: *max_bytes,
+            },
+            StoreError::TooLarge { size, max_bytes } => StoreError::TooLarge {
+                size: *size,
+                max_bytes: *max_bytes,
+            },
+            StoreError::Locked { path, holder } => StoreError::Locked {
+                path: path.clone(),
+                holder: *holder,
+            },
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+            StoreError::Corrupt {
+                path,
+                offset,
+                what,
+                records_beyond,
+            } => StoreError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                what: what.clone(),
+                records_beyond: *records_beyond,
+            },
+            StoreError::DiskFull { path, source } => StoreError::DiskFull {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+        }
+    }
 }
 
 /// A write the client could not accept into its store.
@@ -341,6 +437,16 @@ pub enum ConnectError {
         /// The server (password masked).
         uri: String,
     },
+    /// The server closed a logged-on connection and said why in a closing notice
+    /// ([`protocol::notice`](crate::protocol::notice)): `slow consumer`,
+    /// `memory budget exceeded`, `read timeout`, ...
+    #[error("{uri} closed the connection: {reason}")]
+    ClosedByServer {
+        /// The server (password masked).
+        uri: String,
+        /// The server's reason.
+        reason: crate::protocol::Reason,
+    },
 }
 
 /// A TLS configuration that cannot be used, or a TLS handshake that failed.
@@ -458,6 +564,59 @@ pub enum ServerError {
         offset: u64,
         /// What was wrong.
         what: String,
+    },
+    /// The transaction log is damaged: bad bytes with intact records after them, or in a
+    /// finished segment, or records missing between segments (a torn tail is cut quietly and
+    /// is not this). Nothing was changed on disk.
+    #[error("transaction log {path} is damaged at offset {offset}..{end} ({what}); {records_beyond} intact records lie beyond it{}; nothing was cut: `actix-amps journal --data DIR --verify` lists the damage, `actix-amps serve --repair` quarantines it", if *.ranges > 1 { format!(" ({ranges} damaged ranges in all)", ranges = .ranges) } else { String::new() })]
+    LogDamaged {
+        /// The segment file.
+        path: std::path::PathBuf,
+        /// First damaged byte.
+        offset: u64,
+        /// End of the damaged bytes.
+        end: u64,
+        /// What was wrong.
+        what: String,
+        /// Intact records after the damage, in the whole log.
+        records_beyond: u64,
+        /// Damaged ranges in the log.
+        ranges: usize,
+    },
+    /// A record with a valid checksum has a kind this version must understand but does not
+    /// (the log was written by a newer version).
+    #[error("transaction log {path} has a record of unknown kind {kind} at offset {offset} (written by a newer version?)")]
+    UnsupportedRecord {
+        /// The segment file.
+        path: std::path::PathBuf,
+        /// Offset of the record.
+        offset: u64,
+        /// The kind byte.
+        kind: u8,
+    },
+    /// History older than the retained log was asked for (a bookmark older than retention).
+    #[error("log position {requested} is older than the retained log, which starts at LSN {first_retained}")]
+    NotRetained {
+        /// The LSN (or segment) asked for.
+        requested: u64,
+        /// The oldest LSN still in the log.
+        first_retained: u64,
+    },
+    /// A snapshot of the SOW and the last sequences is damaged or incomplete.
+    #[error("snapshot {path} is damaged at offset {offset} ({what}); nothing was changed: `actix-amps journal --data DIR --verify` reports it, `actix-amps serve --repair` quarantines it")]
+    SnapshotDamaged {
+        /// The snapshot file.
+        path: std::path::PathBuf,
+        /// First damaged byte.
+        offset: u64,
+        /// What was wrong.
+        what: String,
+    },
+    /// The data directory has a transaction log in the single-file format of earlier versions.
+    #[error("{path} is a transaction log in the format of an earlier version; move it away to start with an empty log")]
+    OldLogFormat {
+        /// The old log file.
+        path: std::path::PathBuf,
     },
     /// The TLS certificate or key cannot be used.
     #[error("TLS setup failed: {0}")]

@@ -24,7 +24,9 @@
 //! subscriber routing; see [`client`]. [`protocol`] is the wire layer (bytes to typed frames,
 //! no I/O), [`tls`] the `tcps://` support shared by client and server, and `server` (feature
 //! `server`, on by default) is the embedded server used by the examples, tests and benchmarks.
-//! The README has a runnable walk-through.
+//! The README has a runnable walk-through; in the repository, `docs/PROTOCOL.md` has the wire
+//! rules (source comments cite its sections) and `docs/ARCHITECTURE.md` the actors, threads and
+//! layout.
 
 #![warn(missing_docs)]
 

@@ -297,7 +297,7 @@ async fn unsupported_commands_are_refused_with_not_supported() {
     let mut c = Conn::connect(server.addr()).await;
     c.logon("sub").await;
     let h = Header {
-        command: Some(Command::Subscribe),
+        command: Some(Command::Other("queue_thing".into())),
         cid: Some("s1".into()),
         topic: Some("orders".into()),
         ack_type: AckTypes::PROCESSED,

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::Duration;
 
 use actix_amps::protocol::{AckType, AckTypes, Command, Header, Reason, Status};
-use actix_amps::server::{txlog::LOG_FILE, Journal, Server, ServerConfig, ServerError};
+use actix_amps::server::txlog::{files::segment_name, LogReader, StartAt};
+use actix_amps::server::{Journal, Server, ServerConfig, ServerError};
 use common::*;
 
 async fn publish_and_flush(
@@ -98,16 +98,19 @@ async fn a_torn_or_corrupt_tail_is_cut_off_and_writing_continues() {
     c.logon("torn").await;
     publish_and_flush(&mut c, "orders", 1..=5, b"{\"pad\":\"xxxxxxxxxxxxxxxx\"}").await;
     server.stop();
-    let log = server.data_dir().join(LOG_FILE);
-    let len = std::fs::metadata(&log).unwrap().len();
+    // The end of the last record, and of the log's data.
+    let end_of_data = |dir: &std::path::Path| {
+        let mut r = LogReader::open(dir, StartAt::Beginning).unwrap();
+        while r.next_entry().unwrap().is_some() {}
+        let p = r.position().unwrap();
+        (dir.join(segment_name(p.segment)), p.offset)
+    };
+    let (log, end) = end_of_data(server.data_dir());
 
-    // Cut the last record in half: sequence 5 is gone.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    // Cut the last record in half (reserved space reads as zeros): sequence 5 is gone.
+    let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0u8; 10], end - 10).unwrap();
+    drop(file);
     server.restart().expect("restart");
     assert_eq!(server.last_sequence("torn"), Some(4));
     let mut c = Conn::connect(server.addr()).await;
@@ -115,13 +118,11 @@ async fn a_torn_or_corrupt_tail_is_cut_off_and_writing_continues() {
     publish_and_flush(&mut c, "orders", 5..=6, b"{}").await;
     server.stop();
 
-    // Garbage appended after good records: cut off too.
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log)
-        .unwrap()
-        .write_all(&[7u8; 37])
-        .unwrap();
+    // Garbage written after good records: cut off too.
+    let (log, end) = end_of_data(server.data_dir());
+    let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[7u8; 37], end).unwrap();
+    drop(file);
     let journal = Journal::read(server.data_dir()).unwrap();
     assert!(journal.torn_tail());
     server.restart().expect("restart");

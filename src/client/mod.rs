@@ -4,7 +4,7 @@
 //!
 //! Users talk to one actor, the [`ClientActor`], which they start with
 //! [`ClientConfig::start`]. Behind it, four actors each own one concern and exchange typed
-//! messages (see `DESIGN.md`):
+//! messages (see `docs/ARCHITECTURE.md` in the repository):
 //!
 //! - the **publish store actor** numbers every write, keeps it until the server acknowledges
 //!   it, sends it, replays it after a reconnect, answers flushes and applies backpressure;

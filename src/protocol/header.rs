@@ -44,10 +44,14 @@ pub enum Command {
     Heartbeat,
     /// Subscribe.
     Subscribe,
+    /// Subscribe to deltas: updates carry the key fields and the changed fields only.
+    DeltaSubscribe,
     /// SOW query (also a SOW result frame from the server).
     Sow,
     /// SOW query then subscribe.
     SowAndSubscribe,
+    /// SOW query then delta subscribe.
+    SowAndDeltaSubscribe,
     /// Unsubscribe.
     Unsubscribe,
     /// An acknowledgement from the server.
@@ -73,8 +77,10 @@ impl Command {
             Command::Flush => "flush",
             Command::Heartbeat => "heartbeat",
             Command::Subscribe => "subscribe",
+            Command::DeltaSubscribe => "delta_subscribe",
             Command::Sow => "sow",
             Command::SowAndSubscribe => "sow_and_subscribe",
+            Command::SowAndDeltaSubscribe => "sow_and_delta_subscribe",
             Command::Unsubscribe => "unsubscribe",
             Command::Ack => "ack",
             Command::Oof => "oof",
@@ -93,8 +99,10 @@ impl Command {
             b"flush" => Command::Flush,
             b"heartbeat" => Command::Heartbeat,
             b"subscribe" => Command::Subscribe,
+            b"delta_subscribe" => Command::DeltaSubscribe,
             b"sow" => Command::Sow,
             b"sow_and_subscribe" => Command::SowAndSubscribe,
+            b"sow_and_delta_subscribe" => Command::SowAndDeltaSubscribe,
             b"unsubscribe" => Command::Unsubscribe,
             b"ack" => Command::Ack,
             b"oof" => Command::Oof,
@@ -410,7 +418,7 @@ impl<'a> JsonObjectWriter<'a> {
 }
 
 /// Writes `s` as a JSON string: `"` and `\` escaped, control characters as `\u00XX`.
-fn write_json_string(dst: &mut BytesMut, s: &str) {
+pub(crate) fn write_json_string(dst: &mut BytesMut, s: &str) {
     dst.put_u8(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;

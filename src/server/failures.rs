@@ -80,6 +80,14 @@ impl Unread {
         removed
     }
 
+    /// Every unread failure as (client, seq, reason), for a snapshot.
+    pub fn all(&self) -> impl Iterator<Item = (String, u64, String)> + '_ {
+        self.by_client.iter().flat_map(|(client, set)| {
+            set.iter()
+                .map(move |(seq, r)| (client.clone(), *seq, r.as_str().to_owned()))
+        })
+    }
+
     /// The unread failures of `client`, in sequence order (re-sent after a logon).
     pub fn of(&self, client: &str) -> Vec<(u64, Reason)> {
         self.by_client

@@ -1,16 +1,25 @@
 //! Reading a stopped server's transaction log: what each client name persisted.
 //!
 //! [`Journal::read`] takes the data directory's lock (so it refuses with
-//! [`ServerError::Locked`] while a server runs there), scans the log without modifying it
-//! (a torn tail is ignored, as the server would cut it off), and summarises every sequenced
-//! write per client name: how many, the first and last sequence, any sequence seen more than
-//! once, and the gaps inside the first..=last range; and the refused sequences, with those
-//! whose failure no connection has demonstrably read yet.
+//! [`ServerError::Locked`] while a server runs there), scans every segment of the log without
+//! modifying it (a torn tail is ignored, as the server would cut it off), and summarises every
+//! sequenced write per client name: how many, the first and last sequence, any sequence seen
+//! more than once, and the gaps inside the first..=last range. Damage does not stop it: every
+//! intact record on both sides is counted, and [`Journal::damage`] lists each damaged range
+//! with what it cost (the `journal --verify` report).
+//!
+//! It also lists each client name's refused sequences (refusal records in the retained log)
+//! and those whose failure no connection has demonstrably read yet: the newest intact
+//! snapshot's unread set, then the refusal and read records after it, as the server rebuilds
+//! it on start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::txlog::{read_sequences, scan, RecordKind, LOG_FILE};
+use super::txlog::format::read_sequences;
+use super::txlog::loss::{describe_losses, index_record, LossReport, SequenceIndex};
+use super::txlog::snapshot::{check_snapshot, list_snapshots, Entry, SnapshotCheck};
+use super::txlog::{check_log, Decoded, RecordKind};
 use crate::error::ServerError;
 
 /// What one client name persisted.
@@ -41,6 +50,12 @@ pub struct Journal {
     clients: BTreeMap<String, ClientJournal>,
     records: u64,
     torn_tail: bool,
+    damage: Vec<LossReport>,
+    segments: usize,
+    first_lsn: u64,
+    last_lsn: u64,
+    repair_gaps: Vec<(u64, u64, String)>,
+    snapshots: Vec<SnapshotCheck>,
 }
 
 impl Journal {
@@ -54,36 +69,84 @@ impl Journal {
             });
         }
         let lock = super::lock_data_dir(data_dir)?;
-        let mut clients: BTreeMap<String, ClientJournal> = BTreeMap::new();
-        let mut unread: BTreeMap<String, std::collections::BTreeSet<u64>> = BTreeMap::new();
-        let end = scan(&data_dir.join(LOG_FILE), |rec| {
-            let c = match clients.get_mut(rec.client) {
-                Some(c) => c,
-                None => clients.entry(rec.client.to_owned()).or_default(),
-            };
-            match (rec.kind, rec.seq) {
-                (RecordKind::Refusal, Some(seq)) => {
-                    c.refused.push(seq);
-                    unread.entry(rec.client.to_owned()).or_default().insert(seq);
+        // Snapshots first: the newest intact one's unread failures are where the log's
+        // refusal and read records after it start from.
+        let mut snapshots = Vec::new();
+        let mut snapshot_unread = BTreeMap::new();
+        let mut snapshot_lsn = 0;
+        for (_, path) in list_snapshots(data_dir)? {
+            let mut unread: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+            let check = check_snapshot(&path, |e| {
+                if let Entry::Unread(client, seq, _) = e {
+                    unread.entry(client.to_owned()).or_default().insert(seq);
                 }
-                (RecordKind::FailuresRead, _) => {
-                    if let Some(u) = unread.get_mut(rec.client) {
-                        for seq in read_sequences(rec.body) {
-                            u.remove(&seq);
+            })?
+            .0;
+            if check.is_intact() {
+                snapshot_unread = unread;
+                snapshot_lsn = check.lsn;
+            }
+            snapshots.push(check);
+        }
+        let mut unread = snapshot_unread;
+        let mut refused: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut bookkeeping = 0u64;
+        let mut index = SequenceIndex::new();
+        let mut first_lsn = 0;
+        let mut repair_gaps = Vec::new();
+        let check = check_log(data_dir, 0, |d, _| {
+            if first_lsn == 0 {
+                first_lsn = d.lsn();
+            }
+            if let Decoded::Record { lsn, record, .. } = d {
+                match record.kind {
+                    RecordKind::RepairGap => {
+                        let from = record.seq.unwrap_or(*lsn);
+                        let file = String::from_utf8_lossy(record.body).into_owned();
+                        repair_gaps.push((from, *lsn, file));
+                    }
+                    RecordKind::Refusal => {
+                        bookkeeping += 1;
+                        if let Some(seq) = record.seq {
+                            refused.entry(record.client.to_owned()).or_default().push(seq);
+                            if *lsn > snapshot_lsn {
+                                unread.entry(record.client.to_owned()).or_default().insert(seq);
+                            }
                         }
                     }
+                    RecordKind::FailuresRead => {
+                        bookkeeping += 1;
+                        if let (true, Some(u)) = (*lsn > snapshot_lsn, unread.get_mut(record.client)) {
+                            for seq in read_sequences(record.body) {
+                                u.remove(&seq);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
-                (kind, Some(seq)) if kind.is_write() => c.sequences.push(seq),
-                _ => {}
             }
+            index_record(&mut index, d);
         })?;
-        clients.retain(|_, c| !c.sequences.is_empty() || !c.refused.is_empty());
+        let damage = describe_losses(&check, &index)?;
+        drop(lock);
+        let mut clients: BTreeMap<String, ClientJournal> = index
+            .into_iter()
+            .map(|(name, seqs)| {
+                let c = ClientJournal {
+                    sequences: seqs.into_iter().map(|(_, s)| s).collect(),
+                    ..ClientJournal::default()
+                };
+                (name, c)
+            })
+            .collect();
+        for (name, seqs) in refused {
+            clients.entry(name).or_default().refused = seqs;
+        }
         for (name, u) in unread {
-            if let Some(c) = clients.get_mut(&name) {
-                c.unread = u.into_iter().collect();
+            if !u.is_empty() {
+                clients.entry(name).or_default().unread = u.into_iter().collect();
             }
         }
-        drop(lock);
         for c in clients.values_mut() {
             c.count = c.sequences.len() as u64;
             let mut sorted = c.sequences.clone();
@@ -102,8 +165,14 @@ impl Journal {
         }
         Ok(Journal {
             clients,
-            records: end.records,
-            torn_tail: end.file_len > end.good_len,
+            records: check.records - repair_gaps.len() as u64 - bookkeeping,
+            repair_gaps,
+            snapshots,
+            torn_tail: check.torn_tail.is_some(),
+            damage,
+            segments: check.segments.len(),
+            first_lsn,
+            last_lsn: check.last_lsn,
         })
     }
 
@@ -117,13 +186,44 @@ impl Journal {
         self.clients.get(name)
     }
 
-    /// Number of good records in the log (sequenced or not).
+    /// Number of intact records of client writes in the log (sequenced or not; repair gap,
+    /// refusal and failures-read records not counted).
     pub fn records(&self) -> u64 {
         self.records
     }
 
-    /// Whether the log ends in a torn or corrupt record (the server cuts it off on start).
+    /// Whether the log ends in a torn write (the server cuts it off on start).
     pub fn torn_tail(&self) -> bool {
         self.torn_tail
+    }
+
+    /// Every damaged range with what it cost; empty for a healthy log.
+    pub fn damage(&self) -> &[LossReport] {
+        &self.damage
+    }
+
+    /// LSN ranges an earlier repair recorded as lost, with the quarantine file of each.
+    pub fn repair_gaps(&self) -> &[(u64, u64, String)] {
+        &self.repair_gaps
+    }
+
+    /// The snapshots and their health.
+    pub fn snapshots(&self) -> &[SnapshotCheck] {
+        &self.snapshots
+    }
+
+    /// Whether the log and every snapshot are intact.
+    pub fn is_intact(&self) -> bool {
+        self.damage.is_empty() && self.snapshots.iter().all(SnapshotCheck::is_intact)
+    }
+
+    /// Segment files read.
+    pub fn segments(&self) -> usize {
+        self.segments
+    }
+
+    /// LSNs of the first and last intact record (0 for none).
+    pub fn lsn_range(&self) -> (u64, u64) {
+        (self.first_lsn, self.last_lsn)
     }
 }

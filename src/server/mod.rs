@@ -24,19 +24,34 @@
 //! `not entitled` ([`ServerConfig::deny_write`]), `message too large`, `no topic`,
 //! `invalid topic`, `bad filter`, and the sow_delete one-selector rule.
 //!
-//! **Failures.** Every refusal of a sequenced write is durable (a record in the log) and its
-//! failure ack is re-sent after each logon of the client name until the client demonstrably
-//! read it (see `failures.rs` and `docs/ACCOUNTING.md`). A logon with a client name already
-//! connected takes it over: the older connection is answered in full, told `name in use`, and
-//! closed before the new logon is answered.
+//! **Failures.** Every refusal of a sequenced write is durable (a record in the log, kept in
+//! snapshots) and its failure ack is re-sent after each logon of the client name until the
+//! client demonstrably read it (see `failures.rs` and `docs/ACCOUNTING.md`). A logon with a
+//! client name already connected takes it over: the older connection is answered in full,
+//! told `name in use`, and closed before the new logon is answered.
 //!
-//! **Limits.** The server never trusts a peer to behave: a write over the maximum message size
-//! is refused (`message too large`) with its body discarded unread, and the connection stays;
-//! other frames over the limit, and any before logon, close the connection; at most [`ServerConfig::max_connections`] connections are open (one
-//! more is closed as soon as it is accepted); and a connection's unsent output is bounded by
-//! [`ServerConfig::max_unsent_bytes`]: the session keeps reading while its output waits for
-//! the socket, and a client that sends but does not read is disconnected once its acks pile up
-//! past the bound. [`ServerHandle::stats`] counts both refusals.
+//! **Limits.** The server never trusts a peer to behave (`docs/HOSTILE_PEERS.md` has the
+//! whole model and the load test's figures):
+//!
+//! - *Before logon* a connection has [`ServerConfig::logon_timeout`] to deliver a logon frame
+//!   of at most [`ServerConfig::max_logon_frame`] bytes, and at most
+//!   [`ServerConfig::max_pending_logons`] connections wait to log on at once: one more displaces
+//!   the oldest, so idle connections can never lock real clients out. Logged-on connections
+//!   may stay idle indefinitely (AMPS behaviour).
+//! - At most [`ServerConfig::max_connections`] connections are open; one more has its logon
+//!   answered with `too many connections` and is closed.
+//! - A frame begun must arrive within [`ServerConfig::frame_timeout`]. After logon a write
+//!   above the maximum message size is refused (`message too large`) with its body discarded
+//!   unread, and the connection stays; any other frame above it closes the connection.
+//! - A connection's unsent output is bounded by [`ServerConfig::max_unsent_bytes`]: the session
+//!   keeps reading while its output waits for the socket, and a client that sends but does not
+//!   read is disconnected once its acks pile up past the bound.
+//! - All connections' buffers together are bounded by [`ServerConfig::max_buffered_bytes`]:
+//!   past it, the largest holders are disconnected, with a logged reason.
+//!
+//! A connection closed for one of these reasons gets the reason as its last frame: a failure
+//! ack to its logon, or a closing notice ([`protocol::notice`](crate::protocol::notice)).
+//! [`ServerHandle::stats`] counts every kind of close.
 //!
 //! # The API
 //!
@@ -66,16 +81,24 @@
 //! minimal acking endpoint for benchmarks that should measure the client, not the server.
 
 mod acks;
+mod admission;
+mod bookmark;
+mod budget;
+mod closing;
 mod config;
 mod core;
 mod failures;
 pub mod filter;
 pub mod journal;
+mod maintenance;
 mod oversize;
+mod query;
 mod raw_writer;
+mod refusal;
 mod session;
 mod sink;
 pub mod sow;
+pub(crate) mod subscriptions;
 pub mod txlog;
 
 use std::fs::{File, OpenOptions};
@@ -90,7 +113,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use self::config::{
-    FsyncPolicy, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
+    FsyncPolicy, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LOGON_FRAME,
+    DEFAULT_MAX_PENDING_LOGONS, DEFAULT_MAX_UNSENT_BYTES,
 };
 pub use self::journal::{ClientJournal, Journal};
 pub use self::raw_writer::{RawRun, RawWriter};
@@ -98,7 +123,11 @@ pub use self::session::SERVER_VERSION;
 pub use self::sink::{Sink, SinkConfig, SinkHandle};
 pub use crate::error::ServerError;
 
+use self::admission::{Admit, RefusalSlot, Ticket};
 use self::core::{Counters, Settings, Shared, State};
+use self::txlog::retention::SegmentTable;
+use self::txlog::writer::{Faults, LogWriter};
+use self::txlog::LogHolds;
 
 /// The name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -128,6 +157,24 @@ pub struct ServerStats {
     pub logons_accepted: u64,
     /// Logons refused (`auth failure`, no client name, bad options, ...).
     pub logons_refused: u64,
+    /// Connections open now that have not delivered their logon.
+    pub pending_logons: usize,
+    /// Connections closed because no logon arrived within [`ServerConfig::logon_timeout`].
+    pub logon_timeouts: u64,
+    /// Connections waiting to log on closed to make room for a newer one
+    /// ([`ServerConfig::max_pending_logons`]).
+    pub displaced_pending_logons: u64,
+    /// Connections closed because a frame did not arrive within
+    /// [`ServerConfig::frame_timeout`] of its first bytes.
+    pub read_timeouts: u64,
+    /// Connections closed for bytes that are not a frame, or a frame over the limit.
+    pub bad_frames: u64,
+    /// Connections closed because buffers passed [`ServerConfig::max_buffered_bytes`].
+    pub budget_disconnects: u64,
+    /// Bytes buffered now across connections (input being framed, output not yet sent).
+    pub buffered_bytes: usize,
+    /// The most bytes buffered across connections at once.
+    pub peak_buffered_bytes: usize,
 }
 
 /// Entry point: see [`Server::start`].
@@ -148,10 +195,22 @@ impl Server {
             running: Mutex::new(None),
             last: Mutex::new(None),
             counters: Arc::default(),
+            faults: Arc::default(),
         };
         handle.start_on(config.listen)?;
         Ok(handle)
     }
+}
+
+/// Repairs the transaction log of a stopped server's data directory: damaged bytes are moved
+/// to `quarantine/`, every intact record is kept, and the report says exactly what was lost.
+/// A healthy log is left as it is (the report is empty). Fails with [`ServerError::Locked`]
+/// while a server runs there. See [`txlog::repair`].
+pub fn repair(data_dir: &Path) -> Result<txlog::RepairReport, ServerError> {
+    let lock = lock_data_dir(data_dir)?;
+    let report = txlog::repair::repair_log(data_dir);
+    drop(lock);
+    report
 }
 
 /// Locks `data_dir` (creating it and its `LOCK` file if missing).
@@ -184,6 +243,9 @@ struct Running {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Runtime,
     writer: JoinHandle<()>,
+    fanout: JoinHandle<()>,
+    /// The snapshot and retention thread, and what stops it.
+    maintenance: (JoinHandle<()>, mpsc::Sender<()>),
     accept_done: mpsc::Receiver<()>,
     lock: File,
 }
@@ -197,6 +259,8 @@ pub struct ServerHandle {
     /// The shared state of the last run (for [`ServerHandle::last_sequence`] after a stop).
     last: Mutex<Option<Arc<Shared>>>,
     counters: Arc<Counters>,
+    /// Injected faults (kept across restarts).
+    faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -225,44 +289,127 @@ impl ServerHandle {
             last_seq: Default::default(),
             log_buf: bytes::BytesMut::with_capacity(1 << 20),
             last_lsn: 0,
+            last_ts: 0,
             log_stop: false,
-            log_failed: false,
-            // Rebuilt from the log's refusal and read records.
+            log_trouble: None,
+            log_room: 0,
+            // Rebuilt from the snapshot and the log's refusal and read records.
             unread: Default::default(),
             log_crash: false,
+            feed: subscriptions::feed::Feed::new(Default::default()),
+            bookmarks: Default::default(),
         };
-        let (file, end) = txlog::recover(&self.data_dir, |rec| state.replay(rec))?;
+        let started = std::time::Instant::now();
+        txlog::snapshot::remove_leftovers(&self.data_dir)?;
+        let snapshot_lsn = match txlog::snapshot::list_snapshots(&self.data_dir)?.pop() {
+            Some((_, path)) => txlog::snapshot::load_snapshot(&path, |e| match e {
+                txlog::snapshot::Entry::LastSeq(name, seq) => {
+                    state.last_seq.insert(name.to_owned(), seq);
+                }
+                txlog::snapshot::Entry::Unread(name, seq, reason) => {
+                    state
+                        .unread
+                        .insert(name, seq, crate::protocol::Reason::from_str_lossless(reason));
+                }
+                txlog::snapshot::Entry::Record(topic, key, body) => {
+                    state
+                        .sow
+                        .restore(topic, key.to_owned(), bytes::Bytes::copy_from_slice(body));
+                }
+            })?,
+            None => 0,
+        };
+        let recovered = txlog::recover::recover(&self.data_dir, snapshot_lsn, |d| state.replay(d))?;
+        state.last_lsn = recovered.last_lsn;
+        // The limit applies to new writes; replay applied what was accepted before.
+        state.sow.set_limit(self.settings.max_sow_bytes);
+        let first_retained = recovered
+            .segments
+            .first()
+            .map_or(recovered.last_lsn + 1, |s| s.first_lsn);
+        // Bookmarks of the retained records the snapshot covers (recovery replayed only
+        // what follows it).
+        if snapshot_lsn >= first_retained {
+            let earlier = bookmark::BookmarkIndex::of_log_range(
+                &self.data_dir,
+                first_retained,
+                snapshot_lsn,
+            )?;
+            state.bookmarks.prepend(earlier);
+        }
+        let holds = LogHolds::new(first_retained);
+        let segments = Arc::new(SegmentTable::with(recovered.segments));
+        let writer = LogWriter::open(
+            &self.data_dir,
+            recovered.active,
+            recovered.last_lsn + 1,
+            self.settings.log_segment_bytes,
+            self.settings.fsync,
+            segments.clone(),
+            self.faults.clone(),
+        )?;
+        state.log_room = writer.room();
+        state.log_trouble = writer
+            .start_error()
+            .map(|e| core::LogTrouble::DiskFull(e.to_string()));
         tracing::info!(
             data_dir = %self.data_dir.display(),
-            records = end.records,
+            snapshot_lsn,
+            replayed = recovered.replayed,
+            last_lsn = recovered.last_lsn,
             clients = state.last_seq.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "transaction log recovered"
         );
-        let listener = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        let shared = Arc::new(Shared::new(
-            self.settings.clone(),
-            state,
-            0,
-            self.counters.clone(),
-        ));
+        let durable = recovered.last_lsn;
+        let hub = Arc::new(subscriptions::Hub::new(durable, self.data_dir.clone()));
+        state.feed = subscriptions::feed::Feed::new(hub.registry.counter());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("amps-server")
             .enable_all()
             .build()
             .map_err(|e| ServerError::Runtime(e.to_string()))?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            bind_listener(addr)
+        }
+        .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let shared = Arc::new(Shared::new(
+            self.settings.clone(),
+            state,
+            durable,
+            self.counters.clone(),
+            holds,
+            segments,
+            hub,
+        ));
         let writer = {
             let shared = shared.clone();
-            let policy = self.settings.fsync;
             std::thread::Builder::new()
                 .name("amps-txlog".into())
-                .spawn(move || core::writer_loop(shared, file, policy))
+                .spawn(move || core::writer_loop(shared, writer))
                 .map_err(|e| ServerError::Runtime(e.to_string()))?
+        };
+        let fanout = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("amps-fanout".into())
+                .spawn(move || subscriptions::fanout::run(shared))
+                .map_err(|e| ServerError::Runtime(e.to_string()))?
+        };
+        let maintenance = {
+            let shared = shared.clone();
+            let dir = self.data_dir.clone();
+            let (tx, rx) = mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name("amps-maintenance".into())
+                .spawn(move || maintenance::maintenance_loop(shared, dir, rx))
+                .map_err(|e| ServerError::Runtime(e.to_string()))?;
+            (handle, tx)
         };
         let (done_tx, accept_done) = mpsc::channel();
         runtime.spawn(accept_loop(shared.clone(), listener, done_tx));
@@ -272,6 +419,8 @@ impl ServerHandle {
             shared,
             runtime,
             writer,
+            fanout,
+            maintenance,
             accept_done,
             lock: lock_file,
         });
@@ -368,6 +517,39 @@ impl ServerHandle {
         }
     }
 
+    /// The registry of what still needs old log history (retention never removes a segment
+    /// at or after a held LSN); `None` while stopped. See [`txlog::LogHolds`].
+    pub fn log_holds(&self) -> Option<txlog::LogHolds> {
+        self.shared().map(|s| s.log_holds.clone())
+    }
+
+    /// Writes a snapshot of the SOW and the last sequences now (the maintenance thread does
+    /// this every `snapshot_every` logged bytes). `Ok(None)`: not running, nothing new since
+    /// the last snapshot, or the log did not catch up in time.
+    pub fn snapshot(&self) -> Result<Option<PathBuf>, ServerError> {
+        match self.shared() {
+            Some(s) => maintenance::take_snapshot(&s, &self.data_dir),
+            None => Ok(None),
+        }
+    }
+
+    /// The durable LSN: every record up to it is on disk. `None` while stopped.
+    pub fn durable_lsn(&self) -> Option<u64> {
+        self.shared().map(|s| *s.durable.borrow())
+    }
+
+    /// Makes every reservation of transaction log space fail as on a full disk (`true`) or
+    /// work again (`false`), to test what a full disk does without filling one. Kept across
+    /// restarts.
+    pub fn simulate_disk_full(&self, full: bool) {
+        self.faults
+            .out_of_space
+            .store(full, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.shared() {
+            s.log_cv.notify_all();
+        }
+    }
+
     /// Counters: open connections and the limits' refusals of the current (or last) run;
     /// connection, handshake and logon counts since the handle was created.
     pub fn stats(&self) -> ServerStats {
@@ -387,11 +569,24 @@ impl ServerHandle {
         } else {
             0
         };
+        let closes = &shared.admission.closes;
         ServerStats {
             connections,
             refused_connections: shared.refused_connections.load(Ordering::Relaxed),
             slow_consumer_disconnects: shared.slow_consumer_disconnects.load(Ordering::Relaxed),
             peak_unsent_bytes: shared.peak_unsent.load(Ordering::Relaxed),
+            pending_logons: if self.is_running() {
+                shared.admission.pending()
+            } else {
+                0
+            },
+            logon_timeouts: closes.logon_timeouts.load(Ordering::Relaxed),
+            displaced_pending_logons: closes.displaced.load(Ordering::Relaxed),
+            read_timeouts: closes.read_timeouts.load(Ordering::Relaxed),
+            bad_frames: closes.bad_frames.load(Ordering::Relaxed),
+            budget_disconnects: shared.budget.disconnects(),
+            buffered_bytes: shared.budget.total(),
+            peak_buffered_bytes: shared.budget.peak(),
             ..totals
         }
     }
@@ -418,6 +613,11 @@ impl ServerHandle {
         if r.accept_done.recv_timeout(STOP_TIMEOUT).is_err() {
             tracing::warn!("connections did not close in time; stopping anyway");
         }
+        let (maintenance, stop_maintenance) = r.maintenance;
+        drop(stop_maintenance);
+        if maintenance.join().is_err() {
+            tracing::error!("maintenance thread panicked");
+        }
         {
             let mut st = r.shared.lock();
             st.log_stop = true;
@@ -425,6 +625,10 @@ impl ServerHandle {
         r.shared.log_cv.notify_all();
         if r.writer.join().is_err() {
             tracing::error!("transaction log writer panicked");
+        }
+        r.shared.subs.stop();
+        if r.fanout.join().is_err() {
+            tracing::error!("subscription fan-out panicked");
         }
         r.runtime.shutdown_background();
         if let Err(e) = r.lock.unlock() {
@@ -442,6 +646,12 @@ impl ServerHandle {
         let Some(r) = lock(&self.running).take() else {
             return;
         };
+        // No snapshot or retention after the "crash" (the next start owns the directory).
+        let (maintenance, stop_maintenance) = r.maintenance;
+        drop(stop_maintenance);
+        if maintenance.join().is_err() {
+            tracing::error!("maintenance thread panicked");
+        }
         {
             let mut st = r.shared.lock();
             st.log_crash = true;
@@ -461,6 +671,10 @@ impl ServerHandle {
         }
         if r.writer.join().is_err() {
             tracing::error!("transaction log writer panicked");
+        }
+        r.shared.subs.stop();
+        if r.fanout.join().is_err() {
+            tracing::error!("subscription fan-out panicked");
         }
         if let Err(e) = r.lock.unlock() {
             tracing::warn!(error = %e, "could not unlock the data directory");
@@ -482,6 +696,24 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The listening socket's accept backlog. Under a flood of connections a short backlog (std's
+/// is 128) overflows and the kernel drops SYNs: a real client then waits a second or more
+/// for its SYN to be retransmitted. (The kernel caps it at `net.core.somaxconn`.)
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a non-blocking listener (address reuse on, as std does) with [`LISTEN_BACKLOG`].
+/// Must run inside a tokio runtime context.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// Accepts connections until shutdown, then waits for the sessions to end.
 async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done: mpsc::Sender<()>) {
     let listener = match TcpListener::from_std(listener) {
@@ -500,23 +732,37 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    // Finished sessions leave the set here, so its length is the open count.
+                    // Finished sessions leave the set here.
                     while sessions.try_join_next().is_some() {}
-                    let max = shared.settings.max_connections;
-                    if sessions.len() >= max {
-                        shared.refused_connections.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
-                        drop(stream);
-                        continue;
-                    }
+                    let ticket = match shared.admission.admit() {
+                        Admit::Admitted(ticket) => ticket,
+                        Admit::Refused => {
+                            shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                            let max = shared.settings.max_connections;
+                            match shared.admission.refusal() {
+                                Some(slot) => {
+                                    tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
+                                    sessions.spawn(refuse(shared.clone(), stream, slot));
+                                }
+                                None => {
+                                    tracing::warn!(%peer, max_connections = max, "connection refused: too many connections (closed unanswered)");
+                                    drop(stream);
+                                }
+                            }
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
                     match shared.settings.tls.clone() {
-                        None => sessions.spawn(session::run(shared.clone(), stream, peer)),
-                        Some(acceptor) => {
-                            sessions.spawn(tls_session(shared.clone(), acceptor, stream, peer))
-                        }
+                        None => sessions.spawn(session::run(shared.clone(), stream, peer, ticket)),
+                        Some(acceptor) => sessions
+                            .spawn(tls_session(shared.clone(), acceptor, stream, peer, ticket)),
                     };
+                    // Let the new session run (and read the logon that is usually waiting
+                    // already) before accepting more: a burst of accepts would otherwise
+                    // displace connections that never had a chance to log on.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -537,22 +783,44 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
     let _ = done.send(());
 }
 
+/// Answers a connection refused at accept with `too many connections` (`refusal.rs`), over
+/// TLS when the listener speaks it; bounded in time, abandoned on shutdown.
+async fn refuse(shared: Arc<Shared>, stream: tokio::net::TcpStream, _slot: RefusalSlot) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let max_frame = shared.settings.max_logon_frame;
+    let answer = async {
+        match shared.settings.tls.clone() {
+            None => refusal::answer(stream, max_frame).await,
+            Some(acceptor) => refusal::answer(acceptor.accept(stream).await?, max_frame).await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(refusal::REFUSAL_TIMEOUT, answer) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+}
+
 /// Completes the TLS handshake (bounded by the handshake timeout, abandoned on shutdown), then
 /// runs the session over TLS. A peer that does not speak TLS is closed, never served in clear.
+/// The connection is pending (`ticket`) from its accept, so its handshake counts.
 async fn tls_session(
     shared: Arc<Shared>,
     acceptor: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    ticket: Ticket,
 ) {
     let mut shutdown = shared.shutdown.subscribe();
     let limit = shared.settings.tls_handshake_timeout;
+    let displaced = ticket.displaced();
     let outcome = tokio::select! {
         r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
         _ = shutdown.wait_for(|stop| *stop) => return,
+        // A newer connection needed the slot: no logon can come before the handshake ends.
+        _ = displaced.notified() => return,
     };
     match outcome {
-        Ok(Ok(tls)) => session::run(shared, tls, peer).await,
+        Ok(Ok(tls)) => session::run(shared, tls, peer, ticket).await,
         Ok(Err(e)) => {
             shared
                 .counters

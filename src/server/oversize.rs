@@ -27,52 +27,51 @@ struct Skip {
     header: Header,
 }
 
-/// Decoding state across reads: the codec and the oversized frame being skipped, if any.
+/// One thing decoded.
 #[derive(Debug)]
+pub(crate) enum Item {
+    /// A whole frame within the limit.
+    Frame(Frame),
+    /// The header of an oversized frame, whose bytes have all been discarded.
+    Oversized(Header),
+}
+
+/// Decoding state across reads: the oversized frame being skipped, if any.
+#[derive(Debug, Default)]
 pub(crate) struct FrameReader {
-    codec: AmpsCodec,
     skipping: Option<Skip>,
 }
 
-/// What one call of [`FrameReader::decode`] found.
-#[derive(Debug, Default)]
-pub(crate) struct Decoded {
-    /// Whole frames within the limit, in order.
-    pub frames: std::collections::VecDeque<Frame>,
-    /// The header of an oversized frame that came right after `frames` and has been
-    /// discarded: answer it after handling `frames`, then decode again.
-    pub oversized: Option<Header>,
-}
-
 impl FrameReader {
-    /// A reader for frames up to `max_frame` bytes (header + body).
-    pub fn new(max_frame: usize) -> FrameReader {
-        FrameReader {
-            codec: AmpsCodec::new(max_frame),
-            skipping: None,
-        }
+    /// Whether an oversized frame is being discarded (a frame has begun and not ended).
+    pub fn is_skipping(&self) -> bool {
+        self.skipping.is_some()
     }
 
-    /// Decodes what `inbuf` holds, up to and including the first oversized frame. With
-    /// `skip` false (before logon) an oversized frame is an error, as for the plain codec: a
-    /// peer that has not logged on gets no such patience (a TLS hello sent to a plaintext
-    /// listener, for one, looks like a huge frame and must be closed at once).
-    pub fn decode(&mut self, inbuf: &mut BytesMut, skip: bool) -> Result<Decoded, ProtocolError> {
-        let mut out = Decoded::default();
+    /// The next frame in `inbuf` of at most `limit` bytes (header + body), or the header of
+    /// an oversized one once all of it has been discarded; `None` when more input is needed.
+    /// With `skip` false (before logon) an oversized frame is an error, as for the plain
+    /// codec: a peer that has not logged on gets no such patience (a TLS hello sent to a
+    /// plaintext listener, for one, looks like a huge frame and must be closed at once).
+    pub fn next(
+        &mut self,
+        inbuf: &mut BytesMut,
+        limit: usize,
+        skip: bool,
+    ) -> Result<Option<Item>, ProtocolError> {
         loop {
-            if let Some(skip) = &mut self.skipping {
-                let n = skip.remaining.min(inbuf.len());
+            if let Some(s) = &mut self.skipping {
+                let n = s.remaining.min(inbuf.len());
                 inbuf.advance(n);
-                skip.remaining -= n;
-                if skip.remaining > 0 {
-                    return Ok(out);
+                s.remaining -= n;
+                if s.remaining > 0 {
+                    return Ok(None);
                 }
-                out.oversized = self.skipping.take().map(|s| s.header);
-                return Ok(out);
+                return Ok(self.skipping.take().map(|s| Item::Oversized(s.header)));
             }
-            if inbuf.len() >= 4 {
+            if skip && inbuf.len() >= 4 {
                 let len = u32::from_be_bytes([inbuf[0], inbuf[1], inbuf[2], inbuf[3]]) as usize;
-                if skip && len > self.codec.max_frame() {
+                if len > limit {
                     let want = 4 + len.min(HEADER_SCAN);
                     let avail = inbuf.len().min(want);
                     match Header::parse(&inbuf[4..avail]) {
@@ -86,16 +85,13 @@ impl FrameReader {
                         // The header is not all here yet.
                         Err(_) if avail < want => {
                             inbuf.reserve(want - inbuf.len());
-                            return Ok(out);
+                            return Ok(None);
                         }
                         Err(e) => return Err(e),
                     }
                 }
             }
-            match self.codec.decode(inbuf)? {
-                Some(frame) => out.frames.push_back(frame),
-                None => return Ok(out),
-            }
+            return Ok(AmpsCodec::new(limit).decode(inbuf)?.map(Item::Frame));
         }
     }
 }
@@ -120,7 +116,7 @@ mod tests {
 
     #[test]
     fn an_oversized_frame_is_skipped_in_pieces_and_the_next_decodes() {
-        let mut r = FrameReader::new(1000);
+        let mut r = FrameReader::default();
         let mut wire = frame(1, b"small");
         wire.extend_from_slice(&frame(2, &vec![b'x'; 50_000]));
         wire.extend_from_slice(&frame(3, b"after"));
@@ -130,12 +126,10 @@ mod tests {
         // Fed 4 KiB at a time, as a socket would; the buffer never holds the big body.
         for chunk in wire.chunks(4096) {
             inbuf.extend_from_slice(chunk);
-            loop {
-                let d = r.decode(&mut inbuf, true).unwrap();
-                seen.extend(d.frames.iter().map(|f| f.header.seq.unwrap()));
-                match d.oversized {
-                    Some(h) => oversized.push(h.seq.unwrap()),
-                    None => break,
+            while let Some(item) = r.next(&mut inbuf, 1000, true).unwrap() {
+                match item {
+                    Item::Frame(f) => seen.push(f.header.seq.unwrap()),
+                    Item::Oversized(h) => oversized.push(h.seq.unwrap()),
                 }
             }
             assert!(inbuf.len() <= 8192, "buffered {}", inbuf.len());
@@ -146,17 +140,17 @@ mod tests {
 
     #[test]
     fn a_header_that_never_ends_is_an_error() {
-        let mut r = FrameReader::new(1000);
+        let mut r = FrameReader::default();
         let mut inbuf = BytesMut::new();
         inbuf.extend_from_slice(&(1_000_000u32).to_be_bytes());
         inbuf.extend_from_slice(&vec![b'{'; HEADER_SCAN + 10]);
-        assert!(r.decode(&mut inbuf, true).is_err());
+        assert!(r.next(&mut inbuf, 1000, true).is_err());
     }
 
     #[test]
     fn before_logon_an_oversized_frame_is_an_error() {
-        let mut r = FrameReader::new(1000);
+        let mut r = FrameReader::default();
         let mut inbuf = frame(1, &vec![b'x'; 5000]);
-        assert!(r.decode(&mut inbuf, false).is_err());
+        assert!(r.next(&mut inbuf, 1000, false).is_err());
     }
 }

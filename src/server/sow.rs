@@ -36,8 +36,18 @@
 //! Every operation is deterministic: the same configs and the same sequence of operations
 //! always give the same records, so the server can rebuild the store by replaying its
 //! transaction log. Records of a topic are kept in key order ([`Sow::records`]).
+//!
+//! # Memory bound
+//!
+//! [`Sow::bytes`] counts what the records hold: per record its key and body plus
+//! [`RECORD_OVERHEAD`] bytes (map node, handles), per topic its name plus [`TOPIC_OVERHEAD`].
+//! With a limit ([`Sow::set_limit`]; the server's `--max-sow-bytes`), a publish or delta that
+//! would grow the count past it fails with [`SOW_FULL`] and changes nothing; writes that
+//! replace a record with one no larger, and deletes, always work. Replaying the log at start
+//! applies everything (it was accepted once) whatever the limit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use regex::Regex;
@@ -49,6 +59,15 @@ use crate::protocol::Reason;
 /// How many topics the topic → config cache holds before it is cleared (so publishes to many
 /// distinct topics cannot grow it without bound).
 pub const TOPIC_CACHE_LIMIT: usize = 65_536;
+
+/// The start of the reason a publish fails with when the SOW is at its memory limit.
+pub const SOW_FULL: &str = "sow store full";
+
+/// Bytes counted per record on top of its key and body.
+pub const RECORD_OVERHEAD: usize = 64;
+
+/// Bytes counted per topic on top of its name.
+pub const TOPIC_OVERHEAD: usize = 96;
 
 /// The reason a `delta_publish` fails with when its body (or the record it would merge into)
 /// is not a JSON object.
@@ -76,11 +95,45 @@ pub struct DeleteStats {
     pub topic_matches: u64,
 }
 
+/// What the server knows about the write that stored a record, for SOW query results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// The correlation id (`x`) of the write, when it had one.
+    pub correlation_id: Option<Box<str>>,
+    /// When it was written, in microseconds since the Unix epoch (0 when unknown).
+    pub ts: u64,
+}
+
+/// What a publish or delta_publish did to a SOW topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The record's key.
+    pub key: String,
+    /// The record before the write, if there was one.
+    pub prev: Option<Bytes>,
+    /// The record after it (for a delta, the merged record).
+    pub now: Bytes,
+    /// The top-level names of the topic's key fields (`/venue/code` gives `venue`).
+    pub key_fields: Arc<[String]>,
+}
+
+/// A record removed by a sow_delete: its key and its last body.
+pub type Removed = (String, Bytes);
+
+/// A stored record.
+#[derive(Debug, Clone)]
+struct Stored {
+    body: Bytes,
+    meta: RecordMeta,
+}
+
 /// A declaration with its key paths split into segments.
 #[derive(Debug)]
 struct Declared {
     topic: Regex,
     key_paths: Vec<Vec<String>>,
+    /// The first segment of each key path, without repeats.
+    top_fields: Arc<[String]>,
 }
 
 /// The State-of-the-World store: per SOW topic, the latest record per key (module docs).
@@ -89,8 +142,12 @@ pub struct Sow {
     declared: Vec<Declared>,
     /// topic → index into `declared`, or `None` for a topic that is not a SOW topic.
     lookup: HashMap<String, Option<usize>>,
-    /// topic → key → record body. Topics without records are absent.
-    topics: HashMap<String, BTreeMap<String, Bytes>>,
+    /// topic → key → record. Topics without records are absent.
+    topics: HashMap<String, BTreeMap<String, Stored>>,
+    /// What the records hold (module docs).
+    bytes: usize,
+    /// Growth past this fails.
+    limit: Option<usize>,
 }
 
 impl Sow {
@@ -98,16 +155,76 @@ impl Sow {
     pub fn new(configs: Vec<SowTopicConfig>) -> Sow {
         let declared = configs
             .into_iter()
-            .map(|c| Declared {
-                topic: c.topic,
-                key_paths: c.key_fields.iter().map(|f| split_path(f)).collect(),
+            .map(|c| {
+                let key_paths: Vec<Vec<String>> =
+                    c.key_fields.iter().map(|f| split_path(f)).collect();
+                let mut top: Vec<String> = Vec::new();
+                for first in key_paths.iter().filter_map(|p| p.first()) {
+                    if !first.is_empty() && !top.contains(first) {
+                        top.push(first.clone());
+                    }
+                }
+                Declared {
+                    topic: c.topic,
+                    key_paths,
+                    top_fields: top.into(),
+                }
             })
             .collect();
         Sow {
             declared,
             lookup: HashMap::new(),
             topics: HashMap::new(),
+            bytes: 0,
+            limit: None,
         }
+    }
+
+    /// Bytes the records hold, as counted for the limit (module docs).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Sets (or with `None` lifts) the memory limit; what is stored already stays.
+    pub fn set_limit(&mut self, limit: Option<usize>) {
+        self.limit = limit;
+    }
+
+    /// Every record of every topic as `(topic, key, body)` (topics in no particular order,
+    /// keys in order).
+    pub fn all_records(&self) -> impl Iterator<Item = (&str, &str, &Bytes)> + '_ {
+        self.topics.iter().flat_map(|(t, records)| {
+            records
+                .iter()
+                .map(move |(k, r)| (t.as_str(), k.as_str(), &r.body))
+        })
+    }
+
+    /// Stores a record as it was (a snapshot being loaded): no key derivation, no limit.
+    pub fn restore(&mut self, topic: &str, key: String, body: Bytes) {
+        self.insert(topic, key, body, RecordMeta::default());
+    }
+
+    /// Fails with [`SOW_FULL`] if storing `new_len` bytes under `key` would grow the store
+    /// past its limit.
+    fn check_room(&self, topic: &str, key: &str, new_len: usize) -> Result<(), Reason> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let grows_by = match self.topics.get(topic) {
+            None => topic.len() + TOPIC_OVERHEAD + key.len() + RECORD_OVERHEAD + new_len,
+            Some(records) => match records.get(key) {
+                Some(old) => new_len.saturating_sub(old.body.len()),
+                None => key.len() + RECORD_OVERHEAD + new_len,
+            },
+        };
+        if grows_by > 0 && self.bytes + grows_by > limit {
+            return Err(Reason::Other(format!(
+                "{SOW_FULL}: the SOW holds {} of its {limit} bytes (--max-sow-bytes); delete records or raise the limit",
+                self.bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `topic` is a SOW topic (some declaration's regex matches it).
@@ -140,12 +257,31 @@ impl Sow {
         explicit_key: Option<&str>,
         body: Bytes,
     ) -> Result<(), Reason> {
+        self.publish_tracked(topic, explicit_key, body, RecordMeta::default())
+            .map(drop)
+    }
+
+    /// [`Sow::publish`] that keeps `meta` with the record and reports the [`Change`]
+    /// (`Ok(None)` for a topic that is not a SOW topic).
+    pub fn publish_tracked(
+        &mut self,
+        topic: &str,
+        explicit_key: Option<&str>,
+        body: Bytes,
+        meta: RecordMeta,
+    ) -> Result<Option<Change>, Reason> {
         let Some(idx) = self.config_cached(topic) else {
-            return Ok(());
+            return Ok(None);
         };
         let key = self.key_from_body(idx, explicit_key, &body)?;
-        self.insert(topic, key, body);
-        Ok(())
+        self.check_room(topic, &key, body.len())?;
+        let prev = self.insert(topic, key.clone(), body.clone(), meta);
+        Ok(Some(Change {
+            key,
+            prev,
+            now: body,
+            key_fields: self.declared[idx].top_fields.clone(),
+        }))
     }
 
     /// Merges the body's top-level JSON fields into the record of its key, or inserts the body
@@ -159,8 +295,21 @@ impl Sow {
         explicit_key: Option<&str>,
         body: &[u8],
     ) -> Result<(), Reason> {
+        self.delta_publish_tracked(topic, explicit_key, body, RecordMeta::default())
+            .map(drop)
+    }
+
+    /// [`Sow::delta_publish`] that keeps `meta` with the merged record and reports the
+    /// [`Change`] (`Ok(None)` for a topic that is not a SOW topic).
+    pub fn delta_publish_tracked(
+        &mut self,
+        topic: &str,
+        explicit_key: Option<&str>,
+        body: &[u8],
+        meta: RecordMeta,
+    ) -> Result<Option<Change>, Reason> {
         let Some(idx) = self.config_cached(topic) else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(Value::Object(delta)) = serde_json::from_slice::<Value>(body) else {
             return Err(invalid_delta());
@@ -180,26 +329,48 @@ impl Sow {
                 stored
             }
         };
-        let bytes =
-            serde_json::to_vec(&Value::Object(merged)).map_err(|_| Reason::SowStoreFailed)?;
-        self.insert(topic, key, Bytes::from(bytes));
-        Ok(())
+        let bytes = Bytes::from(
+            serde_json::to_vec(&Value::Object(merged)).map_err(|_| Reason::SowStoreFailed)?,
+        );
+        self.check_room(topic, &key, bytes.len())?;
+        let prev = self.insert(topic, key.clone(), bytes.clone(), meta);
+        Ok(Some(Change {
+            key,
+            prev,
+            now: bytes,
+            key_fields: self.declared[idx].top_fields.clone(),
+        }))
     }
 
     /// Deletes the records of `topic` that match `filter`. [`Reason::InvalidTopic`] if `topic`
     /// is not a SOW topic, [`Reason::BadFilter`] if the filter does not parse.
     pub fn delete_by_filter(&mut self, topic: &str, filter: &str) -> Result<DeleteStats, Reason> {
+        self.delete_by_filter_tracked(topic, filter).map(|(s, _)| s)
+    }
+
+    /// [`Sow::delete_by_filter`] that also returns the removed records, in key order.
+    pub fn delete_by_filter_tracked(
+        &mut self,
+        topic: &str,
+        filter: &str,
+    ) -> Result<(DeleteStats, Vec<Removed>), Reason> {
         if self.config_cached(topic).is_none() {
             return Err(Reason::InvalidTopic);
         }
         let filter = Filter::parse(filter)?;
         Ok(self.delete_where(topic, |records| {
-            let before = records.len();
-            records.retain(|_, body| {
-                let record = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-                !filter.matches(&record)
-            });
-            before - records.len()
+            let doomed: Vec<String> = records
+                .iter()
+                .filter(|(_, r)| {
+                    let record = serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null);
+                    filter.matches(&record)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            doomed
+                .into_iter()
+                .filter_map(|k| records.remove(&k).map(|r| (k, r.body)))
+                .collect()
         }))
     }
 
@@ -207,6 +378,15 @@ impl Sow {
     /// ignored; a key listed twice counts once). [`Reason::InvalidTopic`] if `topic` is not a
     /// SOW topic.
     pub fn delete_by_keys(&mut self, topic: &str, sow_keys: &str) -> Result<DeleteStats, Reason> {
+        self.delete_by_keys_tracked(topic, sow_keys).map(|(s, _)| s)
+    }
+
+    /// [`Sow::delete_by_keys`] that also returns the removed records, in list order.
+    pub fn delete_by_keys_tracked(
+        &mut self,
+        topic: &str,
+        sow_keys: &str,
+    ) -> Result<(DeleteStats, Vec<Removed>), Reason> {
         if self.config_cached(topic).is_none() {
             return Err(Reason::InvalidTopic);
         }
@@ -214,8 +394,8 @@ impl Sow {
             sow_keys
                 .split(',')
                 .filter(|k| !k.is_empty())
-                .filter(|k| records.remove(*k).is_some())
-                .count()
+                .filter_map(|k| records.remove(k).map(|r| (k.to_owned(), r.body)))
+                .collect()
         }))
     }
 
@@ -223,16 +403,52 @@ impl Sow {
     /// the declared key fields). [`Reason::InvalidTopic`] if `topic` is not a SOW topic,
     /// [`Reason::BadSowKey`] if the key cannot be derived.
     pub fn delete_by_data(&mut self, topic: &str, body: &[u8]) -> Result<DeleteStats, Reason> {
+        self.delete_by_data_tracked(topic, body).map(|(s, _)| s)
+    }
+
+    /// [`Sow::delete_by_data`] that also returns the removed record.
+    pub fn delete_by_data_tracked(
+        &mut self,
+        topic: &str,
+        body: &[u8],
+    ) -> Result<(DeleteStats, Vec<Removed>), Reason> {
         let Some(idx) = self.config_cached(topic) else {
             return Err(Reason::InvalidTopic);
         };
         let key = self.key_from_body(idx, None, body)?;
-        Ok(self.delete_where(topic, |records| usize::from(records.remove(&key).is_some())))
+        Ok(self.delete_where(topic, |records| {
+            records
+                .remove(&key)
+                .map(|r| (key.clone(), r.body))
+                .into_iter()
+                .collect()
+        }))
     }
 
     /// The stored body of a record (after any delta merges).
     pub fn record(&self, topic: &str, key: &str) -> Option<&Bytes> {
-        self.topics.get(topic)?.get(key)
+        self.topics.get(topic)?.get(key).map(|r| &r.body)
+    }
+
+    /// What is known about the write that stored a record.
+    pub fn record_meta(&self, topic: &str, key: &str) -> Option<&RecordMeta> {
+        self.topics.get(topic)?.get(key).map(|r| &r.meta)
+    }
+
+    /// The topics that hold records (in no particular order).
+    pub fn topic_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.topics.keys().map(String::as_str)
+    }
+
+    /// The records of `topic` as `(key, body, meta)`, in key order.
+    pub fn records_with_meta(
+        &self,
+        topic: &str,
+    ) -> impl Iterator<Item = (&str, &Bytes, &RecordMeta)> + '_ {
+        self.topics
+            .get(topic)
+            .into_iter()
+            .flat_map(|records| records.iter().map(|(k, r)| (k.as_str(), &r.body, &r.meta)))
     }
 
     /// How many records `topic` holds (0 for a topic that is not a SOW topic).
@@ -246,7 +462,7 @@ impl Sow {
         self.topics
             .get(topic)
             .into_iter()
-            .flat_map(|records| records.iter().map(|(k, v)| (k.as_str(), v)))
+            .flat_map(|records| records.iter().map(|(k, r)| (k.as_str(), &r.body)))
     }
 
     // -- internals ---------------------------------------------------------------------------
@@ -315,38 +531,60 @@ impl Sow {
         Ok(key)
     }
 
-    fn insert(&mut self, topic: &str, key: String, body: Bytes) {
+    /// Stores a record; returns the body it replaced.
+    fn insert(&mut self, topic: &str, key: String, body: Bytes, meta: RecordMeta) -> Option<Bytes> {
+        let (key_len, new_len) = (key.len(), body.len());
+        let record = Stored { body, meta };
         match self.topics.get_mut(topic) {
-            Some(records) => {
-                records.insert(key, body);
-            }
+            Some(records) => match records.insert(key, record) {
+                Some(old) => {
+                    self.bytes = self.bytes - old.body.len() + new_len;
+                    Some(old.body)
+                }
+                None => {
+                    self.bytes += key_len + RECORD_OVERHEAD + new_len;
+                    None
+                }
+            },
             None => {
                 self.topics
-                    .insert(topic.to_owned(), BTreeMap::from([(key, body)]));
+                    .insert(topic.to_owned(), BTreeMap::from([(key, record)]));
+                self.bytes += topic.len() + TOPIC_OVERHEAD + key_len + RECORD_OVERHEAD + new_len;
+                None
             }
         }
     }
 
-    /// Runs `delete` (which returns how many records it removed) on the records of `topic`
-    /// and builds the stats; drops the topic's map when it becomes empty.
+    /// Runs `delete` (which returns the records it removed) on the records of `topic` and
+    /// builds the stats; drops the topic's map when it becomes empty.
     fn delete_where(
         &mut self,
         topic: &str,
-        delete: impl FnOnce(&mut BTreeMap<String, Bytes>) -> usize,
-    ) -> DeleteStats {
+        delete: impl FnOnce(&mut BTreeMap<String, Stored>) -> Vec<Removed>,
+    ) -> (DeleteStats, Vec<Removed>) {
         let Some(records) = self.topics.get_mut(topic) else {
-            return DeleteStats::default();
+            return (DeleteStats::default(), Vec::new());
         };
         let before = records.len() as u64;
-        let removed = delete(records) as u64;
+        let removed = delete(records);
+        let freed: usize = removed
+            .iter()
+            .map(|(k, b)| k.len() + b.len() + RECORD_OVERHEAD)
+            .sum();
+        self.bytes = self.bytes.saturating_sub(freed);
         if records.is_empty() {
             self.topics.remove(topic);
+            self.bytes = self.bytes.saturating_sub(topic.len() + TOPIC_OVERHEAD);
         }
-        DeleteStats {
-            matches: removed,
-            records_deleted: removed,
-            topic_matches: before,
-        }
+        let n = removed.len() as u64;
+        (
+            DeleteStats {
+                matches: n,
+                records_deleted: n,
+                topic_matches: before,
+            },
+            removed,
+        )
     }
 }
 
@@ -940,5 +1178,58 @@ mod tests {
         };
         assert_eq!(dump(&a), dump(&b));
         assert!(!dump(&a).is_empty());
+    }
+
+    /// The byte count from scratch: what `bytes()` must always equal.
+    fn recount(s: &Sow) -> usize {
+        s.topics
+            .iter()
+            .map(|(t, r)| {
+                t.len()
+                    + TOPIC_OVERHEAD
+                    + r.iter()
+                        .map(|(k, v)| k.len() + v.body.len() + RECORD_OVERHEAD)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_byte_count_follows_every_operation() {
+        let mut s = ten_orders();
+        assert_eq!(s.bytes(), recount(&s));
+        publish(&mut s, "orders", r#"{"id":3,"qty":123456789}"#);
+        s.delta_publish("orders", None, br#"{"id":4,"note":"longer than before"}"#)
+            .unwrap();
+        assert_eq!(s.bytes(), recount(&s));
+        s.delete_by_keys("orders", "1,2,2,99").unwrap();
+        s.delete_by_data("orders", br#"{"id":5}"#).unwrap();
+        s.delete_by_filter("orders", "/id > 7").unwrap();
+        assert_eq!(s.bytes(), recount(&s));
+        s.delete_by_filter("orders", "1 = 1").unwrap();
+        assert_eq!((s.bytes(), recount(&s)), (0, 0));
+    }
+
+    #[test]
+    fn growth_past_the_limit_fails_and_changes_nothing() {
+        let mut s = sow();
+        publish(&mut s, "orders", r#"{"id":1,"v":"aaaa"}"#);
+        s.set_limit(Some(s.bytes() + 10));
+        // A new record does not fit...
+        let err = s
+            .publish("orders", None, Bytes::from_static(br#"{"id":2}"#))
+            .unwrap_err();
+        assert!(err.as_str().starts_with(SOW_FULL), "{err}");
+        assert!(s.record("orders", "2").is_none());
+        // ...a replacement no larger does, and so does one growing within the limit.
+        publish(&mut s, "orders", r#"{"id":1,"v":"bbbb"}"#);
+        publish(&mut s, "orders", r#"{"id":1,"v":"bbbbbbbbb"}"#);
+        assert!(s
+            .delta_publish("orders", None, br#"{"id":1,"w":"too much for the limit"}"#)
+            .is_err());
+        assert_eq!(s.bytes(), recount(&s));
+        // Deletes always work and make room.
+        s.delete_by_keys("orders", "1").unwrap();
+        publish(&mut s, "orders", r#"{"id":2}"#);
     }
 }

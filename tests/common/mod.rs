@@ -102,6 +102,8 @@ pub fn check_header_bytes(header: &[u8]) {
 pub struct Conn {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The header of the last frame received, exactly as the server wrote it.
+    pub last_header: String,
 }
 
 impl Conn {
@@ -114,6 +116,7 @@ impl Conn {
         Conn {
             stream,
             buf: BytesMut::new(),
+            last_header: String::new(),
         }
     }
 
@@ -123,12 +126,23 @@ impl Conn {
         Conn {
             stream,
             buf: BytesMut::new(),
+            last_header: String::new(),
         }
     }
 
     pub async fn send(&mut self, h: &Header, body: &[u8]) {
         let mut b = BytesMut::new();
         encode_parts(h, body, &mut b);
+        self.send_raw(&b).await;
+    }
+
+    /// Sends a frame whose header is `header`, exactly as written (the official client's
+    /// frames are copied into tests this way).
+    pub async fn send_json(&mut self, header: &str, body: &[u8]) {
+        let mut b = Vec::with_capacity(4 + header.len() + body.len());
+        b.extend_from_slice(&((header.len() + body.len()) as u32).to_be_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(body);
         self.send_raw(&b).await;
     }
 
@@ -152,6 +166,7 @@ impl Conn {
                     let bytes = self.buf.split_to(len).freeze();
                     let (_, used) = Header::parse(&bytes).expect("server header parses");
                     check_header_bytes(&bytes[..used]);
+                    self.last_header = String::from_utf8_lossy(&bytes[..used]).into_owned();
                     return Ok(Some(decode_frame(bytes).expect("frame decodes")));
                 }
             }

@@ -3,12 +3,15 @@
 //! One file per command; this file only parses arguments and dispatches.
 
 mod journal;
+mod last_error;
 mod publish;
 mod serve;
 mod sow_delete;
+mod store;
 
 use std::process::ExitCode;
 
+use actix_amps::protocol::mask_credentials;
 use clap::{Parser, Subcommand};
 
 /// An actix client for AMPS, and an embedded AMPS-protocol server.
@@ -23,12 +26,15 @@ struct Cli {
 enum Cmd {
     /// Run the embedded AMPS-protocol server until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
-    /// Summarise what each client name persisted in a stopped server's data directory.
+    /// Summarise what each client name persisted in a stopped server's data directory;
+    /// `--verify` checks the log (exit 2 on damage).
     Journal(journal::JournalArgs),
     /// Publish one message per stdin line; print failed writes as JSON lines (exit 2 if any).
     Publish(publish::PublishArgs),
     /// Delete SOW records by filter, keys or data and print the server's stats.
     SowDelete(sow_delete::SowDeleteArgs),
+    /// Check (`--verify`, exit 2 on damage) or repair (`--repair`) a client's file store.
+    Store(store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,20 +56,24 @@ fn main() -> ExitCode {
                 .collect();
             let line = line.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
+            // clap echoes arguments it did not expect: a URI's password among them.
+            let line = mask_credentials(line);
             eprintln!("actix-amps: error: {line} (see --help)");
             return ExitCode::FAILURE;
         }
     };
     let result = match cli.command {
         Cmd::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Cmd::Journal(args) => journal::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Journal(args) => journal::run(args),
         Cmd::Publish(args) => publish::run(args),
         Cmd::SowDelete(args) => sow_delete::run(args),
+        Cmd::Store(args) => store::run(args),
     };
     match result {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("actix-amps: error: {msg}");
+            // The commands' errors hold no password; masking is the last line of defence.
+            eprintln!("actix-amps: error: {}", mask_credentials(&msg));
             ExitCode::FAILURE
         }
     }
