@@ -106,28 +106,39 @@ async fn now_a_bookmark_a_list_and_a_timestamp() {
     let got = take(&mut s, 70).await;
     let expected: Vec<u64> = (41..=50).chain(1001..=1050).chain(51..=60).collect();
     assert_eq!(got, expected);
-    s.send_json(r#"{"c":"unsubscribe","cid":"u1","sub_id":"one"}"#, b"").await;
+    s.send_json(r#"{"c":"unsubscribe","cid":"u1","sub_id":"one"}"#, b"")
+        .await;
 
     // A list: per publisher, nothing at or below its sequence.
     bookmark_subscribe(&mut s, "list", &format!("{hb}|1040|,{ha}|45|"), "").await;
     let got = take(&mut s, 25).await;
     let expected: Vec<u64> = (46..=50).chain(1041..=1050).chain(51..=60).collect();
     assert_eq!(got, expected);
-    s.send_json(r#"{"c":"unsubscribe","cid":"u2","sub_id":"list"}"#, b"").await;
+    s.send_json(r#"{"c":"unsubscribe","cid":"u2","sub_id":"list"}"#, b"")
+        .await;
 
     // A timestamp: from the first message written at or after it.
     bookmark_subscribe(&mut s, "ts", "0", r#","o":"timestamp""#).await;
     let mut stamps = Vec::new();
     for _ in 0..110 {
         let f = s.recv().await;
-        stamps.push((n(&f), f.header.timestamp.clone().expect("ts when asked for")));
+        stamps.push((
+            n(&f),
+            f.header.timestamp.clone().expect("ts when asked for"),
+        ));
     }
-    s.send_json(r#"{"c":"unsubscribe","cid":"u3","sub_id":"ts"}"#, b"").await;
+    s.send_json(r#"{"c":"unsubscribe","cid":"u3","sub_id":"ts"}"#, b"")
+        .await;
     let cut = stamps[70].1.clone();
-    let expected: Vec<u64> = stamps.iter().filter(|(_, t)| *t >= cut).map(|(n, _)| *n).collect();
+    let expected: Vec<u64> = stamps
+        .iter()
+        .filter(|(_, t)| *t >= cut)
+        .map(|(n, _)| *n)
+        .collect();
     bookmark_subscribe(&mut s, "since", &cut, "").await;
     assert_eq!(take(&mut s, expected.len()).await, expected);
-    s.send_json(r#"{"c":"unsubscribe","cid":"u4","sub_id":"since"}"#, b"").await;
+    s.send_json(r#"{"c":"unsubscribe","cid":"u4","sub_id":"since"}"#, b"")
+        .await;
 
     // NOW: only what comes next.
     bookmark_subscribe(&mut s, "now", "0|1|", "").await;
@@ -143,7 +154,11 @@ async fn bookmarks_the_log_does_not_hold_fail_clearly() {
     let mut s = Conn::connect(server.addr()).await;
     s.logon("sub").await;
     let hash = fnv1a("pub");
-    for bm in [format!("{hash}|5|"), "77|1|".to_owned(), format!("{hash}|15|,77|1|")] {
+    for bm in [
+        format!("{hash}|5|"),
+        "77|1|".to_owned(),
+        format!("{hash}|15|,77|1|"),
+    ] {
         s.send_json(
             &format!(r#"{{"c":"subscribe","t":"orders","cid":"x","a":"processed","sub_id":"x","bookmark":"{bm}"}}"#),
             b"",
@@ -153,7 +168,9 @@ async fn bookmarks_the_log_does_not_hold_fail_clearly() {
         assert_eq!(ack.header.status, Some(Status::Failure), "{bm}");
         assert_eq!(
             ack.header.reason,
-            Some(Reason::Other("bookmark not found in the transaction log".into())),
+            Some(Reason::Other(
+                "bookmark not found in the transaction log".into()
+            )),
             "{bm}"
         );
     }
@@ -174,7 +191,8 @@ async fn replay_joins_live_with_no_gap_and_no_duplicate_under_concurrent_writes(
             p.send(&publish("orders", s), format!(r#"{{"n":{s}}}"#).as_bytes())
                 .await;
         }
-        p.recv_until(|f| is_persisted(f) && f.header.seq == Some(N)).await;
+        p.recv_until(|f| is_persisted(f) && f.header.seq == Some(N))
+            .await;
     });
     let mut s = Conn::connect(server.addr()).await;
     s.logon("sub").await;
@@ -218,10 +236,14 @@ async fn a_long_replay_is_paced_by_the_socket() {
     let mut p = publisher(&server, "pub").await;
     let pad = "z".repeat(300);
     for s in 1..=10_000u64 {
-        p.send(&publish("orders", s), format!(r#"{{"n":{s},"pad":"{pad}"}}"#).as_bytes())
-            .await;
+        p.send(
+            &publish("orders", s),
+            format!(r#"{{"n":{s},"pad":"{pad}"}}"#).as_bytes(),
+        )
+        .await;
     }
-    p.recv_until(|f| is_persisted(f) && f.header.seq == Some(10_000)).await;
+    p.recv_until(|f| is_persisted(f) && f.header.seq == Some(10_000))
+        .await;
     let mut s = Conn::connect(server.addr()).await;
     s.logon("sub").await;
     bookmark_subscribe(&mut s, "B", "0", "").await;

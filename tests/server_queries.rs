@@ -10,16 +10,22 @@ use std::collections::BTreeMap;
 use actix_amps::protocol::{sow_records, AckType, AckTypes, Command, Frame, Header};
 use common::*;
 
-async fn seed(server: &actix_amps::server::ServerHandle, topic: &str, ids: std::ops::RangeInclusive<u64>) {
+async fn seed(
+    server: &actix_amps::server::ServerHandle,
+    topic: &str,
+    ids: std::ops::RangeInclusive<u64>,
+) {
     let mut p = Conn::connect(server.addr()).await;
     p.logon(&format!("seed-{topic}")).await;
     let last = *ids.end();
     for id in ids {
         let mut h = publish(topic, id);
         h.correlation_id = Some(format!("x{id}"));
-        p.send(&h, format!(r#"{{"id":{id},"qty":{}}}"#, id * 10).as_bytes()).await;
+        p.send(&h, format!(r#"{{"id":{id},"qty":{}}}"#, id * 10).as_bytes())
+            .await;
     }
-    p.recv_until(|f| is_persisted(f) && f.header.seq == Some(last)).await;
+    p.recv_until(|f| is_persisted(f) && f.header.seq == Some(last))
+        .await;
 }
 
 /// The frames of one query up to and including `last` (a predicate on the frame).
@@ -62,12 +68,30 @@ async fn a_query_replies_in_the_order_the_official_client_needs() {
     .await;
     let frames = until(&mut c, |f| f.is_ack_of(AckType::Completed)).await;
     let headers: Vec<&str> = frames.iter().map(|(_, h)| h.as_str()).collect();
-    assert_eq!(headers[0], r#"{"c":"ack","cid":"auto1","a":"processed","status":"success"}"#);
-    assert_eq!(headers[1], r#"{"c":"group_begin","t":"orders","query_id":"auto1"}"#);
-    assert_eq!(headers[2], r#"{"c":"sow","t":"orders","query_id":"auto1","bs":10}"#);
-    assert_eq!(headers[3], r#"{"c":"sow","t":"orders","query_id":"auto1","bs":10}"#);
-    assert_eq!(headers[4], r#"{"c":"sow","t":"orders","query_id":"auto1","bs":5}"#);
-    assert_eq!(headers[5], r#"{"c":"group_end","t":"orders","query_id":"auto1"}"#);
+    assert_eq!(
+        headers[0],
+        r#"{"c":"ack","cid":"auto1","a":"processed","status":"success"}"#
+    );
+    assert_eq!(
+        headers[1],
+        r#"{"c":"group_begin","t":"orders","query_id":"auto1"}"#
+    );
+    assert_eq!(
+        headers[2],
+        r#"{"c":"sow","t":"orders","query_id":"auto1","bs":10}"#
+    );
+    assert_eq!(
+        headers[3],
+        r#"{"c":"sow","t":"orders","query_id":"auto1","bs":10}"#
+    );
+    assert_eq!(
+        headers[4],
+        r#"{"c":"sow","t":"orders","query_id":"auto1","bs":5}"#
+    );
+    assert_eq!(
+        headers[5],
+        r#"{"c":"group_end","t":"orders","query_id":"auto1"}"#
+    );
     assert_eq!(
         headers[6],
         r#"{"c":"ack","cid":"auto1","a":"completed","status":"success","query_id":"auto1","records_returned":25,"topic_matches":25}"#
@@ -76,7 +100,11 @@ async fn a_query_replies_in_the_order_the_official_client_needs() {
     let mut keys = Vec::new();
     for (f, _) in &frames[2..5] {
         let recs = records(f);
-        assert_eq!(recs.len() as u64, f.header.batch_size.unwrap(), "bs is the record count");
+        assert_eq!(
+            recs.len() as u64,
+            f.header.batch_size.unwrap(),
+            "bs is the record count"
+        );
         keys.extend(recs.into_iter().map(|(k, _)| k));
     }
     let mut expected: Vec<String> = (1..=25).map(|i| i.to_string()).collect();
@@ -85,7 +113,11 @@ async fn a_query_replies_in_the_order_the_official_client_needs() {
     // Per-record headers carry k, l, then x and ts where known.
     let first = sow_records(&frames[2].0.body).unwrap().remove(0);
     assert_eq!(first.header.correlation_id.as_deref(), Some("x1"));
-    assert!(first.header.timestamp.as_deref().is_some_and(|t| t.len() == 23 && t.ends_with('Z')));
+    assert!(first
+        .header
+        .timestamp
+        .as_deref()
+        .is_some_and(|t| t.len() == 23 && t.ends_with('Z')));
     assert_eq!(&first.data[..], br#"{"id":1,"qty":10}"#);
     // Nothing follows the completed ack.
     c.send(&flush("f", AckTypes::PROCESSED), b"").await;
@@ -112,14 +144,20 @@ async fn filter_top_n_orderby_and_stats_after_completed() {
         .collect();
     assert_eq!(recs, ["25", "24", "23"]);
     let n = frames.len();
-    assert!(frames[n - 2].0.is_ack_of(AckType::Completed), "completed, then stats");
+    assert!(
+        frames[n - 2].0.is_ack_of(AckType::Completed),
+        "completed, then stats"
+    );
     assert_eq!(
         frames[n - 1].1,
         r#"{"c":"ack","cid":"auto6","a":"stats","status":"success","query_id":"auto6","records_returned":3,"topic_matches":20}"#
     );
     // Only processed asked for: no completed, no stats.
-    c.send_json(r#"{"c":"sow","t":"orders","cid":"a","a":"processed","query_id":"a","top_n":1}"#, b"")
-        .await;
+    c.send_json(
+        r#"{"c":"sow","t":"orders","cid":"a","a":"processed","query_id":"a","top_n":1}"#,
+        b"",
+    )
+    .await;
     let frames = until(&mut c, |f| f.header.command == Some(Command::GroupEnd)).await;
     assert_eq!(frames.len(), 4);
     c.send(&flush("f", AckTypes::PROCESSED), b"").await;
@@ -153,7 +191,10 @@ async fn regex_queries_cover_every_sow_topic_one_topic_per_frame() {
     )
     .await;
     let frames = until(&mut c, |f| f.is_ack_of(AckType::Completed)).await;
-    let cmds: Vec<String> = frames.iter().map(|(f, _)| f.header.command.as_ref().unwrap().to_string()).collect();
+    let cmds: Vec<String> = frames
+        .iter()
+        .map(|(f, _)| f.header.command.as_ref().unwrap().to_string())
+        .collect();
     assert_eq!(cmds, ["ack", "group_begin", "group_end", "ack"]);
     assert_eq!(frames[3].0.header.records_returned, Some(0));
 }
@@ -166,10 +207,14 @@ async fn a_large_query_is_paced_by_the_socket_not_held_whole() {
     p.logon("big-pub").await;
     let pad = "y".repeat(1000);
     for id in 1..=4000u64 {
-        p.send(&publish("big", id), format!(r#"{{"id":{id},"pad":"{pad}"}}"#).as_bytes())
-            .await;
+        p.send(
+            &publish("big", id),
+            format!(r#"{{"id":{id},"pad":"{pad}"}}"#).as_bytes(),
+        )
+        .await;
     }
-    p.recv_until(|f| is_persisted(f) && f.header.seq == Some(4000)).await;
+    p.recv_until(|f| is_persisted(f) && f.header.seq == Some(4000))
+        .await;
     let mut c = Conn::connect(server.addr()).await;
     c.logon("q").await;
     c.send_json(
@@ -210,15 +255,20 @@ async fn sow_and_subscribe_has_no_gap_and_no_duplicate_under_concurrent_writes()
         for v in 1..=VERSIONS {
             for id in 0..KEYS {
                 seq += 1;
-                p.send(&publish("orders", seq), format!(r#"{{"id":{id},"v":{v}}}"#).as_bytes())
-                    .await;
+                p.send(
+                    &publish("orders", seq),
+                    format!(r#"{{"id":{id},"v":{v}}}"#).as_bytes(),
+                )
+                .await;
             }
             if v == 10 {
                 // Let the subscriber in while writes are in full flow.
-                p.recv_until(|f| is_persisted(f) && f.header.seq >= Some(seq)).await;
+                p.recv_until(|f| is_persisted(f) && f.header.seq >= Some(seq))
+                    .await;
             }
         }
-        p.recv_until(|f| is_persisted(f) && f.header.seq == Some(seq)).await;
+        p.recv_until(|f| is_persisted(f) && f.header.seq == Some(seq))
+            .await;
     });
     let mut c = Conn::connect(server.addr()).await;
     c.logon("sas").await;
@@ -293,7 +343,10 @@ async fn sow_and_subscribe_with_oof_completed_and_deltas() {
     )
     .await;
     let frames = until(&mut c, |f| f.is_ack_of(AckType::Completed)).await;
-    let cmds: Vec<String> = frames.iter().map(|(f, _)| f.header.command.as_ref().unwrap().to_string()).collect();
+    let cmds: Vec<String> = frames
+        .iter()
+        .map(|(f, _)| f.header.command.as_ref().unwrap().to_string())
+        .collect();
     assert_eq!(cmds, ["ack", "group_begin", "sow", "group_end", "ack"]);
     assert_eq!(records(&frames[2].0).len(), 2, "ids 2 and 3 match");
     let mut p = Conn::connect(server.addr()).await;
@@ -301,7 +354,10 @@ async fn sow_and_subscribe_with_oof_completed_and_deltas() {
     p.send(&publish("orders", 1), br#"{"id":2,"qty":1}"#).await;
     let oof = c.recv().await;
     assert_eq!(oof.header.command, Some(Command::Oof));
-    assert_eq!(oof.header.reason.as_ref().map(|r| r.as_str()), Some("match"));
+    assert_eq!(
+        oof.header.reason.as_ref().map(|r| r.as_str()),
+        Some("match")
+    );
     assert_eq!(oof.header.sub_ids.as_deref(), Some("auto9"));
 
     // sow_and_delta_subscribe as the official client sends it (default no_empties).

@@ -208,7 +208,20 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<u64> {
         }
     };
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if y < 1970 || !(1..=12).contains(&mo) || d == 0 || d > month_days[(mo - 1) as usize] {
         return None;
     }
@@ -328,7 +341,6 @@ impl BookmarkIndex {
             }
         }))
     }
-
 }
 
 /// Which records of the log a replay delivers (before its content filter): from `first_lsn`
@@ -375,19 +387,43 @@ mod tests {
         );
         assert_eq!(
             BookmarkSpec::parse("555|10|,7075788419138218234|2|"),
-            Ok(BookmarkSpec::After(vec![bm(555, 10), bm(7075788419138218234, 2)]))
+            Ok(BookmarkSpec::After(vec![
+                bm(555, 10),
+                bm(7075788419138218234, 2)
+            ]))
         );
-        assert_eq!(BookmarkSpec::parse("12|3"), Ok(BookmarkSpec::After(vec![bm(12, 3)])));
+        assert_eq!(
+            BookmarkSpec::parse("12|3"),
+            Ok(BookmarkSpec::After(vec![bm(12, 3)]))
+        );
         assert_eq!(
             BookmarkSpec::parse("20261124T120000Z"),
-            Ok(BookmarkSpec::Since(parse_timestamp("20261124T120000Z").unwrap()))
+            Ok(BookmarkSpec::Since(
+                parse_timestamp("20261124T120000Z").unwrap()
+            ))
         );
         for bad in [
-            "", "garbage", "12|x|", "x|1|", "1|2|3|", "0|5|", "|", ",", "recent", "2026",
-            "20261324T120000Z", "20261124T120000", "20261124T250000Z", "20261124T120000.Z",
+            "",
+            "garbage",
+            "12|x|",
+            "x|1|",
+            "1|2|3|",
+            "0|5|",
+            "|",
+            ",",
+            "recent",
+            "2026",
+            "20261324T120000Z",
+            "20261124T120000",
+            "20261124T250000Z",
+            "20261124T120000.Z",
             "12|3|,0|1|",
         ] {
-            assert_eq!(BookmarkSpec::parse(bad), Err(Reason::InvalidBookmark), "{bad:?}");
+            assert_eq!(
+                BookmarkSpec::parse(bad),
+                Err(Reason::InvalidBookmark),
+                "{bad:?}"
+            );
         }
     }
 
@@ -422,7 +458,10 @@ mod tests {
         let b = bookmark_of("pub-1", None, 4);
         assert_eq!(a, bm(fnv1a_bytes(&[b"pub-1"]), 10));
         assert_ne!(a.publisher, b.publisher);
-        assert_eq!(b.seq, 4, "an unsequenced write's sequence is its log position");
+        assert_eq!(
+            b.seq, 4,
+            "an unsequenced write's sequence is its log position"
+        );
     }
 
     fn index(records: &[(u64, Bookmark, u64)]) -> BookmarkIndex {
@@ -444,11 +483,25 @@ mod tests {
             (5, bm(1, 20), 0),
         ]);
         assert_eq!(ix.position_of(bm(1, 11)), Some(2));
-        assert_eq!(ix.position_of(bm(1, 15)), Some(3), "a gap resumes after the last below");
-        assert_eq!(ix.position_of(bm(1, 99)), Some(5), "past the end: after the last");
-        let ahead = ix.resolve(&BookmarkSpec::After(vec![bm(1, 99)]), 1).unwrap().unwrap();
+        assert_eq!(
+            ix.position_of(bm(1, 15)),
+            Some(3),
+            "a gap resumes after the last below"
+        );
+        assert_eq!(
+            ix.position_of(bm(1, 99)),
+            Some(5),
+            "past the end: after the last"
+        );
+        let ahead = ix
+            .resolve(&BookmarkSpec::After(vec![bm(1, 99)]), 1)
+            .unwrap()
+            .unwrap();
         assert_eq!(ahead.skip, [bm(1, 20)], "stands for the last message");
-        assert!(ahead.wants(6, bm(1, 21), 0), "the publisher's next message is new");
+        assert!(
+            ahead.wants(6, bm(1, 21), 0),
+            "the publisher's next message is new"
+        );
         assert_eq!(ix.position_of(bm(1, 9)), None, "before anything held");
         assert_eq!(ix.position_of(bm(3, 1)), None, "unknown publisher");
         let f = ix
@@ -469,12 +522,27 @@ mod tests {
             Err(Reason::Other(BOOKMARK_NOT_FOUND.into()))
         );
         assert_eq!(
-            ix.resolve(&BookmarkSpec::After(vec![bm(1, 12)]), 3).unwrap().unwrap().first_lsn,
+            ix.resolve(&BookmarkSpec::After(vec![bm(1, 12)]), 3)
+                .unwrap()
+                .unwrap()
+                .first_lsn,
             4
         );
         assert_eq!(ix.resolve(&BookmarkSpec::Now, 1), Ok(None));
-        assert_eq!(ix.resolve(&BookmarkSpec::Epoch, 1).unwrap().unwrap().first_lsn, 1);
-        assert_eq!(ix.resolve(&BookmarkSpec::Epoch, 7).unwrap().unwrap().first_lsn, 7);
+        assert_eq!(
+            ix.resolve(&BookmarkSpec::Epoch, 1)
+                .unwrap()
+                .unwrap()
+                .first_lsn,
+            1
+        );
+        assert_eq!(
+            ix.resolve(&BookmarkSpec::Epoch, 7)
+                .unwrap()
+                .unwrap()
+                .first_lsn,
+            7
+        );
     }
 
     proptest! {

@@ -118,13 +118,16 @@ pub(crate) fn snapshot(
     topics.sort_unstable();
     let mut records = Vec::new();
     for t in topics {
-        records.extend(sow.records_with_meta(t).map(|(key, body, meta)| QueryRecord {
-            topic: t.to_owned(),
-            key: key.to_owned(),
-            body: body.clone(),
-            correlation_id: meta.correlation_id.as_deref().map(str::to_owned),
-            ts: meta.ts,
-        }));
+        records.extend(
+            sow.records_with_meta(t)
+                .map(|(key, body, meta)| QueryRecord {
+                    topic: t.to_owned(),
+                    key: key.to_owned(),
+                    body: body.clone(),
+                    correlation_id: meta.correlation_id.as_deref().map(str::to_owned),
+                    ts: meta.ts,
+                }),
+        );
     }
     records
 }
@@ -258,7 +261,16 @@ mod tests {
         assert_eq!(two.len(), 2);
         assert!(two[0].descending && !two[1].descending);
         assert_eq!(two[0].path, ["a", "b"]);
-        for bad in ["", "id", "/id SIDEWAYS", "/id DESC x", "/", "//a", "/a,", ",/a"] {
+        for bad in [
+            "",
+            "id",
+            "/id SIDEWAYS",
+            "/id DESC x",
+            "/",
+            "//a",
+            "/a,",
+            ",/a",
+        ] {
             assert_eq!(parse_order_by(bad), Err(Reason::InvalidOrderBy), "{bad:?}");
         }
         let many = vec!["/a"; MAX_ORDER_FIELDS + 1].join(",");
@@ -280,12 +292,22 @@ mod tests {
         assert_eq!(r.topic_matches, 3);
         let by_px = parse_order_by("/px DESC").unwrap();
         let r = evaluate(snap.clone(), None, &by_px, Some(3));
-        assert_eq!(keys(&r), ["1", "3", "2"], "ties keep key order; missing last");
+        assert_eq!(
+            keys(&r),
+            ["1", "3", "2"],
+            "ties keep key order; missing last"
+        );
         assert_eq!(r.topic_matches, 5);
         let by_px_s = parse_order_by("/px, /s DESC").unwrap();
-        assert_eq!(keys(&evaluate(snap.clone(), None, &by_px_s, None)), ["4", "2", "3", "1", "5"]);
+        assert_eq!(
+            keys(&evaluate(snap.clone(), None, &by_px_s, None)),
+            ["4", "2", "3", "1", "5"]
+        );
         let by_s = parse_order_by("/s DESC").unwrap();
-        assert_eq!(keys(&evaluate(snap.clone(), None, &by_s, None)), ["4", "1", "2", "3", "5"]);
+        assert_eq!(
+            keys(&evaluate(snap.clone(), None, &by_s, None)),
+            ["4", "1", "2", "3", "5"]
+        );
         assert!(evaluate(snap, None, &[], Some(0)).records.is_empty());
     }
 

@@ -144,7 +144,13 @@ fn refuse(out: &mut BytesMut, r: &Refusal) {
         }
     }
     if !sent {
-        delivery::command_ack(out, AckType::Processed, r.cid.as_deref(), Err(&r.reason), None);
+        delivery::command_ack(
+            out,
+            AckType::Processed,
+            r.cid.as_deref(),
+            Err(&r.reason),
+            None,
+        );
     }
 }
 

@@ -105,7 +105,14 @@ pub(crate) fn message(dst: &mut BytesMut, sids: &str, m: &Message<'_>) {
 }
 
 /// An out-of-focus notice: `reason` is `match` or `deleted`.
-pub(crate) fn oof(dst: &mut BytesMut, topic: &str, sids: &str, key: &str, reason: &str, body: &[u8]) {
+pub(crate) fn oof(
+    dst: &mut BytesMut,
+    topic: &str,
+    sids: &str,
+    key: &str,
+    reason: &str,
+    body: &[u8],
+) {
     frame(
         dst,
         |w| {
@@ -145,7 +152,12 @@ pub(crate) struct SowRecordRef<'a> {
 }
 
 /// One `sow` frame holding `records` (its `bs` is their count).
-pub(crate) fn sow_batch(dst: &mut BytesMut, topic: &str, query_id: &str, records: &[SowRecordRef<'_>]) {
+pub(crate) fn sow_batch(
+    dst: &mut BytesMut,
+    topic: &str,
+    query_id: &str,
+    records: &[SowRecordRef<'_>],
+) {
     let start = dst.len();
     dst.put_u32(0);
     let mut w = JsonObjectWriter::new(dst);
@@ -257,7 +269,14 @@ mod tests {
             ..m
         };
         message(&mut out, "auto1", &minimal);
-        oof(&mut out, "orders", "auto1", "k1", "deleted", br#"{"id":1,"gone":true}"#);
+        oof(
+            &mut out,
+            "orders",
+            "auto1",
+            "k1",
+            "deleted",
+            br#"{"id":1,"gone":true}"#,
+        );
         let f = frames(out);
         assert_eq!(
             f[0].0,
@@ -300,7 +319,13 @@ mod tests {
         );
         group(&mut out, "group_end", "orders", "auto1");
         query_ack(&mut out, AckType::Completed, Some("auto1"), "auto1", 2, 3);
-        command_ack(&mut out, AckType::Processed, Some("c1"), Err(&Reason::BadFilter), None);
+        command_ack(
+            &mut out,
+            AckType::Processed,
+            Some("c1"),
+            Err(&Reason::BadFilter),
+            None,
+        );
         command_ack(&mut out, AckType::Completed, Some("c2"), Ok(()), Some("S1"));
         let mut codec = AmpsCodec::default();
         let mut decoded = Vec::new();
@@ -309,13 +334,22 @@ mod tests {
             decoded.push(f);
         }
         let f = frames(out);
-        assert_eq!(f[0].0, r#"{"c":"group_begin","t":"orders","query_id":"auto1"}"#);
-        assert_eq!(f[1].0, r#"{"c":"sow","t":"orders","query_id":"auto1","bs":2}"#);
+        assert_eq!(
+            f[0].0,
+            r#"{"c":"group_begin","t":"orders","query_id":"auto1"}"#
+        );
+        assert_eq!(
+            f[1].0,
+            r#"{"c":"sow","t":"orders","query_id":"auto1","bs":2}"#
+        );
         let records = sow_records(&decoded[1].body).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(&records[1].data[..], br#"{"id":22}"#);
         assert_eq!(records[1].header.correlation_id.as_deref(), Some("x2"));
-        assert_eq!(f[2].0, r#"{"c":"group_end","t":"orders","query_id":"auto1"}"#);
+        assert_eq!(
+            f[2].0,
+            r#"{"c":"group_end","t":"orders","query_id":"auto1"}"#
+        );
         assert_eq!(
             f[3].0,
             r#"{"c":"ack","cid":"auto1","a":"completed","status":"success","query_id":"auto1","records_returned":2,"topic_matches":3}"#

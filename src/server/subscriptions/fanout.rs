@@ -154,10 +154,11 @@ fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, Bytes
             };
             match pending {
                 Some(buf) => {
-                    let ts = sub
-                        .spec
-                        .timestamp
-                        .then(|| ts_text.get_or_insert_with(|| format_timestamp(ev.ts)).clone());
+                    let ts = sub.spec.timestamp.then(|| {
+                        ts_text
+                            .get_or_insert_with(|| format_timestamp(ev.ts))
+                            .clone()
+                    });
                     encode(buf, ev, &mut view, outcome, ts.as_deref(), &sub.id);
                     if buf.len() > cs.outbox.limit() {
                         cs.outbox.overflow();
@@ -177,8 +178,11 @@ fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, Bytes
                 continue;
             }
             let outcome = GROUP_OUTCOMES[g / 2];
-            let ts = (g % 2 == 1)
-                .then(|| ts_text.get_or_insert_with(|| format_timestamp(ev.ts)).clone());
+            let ts = (g % 2 == 1).then(|| {
+                ts_text
+                    .get_or_insert_with(|| format_timestamp(ev.ts))
+                    .clone()
+            });
             let dst = out.entry(*conn).or_default();
             encode(dst, ev, &mut view, outcome, ts.as_deref(), sids);
         }
@@ -201,8 +205,8 @@ fn deliver_removals(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, By
                     SubState::Live { .. } => None,
                     SubState::Pending { buf, .. } => Some(buf),
                 };
-                let record = json
-                    .get_or_insert_with(|| serde_json::from_slice(body).unwrap_or(Value::Null));
+                let record =
+                    json.get_or_insert_with(|| serde_json::from_slice(body).unwrap_or(Value::Null));
                 if !oof_on_delete(&sub.spec, record) {
                     continue;
                 }
@@ -299,14 +303,52 @@ mod tests {
         let r = Registry::default();
         let a = Arc::new(Outbox::new(1 << 20));
         let b = Arc::new(Outbox::new(1 << 20));
-        place(&r, 1, &a, "all", spec("orders", None, false, false), SubState::Live { after: 0 });
-        place(&r, 1, &a, "big", spec("orders", Some("/qty > 5"), false, false), SubState::Live { after: 0 });
-        place(&r, 1, &a, "re", spec(r"^ord", None, false, false), SubState::Live { after: 0 });
-        place(&r, 2, &b, "other", spec("quotes", None, false, false), SubState::Live { after: 0 });
-        place(&r, 2, &b, "late", spec("orders", None, false, false), SubState::Live { after: 1 });
+        place(
+            &r,
+            1,
+            &a,
+            "all",
+            spec("orders", None, false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            1,
+            &a,
+            "big",
+            spec("orders", Some("/qty > 5"), false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            1,
+            &a,
+            "re",
+            spec(r"^ord", None, false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            2,
+            &b,
+            "other",
+            spec("quotes", None, false, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            2,
+            &b,
+            "late",
+            spec("orders", None, false, false),
+            SubState::Live { after: 1 },
+        );
         deliver(
             &mut r.lock(),
-            &[write(1, "orders", r#"{"id":1,"qty":9}"#, None), write(2, "orders", r#"{"id":2,"qty":1}"#, None)],
+            &[
+                write(1, "orders", r#"{"id":1,"qty":9}"#, None),
+                write(2, "orders", r#"{"id":2,"qty":1}"#, None),
+            ],
             None,
         );
         let fa = frames(&a);
@@ -326,23 +368,55 @@ mod tests {
     fn deltas_oofs_and_pending_buffers() {
         let r = Registry::default();
         let a = Arc::new(Outbox::new(1 << 20));
-        place(&r, 1, &a, "d", spec("orders", None, true, false), SubState::Live { after: 0 });
-        place(&r, 1, &a, "o", spec("orders", Some("/qty > 5"), false, true), SubState::Live { after: 0 });
+        place(
+            &r,
+            1,
+            &a,
+            "d",
+            spec("orders", None, true, false),
+            SubState::Live { after: 0 },
+        );
+        place(
+            &r,
+            1,
+            &a,
+            "o",
+            spec("orders", Some("/qty > 5"), false, true),
+            SubState::Live { after: 0 },
+        );
         place(
             &r,
             1,
             &a,
             "p",
             spec("orders", None, false, true),
-            SubState::Pending { after: 0, buf: BytesMut::new() },
+            SubState::Pending {
+                after: 0,
+                buf: BytesMut::new(),
+            },
         );
-        place(&r, 1, &a, "r", spec("orders", None, false, false), SubState::Replaying { must_reach: 0 });
+        place(
+            &r,
+            1,
+            &a,
+            "r",
+            spec("orders", None, false, false),
+            SubState::Replaying { must_reach: 0 },
+        );
         let mut del = write(2, "orders", "", None);
         del.kind = RecordKind::DeleteByKeys;
         del.removed = vec![("1".into(), Bytes::from_static(br#"{"id":1,"qty":2}"#))];
         deliver(
             &mut r.lock(),
-            &[write(1, "orders", r#"{"id":1,"qty":2}"#, Some(r#"{"id":1,"qty":9}"#)), del],
+            &[
+                write(
+                    1,
+                    "orders",
+                    r#"{"id":1,"qty":2}"#,
+                    Some(r#"{"id":1,"qty":9}"#),
+                ),
+                del,
+            ],
             None,
         );
         let f = frames(&a);
@@ -359,21 +433,35 @@ mod tests {
         assert_eq!(
             summary,
             [
-                ("delta_publish".into(), "d".into(), r#"{"id":1,"qty":2}"#.into()),
+                (
+                    "delta_publish".into(),
+                    "d".into(),
+                    r#"{"id":1,"qty":2}"#.into()
+                ),
                 ("oof".into(), "o".into(), r#"{"id":1,"qty":2}"#.into()),
             ],
             "the deleted record no longer matched o's filter; d and r did not ask for oof"
         );
-        assert_eq!(f[1].header.reason.as_ref().map(|r| r.as_str()), Some("match"));
+        assert_eq!(
+            f[1].header.reason.as_ref().map(|r| r.as_str()),
+            Some("match")
+        );
         // The pending subscription collected its own frames: the update and the oof deleted.
         let buf = r.go_live(1, "p").unwrap();
         let mut codec = crate::protocol::AmpsCodec::default();
         let mut buf = buf;
-        let first = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap().unwrap();
-        let second = tokio_util::codec::Decoder::decode(&mut codec, &mut buf).unwrap().unwrap();
+        let first = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+            .unwrap()
+            .unwrap();
+        let second = tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+            .unwrap()
+            .unwrap();
         assert_eq!(first.header.command, Some(Command::Publish));
         assert_eq!(second.header.command, Some(Command::Oof));
-        assert_eq!(second.header.reason.as_ref().map(|r| r.as_str()), Some("deleted"));
+        assert_eq!(
+            second.header.reason.as_ref().map(|r| r.as_str()),
+            Some("deleted")
+        );
         let _: Header = second.header;
     }
 
@@ -381,11 +469,21 @@ mod tests {
     fn denied_topics_never_reach_regex_subscriptions() {
         let r = Registry::default();
         let a = Arc::new(Outbox::new(1 << 20));
-        place(&r, 1, &a, "any", spec(".*", None, false, false), SubState::Live { after: 0 });
+        place(
+            &r,
+            1,
+            &a,
+            "any",
+            spec(".*", None, false, false),
+            SubState::Live { after: 0 },
+        );
         let deny = RegexSet::new(["^secret"]).unwrap();
         deliver(
             &mut r.lock(),
-            &[write(1, "secret.x", "{}", None), write(2, "open", "{}", None)],
+            &[
+                write(1, "secret.x", "{}", None),
+                write(2, "open", "{}", None),
+            ],
             Some(&deny),
         );
         let f = frames(&a);
@@ -403,9 +501,16 @@ mod tests {
             &a,
             "p",
             spec("orders", None, false, false),
-            SubState::Pending { after: 0, buf: BytesMut::new() },
+            SubState::Pending {
+                after: 0,
+                buf: BytesMut::new(),
+            },
         );
-        deliver(&mut r.lock(), &[write(1, "orders", &"x".repeat(100), None)], None);
+        deliver(
+            &mut r.lock(),
+            &[write(1, "orders", &"x".repeat(100), None)],
+            None,
+        );
         assert!(a.take_into(&mut BytesMut::new()).is_err());
     }
 }

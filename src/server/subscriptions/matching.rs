@@ -273,10 +273,15 @@ mod tests {
         assert!(re.matches("orders.eu") && re.matches("orders.us.east"));
         assert!(!re.matches("orders") && !re.matches("xorders.eu"));
         // Unanchored: matches anywhere.
-        assert!(TopicPattern::parse("ord(er)?s").unwrap().matches("my-orders"));
+        assert!(TopicPattern::parse("ord(er)?s")
+            .unwrap()
+            .matches("my-orders"));
         assert_eq!(re.as_str(), r"^orders\..*");
         assert_eq!(TopicPattern::parse("").unwrap_err(), Reason::NoTopic);
-        assert_eq!(TopicPattern::parse("a b").unwrap_err(), Reason::InvalidTopic);
+        assert_eq!(
+            TopicPattern::parse("a b").unwrap_err(),
+            Reason::InvalidTopic
+        );
         assert_eq!(
             TopicPattern::parse("^orders(").unwrap_err(),
             Reason::BadRegexTopic
@@ -292,9 +297,15 @@ mod tests {
     fn full_delivery_when_the_filter_matches() {
         let s = spec(Some("/qty > 5"), false, false, false);
         let new = b(r#"{"id":1,"qty":9}"#);
-        assert_eq!(decide(&s, &mut WriteView::new(&new, None, &[])), Outcome::Full);
+        assert_eq!(
+            decide(&s, &mut WriteView::new(&new, None, &[])),
+            Outcome::Full
+        );
         let low = b(r#"{"id":1,"qty":1}"#);
-        assert_eq!(decide(&s, &mut WriteView::new(&low, None, &[])), Outcome::Nothing);
+        assert_eq!(
+            decide(&s, &mut WriteView::new(&low, None, &[])),
+            Outcome::Nothing
+        );
         let none = spec(None, false, false, false);
         assert_eq!(
             decide(&none, &mut WriteView::new(&b("not json"), None, &[])),
@@ -354,7 +365,10 @@ mod tests {
         );
         // A new record goes in full even to a delta subscription, and so does a record that
         // is not JSON.
-        assert_eq!(decide(&s, &mut WriteView::new(&new, None, &keys)), Outcome::Full);
+        assert_eq!(
+            decide(&s, &mut WriteView::new(&new, None, &keys)),
+            Outcome::Full
+        );
         let raw = b("raw");
         assert_eq!(
             decide(&s, &mut WriteView::new(&raw, Some(&prev), &keys)),
@@ -365,9 +379,15 @@ mod tests {
     #[test]
     fn oof_on_delete_needs_the_option_and_a_match() {
         let removed: Value = serde_json::from_str(r#"{"id":1,"qty":9}"#).unwrap();
-        assert!(oof_on_delete(&spec(Some("/qty > 5"), false, true, false), &removed));
+        assert!(oof_on_delete(
+            &spec(Some("/qty > 5"), false, true, false),
+            &removed
+        ));
         assert!(oof_on_delete(&spec(None, false, true, false), &removed));
-        assert!(!oof_on_delete(&spec(Some("/qty < 5"), false, true, false), &removed));
+        assert!(!oof_on_delete(
+            &spec(Some("/qty < 5"), false, true, false),
+            &removed
+        ));
         assert!(!oof_on_delete(&spec(None, false, false, false), &removed));
     }
 

@@ -326,14 +326,18 @@ mod tests {
     fn ids_are_per_connection_and_counted() {
         let r = Registry::default();
         let ob = Arc::new(Outbox::new(100));
-        r.place(1, &ob, sub("a", SubState::Live { after: 0 }), false).unwrap();
-        r.place(2, &ob, sub("a", SubState::Live { after: 0 }), false).unwrap();
+        r.place(1, &ob, sub("a", SubState::Live { after: 0 }), false)
+            .unwrap();
+        r.place(2, &ob, sub("a", SubState::Live { after: 0 }), false)
+            .unwrap();
         assert_eq!(
             r.place(1, &ob, sub("a", SubState::Live { after: 0 }), false),
             Err(Reason::SubidInUse)
         );
-        r.place(1, &ob, sub("a", SubState::Live { after: 5 }), true).unwrap();
-        r.place(1, &ob, sub("b", SubState::Live { after: 0 }), false).unwrap();
+        r.place(1, &ob, sub("a", SubState::Live { after: 5 }), true)
+            .unwrap();
+        r.place(1, &ob, sub("b", SubState::Live { after: 0 }), false)
+            .unwrap();
         assert_eq!(r.counter().load(Ordering::Acquire), 3);
         assert_eq!(r.remove(1, Some(&["b", "zz"])).len(), 1);
         assert_eq!(r.remove(1, None).len(), 1);
@@ -361,8 +365,13 @@ mod tests {
     fn a_replay_hands_off_only_past_what_it_must_cover() {
         let r = Registry::default();
         let ob = Arc::new(Outbox::new(100));
-        r.place(1, &ob, sub("b", SubState::Replaying { must_reach: 10 }), false)
-            .unwrap();
+        r.place(
+            1,
+            &ob,
+            sub("b", SubState::Replaying { must_reach: 10 }),
+            false,
+        )
+        .unwrap();
         r.lock().fanned = 12;
         assert_eq!(r.hand_off(1, "b", 9), HandOff::NotYet, "below must_reach");
         assert_eq!(r.hand_off(1, "b", 11), HandOff::NotYet, "below fanned");

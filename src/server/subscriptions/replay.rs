@@ -77,7 +77,9 @@ pub(crate) fn spawn(job: ReplayJob) -> mpsc::Receiver<ReplayMsg> {
         move || run(job, tx)
     });
     if let Err(e) = spawned {
-        let _ = tx.try_send(ReplayMsg::Failed(format!("cannot start the reader thread: {e}")));
+        let _ = tx.try_send(ReplayMsg::Failed(format!(
+            "cannot start the reader thread: {e}"
+        )));
     }
     rx
 }
@@ -159,11 +161,19 @@ fn run(job: ReplayJob, tx: mpsc::Sender<ReplayMsg>) {
                     body: rec.body,
                 },
             );
-            if chunk.len() >= CHUNK_BYTES && tx.blocking_send(ReplayMsg::Chunk(chunk.split().freeze())).is_err() {
+            if chunk.len() >= CHUNK_BYTES
+                && tx
+                    .blocking_send(ReplayMsg::Chunk(chunk.split().freeze()))
+                    .is_err()
+            {
                 return;
             }
         }
-        if !chunk.is_empty() && tx.blocking_send(ReplayMsg::Chunk(chunk.split().freeze())).is_err() {
+        if !chunk.is_empty()
+            && tx
+                .blocking_send(ReplayMsg::Chunk(chunk.split().freeze()))
+                .is_err()
+        {
             return;
         }
         if tx.blocking_send(ReplayMsg::CaughtUp(durable)).is_err() {

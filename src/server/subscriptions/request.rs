@@ -122,11 +122,16 @@ pub(crate) struct Refusal {
 }
 
 /// Reads a subscription or query command (module docs). `kind` comes from [`Kind::of`].
-pub(crate) fn parse(kind: Kind, h: &Header, deny_read: Option<&RegexSet>) -> Result<Request, Refusal> {
-    let acks = h.ack_type.iter().filter(|t| *t != crate::protocol::AckType::Persisted).fold(
-        AckTypes::NONE,
-        AckTypes::with,
-    );
+pub(crate) fn parse(
+    kind: Kind,
+    h: &Header,
+    deny_read: Option<&RegexSet>,
+) -> Result<Request, Refusal> {
+    let acks = h
+        .ack_type
+        .iter()
+        .filter(|t| *t != crate::protocol::AckType::Persisted)
+        .fold(AckTypes::NONE, AckTypes::with);
     let refuse = |reason: Reason| Refusal {
         cid: h.cid.clone(),
         acks,
@@ -141,7 +146,12 @@ pub(crate) fn parse(kind: Kind, h: &Header, deny_read: Option<&RegexSet>) -> Res
         None
     };
     let query_id = if kind.queries() {
-        match h.query_id.clone().or_else(|| h.cid.clone()).or_else(|| sub_id.clone()) {
+        match h
+            .query_id
+            .clone()
+            .or_else(|| h.cid.clone())
+            .or_else(|| sub_id.clone())
+        {
             Some(id) if !id.is_empty() => Some(id),
             _ => return Err(refuse(Reason::InvalidSubid)),
         }
@@ -182,7 +192,9 @@ pub(crate) fn parse(kind: Kind, h: &Header, deny_read: Option<&RegexSet>) -> Res
     }
     let batch_size = h
         .batch_size
-        .map_or(DEFAULT_BATCH_SIZE, |b| usize::try_from(b).unwrap_or(MAX_BATCH_SIZE))
+        .map_or(DEFAULT_BATCH_SIZE, |b| {
+            usize::try_from(b).unwrap_or(MAX_BATCH_SIZE)
+        })
         .clamp(1, MAX_BATCH_SIZE);
     let top_n = h.top_n.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     Ok(Request {
@@ -252,7 +264,10 @@ mod tests {
         assert!(r.spec.delta && r.spec.oof && r.spec.no_empties);
         let r = req(r#"{"c":"subscribe","t":"orders","cid":"auto1","a":"processed,persisted","sub_id":"B1","bookmark":"0"}"#).unwrap();
         assert_eq!(r.bookmark, Some(BookmarkSpec::Epoch));
-        assert!(!r.acks.contains(AckType::Persisted), "subscriptions are never acked persisted");
+        assert!(
+            !r.acks.contains(AckType::Persisted),
+            "subscriptions are never acked persisted"
+        );
         // Defaults: the cid is the sub id and the query id; batch size 10.
         let r = req(r#"{"c":"sow_and_subscribe","t":"orders","cid":"c7"}"#).unwrap();
         assert_eq!(r.sub_id.as_deref(), Some("c7"));
@@ -268,14 +283,38 @@ mod tests {
         for (json, reason) in [
             (r#"{"c":"subscribe","t":"orders"}"#, Reason::InvalidSubid),
             (r#"{"c":"subscribe","cid":"c"}"#, Reason::NoTopic),
-            (r#"{"c":"subscribe","cid":"c","t":"a b"}"#, Reason::InvalidTopic),
-            (r#"{"c":"subscribe","cid":"c","t":"^orders("}"#, Reason::BadRegexTopic),
-            (r#"{"c":"subscribe","cid":"c","t":"orders","filter":"/id LIKE 'x'"}"#, Reason::BadFilter),
-            (r#"{"c":"sow","cid":"c","t":"orders","orderby":"id"}"#, Reason::InvalidOrderBy),
-            (r#"{"c":"subscribe","cid":"c","t":"orders","bookmark":"nonsense"}"#, Reason::InvalidBookmark),
-            (r#"{"c":"sow","cid":"c","t":"orders","bookmark":"0"}"#, Reason::NotSupported),
-            (r#"{"c":"subscribe","cid":"c","t":"orders","o":"conflation=1s"}"#, Reason::NotSupported),
-            (r#"{"c":"subscribe","cid":"c","sub_id":"a,b","t":"orders"}"#, Reason::InvalidSubid),
+            (
+                r#"{"c":"subscribe","cid":"c","t":"a b"}"#,
+                Reason::InvalidTopic,
+            ),
+            (
+                r#"{"c":"subscribe","cid":"c","t":"^orders("}"#,
+                Reason::BadRegexTopic,
+            ),
+            (
+                r#"{"c":"subscribe","cid":"c","t":"orders","filter":"/id LIKE 'x'"}"#,
+                Reason::BadFilter,
+            ),
+            (
+                r#"{"c":"sow","cid":"c","t":"orders","orderby":"id"}"#,
+                Reason::InvalidOrderBy,
+            ),
+            (
+                r#"{"c":"subscribe","cid":"c","t":"orders","bookmark":"nonsense"}"#,
+                Reason::InvalidBookmark,
+            ),
+            (
+                r#"{"c":"sow","cid":"c","t":"orders","bookmark":"0"}"#,
+                Reason::NotSupported,
+            ),
+            (
+                r#"{"c":"subscribe","cid":"c","t":"orders","o":"conflation=1s"}"#,
+                Reason::NotSupported,
+            ),
+            (
+                r#"{"c":"subscribe","cid":"c","sub_id":"a,b","t":"orders"}"#,
+                Reason::InvalidSubid,
+            ),
         ] {
             assert_eq!(req(json).unwrap_err(), reason, "{json}");
         }
