@@ -3,9 +3,13 @@
 //! One file per command; this file only parses arguments and dispatches.
 
 mod journal;
+mod ping;
 mod publish;
 mod serve;
+mod sow;
 mod sow_delete;
+mod sub_common;
+mod subscribe;
 
 use std::process::ExitCode;
 
@@ -29,6 +33,14 @@ enum Cmd {
     Publish(publish::PublishArgs),
     /// Delete SOW records by filter, keys or data and print the server's stats.
     SowDelete(sow_delete::SowDeleteArgs),
+    /// Subscribe; print each delivered message as one JSON line.
+    Subscribe(subscribe::SubscribeArgs),
+    /// Query the SOW; print each record as one JSON line (exit 0 when the query completes).
+    Sow(sow::SowArgs),
+    /// Query the SOW, then subscribe: SOW records (command "sow"), then live messages.
+    SowAndSubscribe(subscribe::SowAndSubscribeArgs),
+    /// Log on and print the server's version and a round-trip time.
+    Ping(ping::PingArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +71,10 @@ fn main() -> ExitCode {
         Cmd::Journal(args) => journal::run(args).map(|()| ExitCode::SUCCESS),
         Cmd::Publish(args) => publish::run(args),
         Cmd::SowDelete(args) => sow_delete::run(args),
+        Cmd::Subscribe(args) => subscribe::run(args),
+        Cmd::Sow(args) => sow::run(args),
+        Cmd::SowAndSubscribe(args) => subscribe::run_sow_and_subscribe(args),
+        Cmd::Ping(args) => ping::run(args),
     };
     match result {
         Ok(code) => code,

@@ -226,7 +226,13 @@ pub struct SubscriptionActor {
     cache: RouteCache,
     touched: Vec<Key>,
     stats: SubscriptionStats,
+    /// Command ids of queries refused at placement: the server may follow the refused
+    /// `processed` ack with a refused `completed` one, which is absorbed (bounded list).
+    refused_cids: std::collections::VecDeque<String>,
 }
+
+/// How many refused query cids are remembered.
+const REFUSED_CIDS: usize = 64;
 
 impl Actor for SubscriptionActor {
     type Context = Context<Self>;
@@ -295,6 +301,7 @@ impl SubscriptionActor {
             cache: RouteCache::default(),
             touched: Vec::new(),
             stats: SubscriptionStats::default(),
+            refused_cids: std::collections::VecDeque::new(),
         }
     }
 
@@ -812,6 +819,9 @@ impl SubscriptionActor {
             return;
         }
         let Some(key) = self.registry.by_cid(&cid) else {
+            if self.refused_cids.contains(&cid) {
+                return;
+            }
             return self.last_chance_frame(UnexpectedKind::UnknownCommandId, frame);
         };
         let failed = h.status == Some(Status::Failure);
@@ -824,6 +834,12 @@ impl SubscriptionActor {
                 Refused::Placement => {
                     if let Some(r) = e.reply.take() {
                         r.fail(Failure::Refused(reason));
+                    }
+                    if e.kind() == CommandKind::Sow {
+                        if self.refused_cids.len() == REFUSED_CIDS {
+                            self.refused_cids.pop_front();
+                        }
+                        self.refused_cids.push_back(cid);
                     }
                     self.remove_entry(key);
                 }
