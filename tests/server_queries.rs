@@ -381,3 +381,61 @@ async fn sow_and_subscribe_with_oof_completed_and_deltas() {
     assert_eq!(d.header.sub_ids.as_deref(), Some("auto15"));
     assert_eq!(&d.body[..], br#"{"id":3,"qty":31}"#);
 }
+
+#[tokio::test]
+async fn queries_in_progress_per_connection_are_bounded() {
+    // Each query here outlasts the batch of commands: 2 MB of records to a client that
+    // reads nothing until it has sent them all.
+    let (_dir, server) = start(|c| c.sow("^big$", &["/id"]));
+    let mut p = Conn::connect(server.addr()).await;
+    p.logon("big-pub").await;
+    let pad = "q".repeat(1000);
+    for id in 1..=2000u64 {
+        p.send(
+            &publish("big", id),
+            format!(r#"{{"id":{id},"pad":"{pad}"}}"#).as_bytes(),
+        )
+        .await;
+    }
+    p.recv_until(|f| is_persisted(f) && f.header.seq == Some(2000))
+        .await;
+    // A small receive buffer: no query can finish while the commands are read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = tokio::time::timeout(WAIT, socket.connect(server.addr()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = Conn::from_stream(stream);
+    c.logon("greedy").await;
+    let mut all = Vec::new();
+    for i in 0..70 {
+        let h =
+            format!(r#"{{"c":"sow","t":"big","cid":"q{i}","a":"processed","query_id":"q{i}"}}"#);
+        all.extend_from_slice(&(h.len() as u32).to_be_bytes());
+        all.extend_from_slice(h.as_bytes());
+    }
+    c.send_raw(&all).await;
+    let mut refused = Vec::new();
+    let mut accepted = 0;
+    while accepted + refused.len() < 70 {
+        let f = c.recv().await;
+        if f.is_ack_of(AckType::Processed) {
+            match f.header.reason.as_ref() {
+                None => accepted += 1,
+                Some(r) => {
+                    assert_eq!(
+                        r.as_str(),
+                        "too many subscriptions or queries on this connection"
+                    );
+                    refused.push(f.header.cid.clone().unwrap());
+                }
+            }
+        }
+    }
+    assert_eq!(accepted, 64);
+    assert_eq!(
+        refused,
+        (64..70).map(|i| format!("q{i}")).collect::<Vec<_>>()
+    );
+}

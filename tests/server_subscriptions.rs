@@ -332,8 +332,15 @@ async fn unsubscribe_one_a_list_or_all() {
         .await;
     }
     let mut p = publisher(&server, "pub").await;
+    // No ack is asked for (as the official client sends it); a flush on the same connection
+    // shows it was handled before the next write.
+    async fn handled(s: &mut Conn) {
+        s.send(&flush("f", AckTypes::PROCESSED), b"").await;
+        assert!(is_cid(&s.recv().await, "f"));
+    }
     s.send_json(r#"{"c":"unsubscribe","cid":"auto3","sub_id":"A"}"#, b"")
         .await;
+    handled(&mut s).await;
     pub_seq(&mut p, "orders", 1, "{}").await;
     assert_eq!(sids(&s.recv().await), "B,C,D");
     s.send_json(
@@ -341,10 +348,12 @@ async fn unsubscribe_one_a_list_or_all() {
         b"",
     )
     .await;
+    handled(&mut s).await;
     pub_seq(&mut p, "orders", 2, "{}").await;
     assert_eq!(sids(&s.recv().await), "D");
     s.send_json(r#"{"c":"unsubscribe","cid":"auto5","sub_id":"all"}"#, b"")
         .await;
+    handled(&mut s).await;
     pub_seq(&mut p, "orders", 3, "{}").await;
     // Write 3 is accepted (and durable) before E exists.
     p.recv_until(|f| is_persisted(f) && f.header.seq >= Some(3))
@@ -373,6 +382,9 @@ async fn delta_subscriptions_get_key_and_changed_fields_and_no_empties() {
     let (_dir, server) = start(|c| c.sow("^orders$", &["/id"]));
     let mut p = publisher(&server, "pub").await;
     pub_seq(&mut p, "orders", 1, r#"{"id":1,"qty":5,"px":10}"#).await;
+    // Stored before the subscriptions exist.
+    p.recv_until(|f| is_persisted(f) && f.header.seq >= Some(1))
+        .await;
     let mut s = Conn::connect(server.addr()).await;
     s.logon("sub").await;
     subscribe(

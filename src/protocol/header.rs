@@ -418,7 +418,7 @@ impl<'a> JsonObjectWriter<'a> {
 }
 
 /// Writes `s` as a JSON string: `"` and `\` escaped, control characters as `\u00XX`.
-fn write_json_string(dst: &mut BytesMut, s: &str) {
+pub(crate) fn write_json_string(dst: &mut BytesMut, s: &str) {
     dst.put_u8(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;

@@ -144,6 +144,36 @@ mod tests {
         assert_eq!(records[2].data.len(), 0);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)))]
+
+        /// Arbitrary bytes never panic, and whatever reads back is within the body.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let body = Bytes::from(body);
+            if let Ok(records) = sow_records(&body) {
+                let total: usize = records.iter().map(|r| r.data.len()).sum();
+                proptest::prop_assert!(total <= body.len());
+            }
+        }
+
+        /// Written records always read back exactly, whatever their keys and data.
+        #[test]
+        fn records_round_trip(recs in proptest::collection::vec((".{0,8}", proptest::collection::vec(proptest::num::u8::ANY, 0..40)), 0..8)) {
+            let mut body = BytesMut::new();
+            for (k, d) in &recs {
+                write_sow_record(&mut body, k, None, None, d);
+            }
+            let back = sow_records(&body.freeze()).unwrap();
+            proptest::prop_assert_eq!(back.len(), recs.len());
+            for (r, (k, d)) in back.iter().zip(&recs) {
+                proptest::prop_assert_eq!(r.header.sow_key.as_deref(), Some(k.as_str()));
+                proptest::prop_assert_eq!(&r.data[..], &d[..]);
+            }
+        }
+    }
+
     #[test]
     fn strict_about_what_breaks_the_official_client() {
         for (body, what) in [

@@ -246,10 +246,29 @@ struct Run {
     len: u64,
 }
 
+/// Hashes a publisher key, which is already an FNV-1a hash, by passing it through.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; anything else is folded in, FNV style.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Per-publisher runs over the log (module docs).
 #[derive(Debug, Default)]
 pub(crate) struct BookmarkIndex {
-    publishers: HashMap<u64, Vec<Run>>,
+    publishers: HashMap<u64, Vec<Run>, std::hash::BuildHasherDefault<PassThrough>>,
 }
 
 impl BookmarkIndex {
@@ -262,7 +281,7 @@ impl BookmarkIndex {
                 r.len += 1;
                 return;
             }
-            if bm.seq <= r.seq + r.len - 1 {
+            if bm.seq < r.seq + r.len {
                 // A publisher's sequences only grow along the log (duplicates are refused); a
                 // hash collision between two names could break that, and then the earlier
                 // runs keep answering for the sequences they hold.

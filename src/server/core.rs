@@ -279,7 +279,8 @@ impl State {
         let bookmark = bookmark_of(w.client, w.seq, self.last_lsn);
         self.bookmarks.note(self.last_lsn, bookmark);
         if self.feed.is_active() {
-            let ev = Committed::of_write(self.last_lsn, w, bookmark, ts, change, removed);
+            let topic = self.feed.topic(w.topic);
+            let ev = Committed::of_write(topic, self.last_lsn, w, bookmark, ts, change, removed);
             self.feed.push(ev);
         }
         self.log_room = self.log_room.saturating_sub(need);

@@ -299,11 +299,18 @@ impl Session {
                 }
             }
             if !*freeze_rx.borrow() {
-                if let Err(waiting) = self.subs.move_outbox(&mut self.out) {
-                    return self.slow_subscriber(waiting);
-                }
-                if let Err(why) = self.send_out(wr, &mut unflushed) {
-                    return why;
+                // Deliveries move to the output once it is empty, so a second round when the
+                // first one emptied it.
+                for _ in 0..2 {
+                    if let Err(waiting) = self.subs.move_outbox(&mut self.out) {
+                        return self.slow_subscriber(waiting);
+                    }
+                    if let Err(why) = self.send_out(wr, &mut unflushed) {
+                        return why;
+                    }
+                    if !self.subs.outbox_waiting() || !self.out.is_empty() {
+                        break;
+                    }
                 }
             }
         }

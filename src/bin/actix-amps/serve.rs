@@ -9,8 +9,18 @@ use actix_amps::server::{
 };
 use clap::Args;
 
+/// What the embedded server answers, printed in `serve --help` and at start-up.
+pub const SUPPORTED: &str = "\
+Commands served: logon, publish (p), delta_publish, sow_delete (filter, sow_keys, data), flush, \
+heartbeat, subscribe, delta_subscribe, sow, sow_and_subscribe, sow_and_delta_subscribe, \
+unsubscribe (one id, a list, all). Subscriptions: regex topics, content filters, oof, \
+no_empties, replace, timestamp, bookmark replay (0, 0|1|, <hash>|<seq>|, lists, timestamps). \
+Queries: filter, top_n, orderby, batch_size, stats. Not served: queues, views, joins, \
+aggregation, conflation, pause/resume, historical SOW queries, replication (see README).";
+
 /// Arguments of `serve`.
 #[derive(Args, Debug)]
+#[command(after_help = SUPPORTED)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:9007")]
@@ -21,6 +31,10 @@ pub struct ServeArgs {
     /// Refuse writes to topics matching this regex (`not entitled`); repeatable.
     #[arg(long = "deny-write", value_name = "REGEX")]
     deny_write: Vec<String>,
+    /// Refuse subscriptions and queries on topics matching this regex (`not entitled`), and
+    /// never deliver messages on them; repeatable.
+    #[arg(long = "deny-read", value_name = "REGEX")]
+    deny_read: Vec<String>,
     /// Declare a SOW topic: `TOPIC_REGEX=/key[,/key2]`; repeatable.
     #[arg(long = "sow", value_name = "TOPIC_REGEX=/key[,/key2]")]
     sow: Vec<String>,
@@ -64,6 +78,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     for re in &args.deny_write {
         config = config.deny_write(re);
     }
+    for re in &args.deny_read {
+        config = config.deny_read(re);
+    }
     for spec in &args.sow {
         let (topic, keys) = spec
             .split_once('=')
@@ -97,6 +114,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         server.addr(),
         server.uri()
     );
+    eprintln!("actix-amps: {SUPPORTED}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

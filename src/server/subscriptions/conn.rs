@@ -17,7 +17,7 @@
 //!   the log tries to hand the subscription over to the live stream (see `registry`); a
 //!   `completed` ack, when asked for, follows the hand-over.
 //!
-//! Live deliveries arrive in the connection's outbox; [`SubscriberSide::take_outbox`] moves
+//! Live deliveries arrive in the connection's outbox; [`SubscriberSide::move_outbox`] moves
 //! them to the session's output.
 
 use std::collections::VecDeque;
@@ -35,6 +35,16 @@ use crate::protocol::{AckType, AckTypes, Command, Header, Reason};
 use crate::server::bookmark::{format_timestamp, BOOKMARK_NOT_FOUND};
 use crate::server::core::{Shared, State};
 use crate::server::query::{self, OrderKey, QueryRecord, QueryResult};
+
+/// The most subscriptions one connection may hold.
+pub(crate) const MAX_SUBSCRIPTIONS: usize = 10_000;
+
+/// The most queries and replays one connection may have in progress (each query holds a
+/// snapshot of its records, each replay a reader thread).
+pub(crate) const MAX_STREAMS: usize = 64;
+
+/// The reason a command gets past either limit.
+pub(crate) const TOO_MANY: &str = "too many subscriptions or queries on this connection";
 
 /// Streams write only while the session's unsent output is below this (or a quarter of the
 /// connection's unsent-bytes limit, if smaller).
@@ -77,6 +87,14 @@ pub(crate) enum Step {
     ReplayEnded,
 }
 
+/// A query's snapshot and what to do with it, until it is evaluated.
+struct QueryInput {
+    snapshot: Vec<QueryRecord>,
+    spec: Arc<Spec>,
+    order_by: Vec<OrderKey>,
+    top_n: Option<usize>,
+}
+
 struct QueryStream {
     ready_lsn: u64,
     cid: Option<String>,
@@ -86,7 +104,7 @@ struct QueryStream {
     /// `sow_and_subscribe`: the subscription to make live at the end.
     sub_id: Option<String>,
     /// The snapshot until it is evaluated.
-    input: Option<(Vec<QueryRecord>, Arc<Spec>, Vec<OrderKey>, Option<usize>)>,
+    input: Option<QueryInput>,
     result: QueryResult,
     pos: usize,
     begun: bool,
@@ -187,14 +205,20 @@ impl SubscriberSide {
         self.move_outbox(out)
     }
 
-    /// Moves waiting live deliveries to `out`, but only while `out` is small: deliveries wait
-    /// in the outbox, whose bound is the connection's unsent-bytes limit, until the socket
-    /// takes what is already out. The session calls this once per turn.
+    /// Whether live deliveries wait in the outbox for the output to empty.
+    pub fn outbox_waiting(&self) -> bool {
+        self.outbox_waiting
+    }
+
+    /// Moves waiting live deliveries to `out`, but only once the socket has taken everything
+    /// already in `out`: deliveries wait in the outbox, whose bound is the connection's
+    /// unsent-bytes limit, and move by swapping buffers, never copying. The session calls this
+    /// once per turn.
     pub fn move_outbox(&mut self, out: &mut BytesMut) -> Result<(), usize> {
         if self.outbox.overflowed() {
             return Err(self.outbox.len());
         }
-        if self.outbox_waiting && out.len() < self.water.low {
+        if self.outbox_waiting && out.is_empty() {
             self.outbox_waiting = false;
             self.outbox.take_into(out)?;
         }
@@ -236,6 +260,12 @@ impl SubscriberSide {
                     return Err(refusal(Reason::InvalidTopic));
                 }
             }
+        }
+        let busy = req.kind.queries() || req.bookmark.is_some();
+        if (busy && self.streams.len() >= MAX_STREAMS)
+            || (req.sub_id.is_some() && self.subscriptions() >= MAX_SUBSCRIPTIONS)
+        {
+            return Err(refusal(Reason::Other(TOO_MANY.into())));
         }
         let lsn = st.last_lsn;
         let holds = &self.shared.log_holds;
@@ -300,7 +330,12 @@ impl SubscriberSide {
                 query_id: req.query_id.clone().unwrap_or_default(),
                 label: spec.topic.as_str().to_owned(),
                 sub_id: req.sub_id.clone(),
-                input: Some((snapshot, spec.clone(), req.order_by, req.top_n)),
+                input: Some(QueryInput {
+                    snapshot,
+                    spec: spec.clone(),
+                    order_by: req.order_by,
+                    top_n: req.top_n,
+                }),
                 result: QueryResult::default(),
                 pos: 0,
                 begun: false,
@@ -338,6 +373,17 @@ impl SubscriberSide {
             }
         }
         Ok(())
+    }
+
+    /// How many subscriptions this connection holds.
+    fn subscriptions(&self) -> usize {
+        self.shared
+            .subs
+            .registry
+            .lock()
+            .conns
+            .get(&self.conn_id)
+            .map_or(0, |cs| cs.subs.len())
     }
 
     fn unsubscribe(&mut self, h: &Header, out: &mut BytesMut) {
@@ -450,8 +496,8 @@ impl SubscriberSide {
 impl QueryStream {
     /// Writes as much as the output allows; returns whether the query is complete.
     fn write(&mut self, out: &mut BytesMut, water: Water) -> bool {
-        if let Some((snapshot, spec, order, top_n)) = self.input.take() {
-            self.result = query::evaluate(snapshot, spec.filter.as_ref(), &order, top_n);
+        if let Some(q) = self.input.take() {
+            self.result = query::evaluate(q.snapshot, q.spec.filter.as_ref(), &q.order_by, q.top_n);
         }
         if !self.begun {
             delivery::group(out, "group_begin", &self.label, &self.query_id);

@@ -21,7 +21,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::protocol::header::JsonObjectWriter;
+use crate::protocol::header::{itoa_digits, write_json_string, JsonObjectWriter};
 use crate::protocol::{write_sow_record, AckType, Reason};
 
 /// A message's bookmark: the publisher's hash and its sequence number.
@@ -36,8 +36,11 @@ pub(crate) struct Bookmark {
 impl Bookmark {
     /// Writes `<publisher>|<seq>|`.
     pub fn write(&self, dst: &mut String) {
-        use std::fmt::Write as _;
-        let _ = write!(dst, "{}|{}|", self.publisher, self.seq);
+        let mut digits = itoa_digits();
+        dst.push_str(digits.format(self.publisher));
+        dst.push('|');
+        dst.push_str(digits.format(self.seq));
+        dst.push('|');
     }
 }
 
@@ -86,22 +89,61 @@ pub(crate) struct Message<'a> {
 
 /// A delivery to the subscriptions `sids` of one connection.
 pub(crate) fn message(dst: &mut BytesMut, sids: &str, m: &Message<'_>) {
-    let mut bm = String::with_capacity(44);
-    m.bookmark.write(&mut bm);
-    frame(
-        dst,
-        |w| {
-            w.str("c", m.command);
-            w.str("t", m.topic);
-            w.str("sids", sids);
-            w.str("bm", &bm);
-            w.opt_str("k", &m.key);
-            w.opt_str("x", &m.correlation_id);
-            w.num("s", m.lsn);
-            w.opt_str("ts", &m.timestamp);
-        },
-        m.body,
-    );
+    Encoded::new(m).write(dst, sids);
+}
+
+/// One delivered message encoded once, for any number of connections: the frame without its
+/// `sids`, which [`Encoded::write`] puts in its place. [`Encoded::fill`] reuses the buffers.
+#[derive(Default)]
+pub(crate) struct Encoded {
+    /// `{"c":C,"t":T,"sids":`
+    head: BytesMut,
+    /// `,"bm":B,...}` and the body.
+    tail: BytesMut,
+}
+
+impl Encoded {
+    /// Encodes `m`.
+    pub fn new(m: &Message<'_>) -> Encoded {
+        let mut e = Encoded::default();
+        e.fill(m);
+        e
+    }
+
+    /// Encodes `m` in place of what this held (keeping the buffers' memory).
+    pub fn fill(&mut self, m: &Message<'_>) {
+        let Encoded { head, tail } = self;
+        head.clear();
+        tail.clear();
+        let mut w = JsonObjectWriter::new(head);
+        w.str("c", m.command);
+        w.str("t", m.topic);
+        head.put_slice(b",\"sids\":");
+        let mut bm = String::with_capacity(44);
+        m.bookmark.write(&mut bm);
+        tail.reserve(96 + m.body.len());
+        let mut w = JsonObjectWriter::new(tail);
+        w.str("bm", &bm);
+        w.opt_str("k", &m.key);
+        w.opt_str("x", &m.correlation_id);
+        w.num("s", m.lsn);
+        w.opt_str("ts", &m.timestamp);
+        w.finish();
+        // The writer opened an object; the tail continues the head's instead.
+        tail[0] = b',';
+        tail.put_slice(m.body);
+    }
+
+    /// Appends the frame, addressed to `sids`, to `dst`.
+    pub fn write(&self, dst: &mut BytesMut, sids: &str) {
+        let start = dst.len();
+        dst.reserve(4 + self.head.len() + sids.len() + 2 + self.tail.len());
+        dst.put_u32(0);
+        dst.put_slice(&self.head);
+        write_json_string(dst, sids);
+        dst.put_slice(&self.tail);
+        patch_len(dst, start);
+    }
 }
 
 /// An out-of-focus notice: `reason` is `match` or `deleted`.

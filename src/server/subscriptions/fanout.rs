@@ -1,7 +1,7 @@
 //! The fan-out: durable writes to every matching subscription, in log order.
 //!
 //! One thread (`amps-fanout`) waits until the log's durable position moves, takes the durable
-//! events from the feed, and delivers them under the registry lock ([`deliver`]). For each
+//! events from the feed, and delivers them under the registry lock ([`deliver_into`]). For each
 //! write and each connection it sends one frame per kind of delivery, whose `sids` lists every
 //! subscription of that connection that receives it: the full message (`p`), a delta
 //! (`delta_publish`), an oof `match`, and for each record a sow_delete removed an oof
@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use regex::RegexSet;
 use serde_json::Value;
 
-use super::delivery::{self, Message};
+use super::delivery::{self, Encoded, Message};
 use super::feed::Committed;
 use super::matching::{decide, oof_on_delete, Outcome, WriteView};
 use super::registry::{Inner, SubState};
@@ -30,6 +30,8 @@ use crate::server::txlog::RecordKind;
 pub(crate) fn run(shared: Arc<Shared>) {
     let hub = &shared.subs;
     let mut done = hub.durable();
+    // Buffers kept from batch to batch, so their memory is reused.
+    let mut scratch = Scratch::default();
     loop {
         let durable = match hub.wait_durable_above(done, None) {
             Wait::Durable(d) => d,
@@ -39,7 +41,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
         let events = shared.lock().feed.take_durable(durable);
         {
             let mut inner = hub.registry.lock();
-            deliver(&mut inner, &events, shared.settings.deny_read.as_ref());
+            deliver_into(
+                &mut inner,
+                &events,
+                shared.settings.deny_read.as_ref(),
+                &mut scratch,
+            );
             inner.fanned = inner.fanned.max(durable);
         }
         done = durable;
@@ -60,32 +67,64 @@ fn group_of(outcome: Outcome, timestamp: bool) -> Option<usize> {
 
 const GROUP_OUTCOMES: [Outcome; 3] = [Outcome::Full, Outcome::Delta, Outcome::OofMatch];
 
+/// Buffers the fan-out reuses from batch to batch.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// Frames per connection, moved to its outbox at the end of a batch.
+    out: HashMap<u64, BytesMut>,
+    /// One write's encoded messages, per frame group.
+    cache: [Slot; 6],
+}
+
+/// A message encoded for one frame group of the current write.
+#[derive(Default)]
+struct Slot {
+    encoded: Encoded,
+    /// Whether `encoded` holds the current write.
+    filled: bool,
+}
+
 /// Delivers `events` (durable, in log order) to the subscriptions in `inner` (module docs).
+#[cfg(test)]
 pub(crate) fn deliver(inner: &mut Inner, events: &[Committed], deny_read: Option<&RegexSet>) {
+    deliver_into(inner, events, deny_read, &mut Scratch::default());
+}
+
+/// Delivers `events` (module docs), with buffers kept by the caller.
+pub(crate) fn deliver_into(
+    inner: &mut Inner,
+    events: &[Committed],
+    deny_read: Option<&RegexSet>,
+    scratch: &mut Scratch,
+) {
+    let Scratch { out, cache } = scratch;
     if inner.conns.is_empty() {
+        out.clear();
         return;
     }
-    let mut out: HashMap<u64, BytesMut> = HashMap::new();
+    out.retain(|conn, _| inner.conns.contains_key(conn));
     for ev in events {
         if deny_read.is_some_and(|d| d.is_match(&ev.topic)) {
             continue;
         }
         match ev.kind {
-            RecordKind::Publish | RecordKind::DeltaPublish => deliver_write(inner, ev, &mut out),
+            RecordKind::Publish | RecordKind::DeltaPublish => deliver_write(inner, ev, out, cache),
             RecordKind::DeleteByFilter | RecordKind::DeleteByKeys | RecordKind::DeleteByData => {
-                deliver_removals(inner, ev, &mut out)
+                deliver_removals(inner, ev, out)
             }
             RecordKind::RepairGap => {}
         }
     }
-    for (conn, frames) in out {
-        if let Some(cs) = inner.conns.get(&conn) {
-            cs.outbox.push(&frames);
+    for (conn, frames) in out.iter_mut() {
+        if let Some(cs) = inner.conns.get(conn) {
+            cs.outbox.push_buf(frames);
         }
+        frames.clear();
     }
 }
 
-/// Encodes one delivery of `ev` into `dst`.
+/// Encodes one delivery of `ev` into `dst`; messages are encoded once per write and kind
+/// (`cache`), then addressed per connection.
 fn encode(
     dst: &mut BytesMut,
     ev: &Committed,
@@ -93,14 +132,10 @@ fn encode(
     outcome: Outcome,
     ts: Option<&str>,
     sids: &str,
+    slot: &mut Slot,
 ) {
     let (command, body): (&str, &[u8]) = match outcome {
         Outcome::Nothing => return,
-        Outcome::Full => ("p", &ev.body),
-        Outcome::Delta => match view.delta() {
-            Some(d) => ("delta_publish", &d.body),
-            None => ("p", &ev.body),
-        },
         Outcome::OofMatch => {
             delivery::oof(
                 dst,
@@ -112,11 +147,15 @@ fn encode(
             );
             return;
         }
+        _ if slot.filled => ("", &[]),
+        Outcome::Full => ("p", &ev.body),
+        Outcome::Delta => match view.delta() {
+            Some(d) => ("delta_publish", &d.body),
+            None => ("p", &ev.body),
+        },
     };
-    delivery::message(
-        dst,
-        sids,
-        &Message {
+    if !slot.filled {
+        slot.encoded.fill(&Message {
             command,
             topic: &ev.topic,
             bookmark: ev.bookmark,
@@ -125,14 +164,24 @@ fn encode(
             lsn: ev.lsn,
             timestamp: ts,
             body,
-        },
-    );
+        });
+        slot.filled = true;
+    }
+    slot.encoded.write(dst, sids);
 }
 
-fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, BytesMut>) {
+fn deliver_write(
+    inner: &mut Inner,
+    ev: &Committed,
+    out: &mut HashMap<u64, BytesMut>,
+    cache: &mut [Slot; 6],
+) {
     let mut view = WriteView::new(&ev.body, ev.prev.as_ref(), &ev.key_fields);
     let mut ts_text: Option<String> = None;
     let mut groups: [String; 6] = Default::default();
+    for slot in cache.iter_mut() {
+        slot.filled = false;
+    }
     for (conn, cs) in inner.conns.iter_mut() {
         for g in groups.iter_mut() {
             g.clear();
@@ -159,7 +208,15 @@ fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, Bytes
                             .get_or_insert_with(|| format_timestamp(ev.ts))
                             .clone()
                     });
-                    encode(buf, ev, &mut view, outcome, ts.as_deref(), &sub.id);
+                    encode(
+                        buf,
+                        ev,
+                        &mut view,
+                        outcome,
+                        ts.as_deref(),
+                        &sub.id,
+                        &mut cache[g],
+                    );
                     if buf.len() > cs.outbox.limit() {
                         cs.outbox.overflow();
                     }
@@ -184,7 +241,15 @@ fn deliver_write(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, Bytes
                     .clone()
             });
             let dst = out.entry(*conn).or_default();
-            encode(dst, ev, &mut view, outcome, ts.as_deref(), sids);
+            encode(
+                dst,
+                ev,
+                &mut view,
+                outcome,
+                ts.as_deref(),
+                sids,
+                &mut cache[g],
+            );
         }
     }
 }

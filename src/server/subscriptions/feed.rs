@@ -33,7 +33,7 @@ pub(crate) struct Committed {
     /// What it was.
     pub kind: RecordKind,
     /// Its topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Its bookmark.
     pub bookmark: Bookmark,
     /// When it was accepted (microseconds since the epoch).
@@ -53,10 +53,17 @@ pub(crate) struct Committed {
     pub removed: Vec<Removed>,
 }
 
+/// The key fields of a topic without a SOW: none (one shared allocation).
+fn no_key_fields() -> Arc<[String]> {
+    static NONE: std::sync::OnceLock<Arc<[String]>> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| Arc::from(Vec::new())).clone()
+}
+
 impl Committed {
     /// The event of an accepted write `w` at log position `lsn`: `change` is what it did to
     /// a SOW topic (publishes), `removed` what a sow_delete removed.
     pub fn of_write(
+        topic: Arc<str>,
         lsn: u64,
         w: &Write<'_>,
         bookmark: Bookmark,
@@ -66,12 +73,12 @@ impl Committed {
     ) -> Committed {
         let (key, body, prev, key_fields) = match change {
             Some(c) => (Some(c.key), c.now, c.prev, c.key_fields),
-            None => (None, w.body.clone(), None, Arc::from(Vec::new())),
+            None => (None, w.body.clone(), None, no_key_fields()),
         };
         Committed {
             lsn,
             kind: w.kind,
-            topic: w.topic.to_owned(),
+            topic,
             bookmark,
             ts,
             correlation_id: w.correlation_id.map(Into::into),
@@ -107,6 +114,8 @@ pub(crate) struct Feed {
     bytes: usize,
     /// How many subscriptions exist (kept by the registry).
     subscriptions: Arc<AtomicUsize>,
+    /// The topic of the last event, shared with the next one if it is the same.
+    last_topic: Option<Arc<str>>,
 }
 
 impl Feed {
@@ -116,12 +125,25 @@ impl Feed {
             events: VecDeque::new(),
             bytes: 0,
             subscriptions,
+            last_topic: None,
         }
     }
 
     /// Whether any subscription exists, so accepted writes must be queued.
     pub fn is_active(&self) -> bool {
         self.subscriptions.load(Ordering::Acquire) > 0
+    }
+
+    /// The topic `name` as a shared string (a stream of writes to one topic shares one).
+    pub fn topic(&mut self, name: &str) -> Arc<str> {
+        match &self.last_topic {
+            Some(t) if &**t == name => t.clone(),
+            _ => {
+                let t: Arc<str> = Arc::from(name);
+                self.last_topic = Some(t.clone());
+                t
+            }
+        }
     }
 
     /// Queues an event (in log order).

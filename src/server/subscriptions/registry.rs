@@ -68,6 +68,7 @@ impl Outbox {
     }
 
     /// Appends encoded frames and wakes the session.
+    #[cfg(test)]
     pub fn push(&self, frames: &[u8]) {
         if frames.is_empty() {
             return;
@@ -77,6 +78,28 @@ impl Outbox {
             b.extend_from_slice(frames);
             b.len()
         };
+        if len > self.limit {
+            self.overflowed.store(true, Ordering::Release);
+        }
+        self.ready.notify_one();
+    }
+
+    /// Moves the frames in `frames` here (swapping buffers when this one is empty, so no bytes
+    /// are copied) and wakes the session; `frames` is left empty.
+    pub fn push_buf(&self, frames: &mut BytesMut) {
+        if frames.is_empty() {
+            return;
+        }
+        let len = {
+            let mut b = self.buf();
+            if b.is_empty() {
+                std::mem::swap(&mut *b, frames);
+            } else {
+                b.extend_from_slice(frames);
+            }
+            b.len()
+        };
+        frames.clear();
         if len > self.limit {
             self.overflowed.store(true, Ordering::Release);
         }

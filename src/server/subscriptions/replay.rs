@@ -123,7 +123,7 @@ fn run(job: ReplayJob, tx: mpsc::Sender<ReplayMsg>) {
                 }
             };
             read += 1;
-            if read % 1024 == 0 {
+            if read.is_multiple_of(1024) {
                 hold.advance(entry.lsn);
             }
             let rec = entry.record;

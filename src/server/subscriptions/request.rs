@@ -278,6 +278,37 @@ mod tests {
         assert_eq!(r.bookmark, None);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)))]
+
+        /// Whatever a peer puts in the fields, reading the command answers or refuses; it
+        /// never panics.
+        #[test]
+        fn hostile_fields_never_panic(
+            topic in proptest::option::of(".{0,24}"),
+            filter in proptest::option::of(".{0,24}"),
+            orderby in proptest::option::of("[/a-z ,DESCA]{0,16}"),
+            bookmark in proptest::option::of("[0-9|,TZ.a]{0,30}"),
+            options in proptest::option::of("[a-z_,=]{0,20}"),
+            sub_id in proptest::option::of(".{0,8}"),
+            batch in proptest::option::of(proptest::num::u64::ANY),
+            top_n in proptest::option::of(proptest::num::u64::ANY),
+            kind in 0usize..5,
+        ) {
+            let kinds = [Kind::Subscribe, Kind::DeltaSubscribe, Kind::Sow, Kind::SowAndSubscribe, Kind::SowAndDeltaSubscribe];
+            let h = Header {
+                topic, filter, order_by: orderby, bookmark, options, sub_id,
+                batch_size: batch, top_n, cid: Some("c".into()),
+                ..Header::default()
+            };
+            match parse(kinds[kind], &h, None) {
+                Ok(r) => proptest::prop_assert!((1..=MAX_BATCH_SIZE).contains(&r.batch_size)),
+                Err(r) => proptest::prop_assert_eq!(r.cid.as_deref(), Some("c")),
+            }
+        }
+    }
+
     #[test]
     fn refusals_carry_amps_reasons() {
         for (json, reason) in [
