@@ -199,6 +199,15 @@ impl Entry {
     }
 }
 
+impl super::flow::Weigh for SubscriptionEvent {
+    fn weight(&self) -> Option<usize> {
+        match self {
+            SubscriptionEvent::Message(d) => Some(d.weight()),
+            _ => None,
+        }
+    }
+}
+
 /// Caches the route of the last `sids` value (a stream usually repeats it).
 #[derive(Default)]
 struct RouteCache {
@@ -226,6 +235,11 @@ pub struct SubscriptionActor {
     cache: RouteCache,
     touched: Vec<Key>,
     stats: SubscriptionStats,
+    /// Deliveries gathered for one subscription during an inbound batch (`stage`).
+    staged: Vec<SubscriptionEvent>,
+    staged_key: Option<Key>,
+    /// Frames left in the batch being routed: the size to reserve for `staged`.
+    staged_hint: usize,
     /// Command ids of queries refused at placement: the server may follow the refused
     /// `processed` ack with a refused `completed` one, which is absorbed (bounded list).
     refused_cids: std::collections::VecDeque<String>,
@@ -302,6 +316,9 @@ impl SubscriptionActor {
             touched: Vec::new(),
             stats: SubscriptionStats::default(),
             refused_cids: std::collections::VecDeque::new(),
+            staged: Vec::new(),
+            staged_key: None,
+            staged_hint: 0,
         }
     }
 
@@ -498,6 +515,7 @@ impl SubscriptionActor {
 
     /// Ends `key` after its queued events: nothing more is routed to it.
     fn end(&mut self, key: Key, why: SubscriptionEnd) {
+        self.flush_staged();
         self.registry.unroute(key);
         if let Some(e) = self.registry.get_mut(key) {
             e.ending = true;
@@ -677,7 +695,28 @@ impl SubscriptionActor {
         }
     }
 
-    fn push_delivery(&mut self, key: Key, mut d: Delivery) {
+    /// Queues a delivery for `key`. Deliveries for the same subscription in a row are
+    /// gathered and handed to it in one piece (`flush_staged`): one registry lookup and no
+    /// copying per delivery.
+    #[inline]
+    fn stage(&mut self, key: Key, d: Delivery) {
+        if self.staged_key != Some(key) {
+            self.flush_staged();
+            self.staged_key = Some(key);
+        }
+        if self.staged.capacity() == 0 {
+            self.staged.reserve(self.staged_hint.max(16));
+        }
+        self.staged.push(SubscriptionEvent::Message(d));
+    }
+
+    /// Hands the gathered deliveries to their subscription: its book numbers them (and drops
+    /// what it already had), its outbox queues them.
+    fn flush_staged(&mut self) {
+        let Some(key) = self.staged_key.take() else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.staged);
         let Some(e) = self.registry.get_mut(key) else {
             return;
         };
@@ -685,18 +724,23 @@ impl SubscriptionActor {
             return;
         }
         if let Some(book) = &mut e.book {
-            let bm = d.bookmark().and_then(parse_bookmark);
-            match book.delivered(bm) {
-                Ok(local) => d.local_seq = local,
-                Err(_) => {
-                    self.stats.duplicates_dropped += 1;
-                    return;
+            let before = events.len();
+            events.retain_mut(|ev| {
+                let SubscriptionEvent::Message(d) = ev else {
+                    return true;
+                };
+                match book.delivered(d.bookmark().and_then(parse_bookmark)) {
+                    Ok(local) => {
+                        d.local_seq = local;
+                        true
+                    }
+                    Err(_) => false,
                 }
-            }
+            });
+            self.stats.duplicates_dropped += (before - events.len()) as u64;
         }
-        self.stats.delivered += 1;
-        let w = d.weight();
-        e.outbox.push_delivery(SubscriptionEvent::Message(d), w);
+        self.stats.delivered += events.len() as u64;
+        e.outbox.append(events);
         if !e.touched {
             e.touched = true;
             self.touched.push(key);
@@ -704,12 +748,18 @@ impl SubscriptionActor {
     }
 
     fn push_control(&mut self, key: Key, ev: SubscriptionEvent) {
+        self.flush_staged();
         if let Some(e) = self.registry.get_mut(key) {
             if !e.ending {
                 e.outbox.push_control(ev);
             }
         }
         self.touch(key);
+    }
+
+    fn query_key(&self, d: &Delivery) -> Option<Key> {
+        d.query_id()
+            .and_then(|q| self.registry.by_query_id(q.as_bytes()))
     }
 
     /// One frame of an inbound batch.
@@ -719,14 +769,15 @@ impl SubscriptionActor {
             self.ack(frame);
             return Ok(());
         }
-        let scanned = scan_delivery(&raw)?;
+        let scanned = scan_delivery(raw)?;
         match scanned.inbound {
             Inbound::Live(_) => {
                 let Some((start, len)) = scanned.delivery.sub_ids_range() else {
+                    let raw = scanned.delivery.frame_bytes().clone();
                     self.last_chance(UnexpectedKind::Unclaimed, raw);
                     return Ok(());
                 };
-                let sids = &raw[start..start + len];
+                let sids = &scanned.delivery.frame_bytes()[start..start + len];
                 let c = &mut self.cache;
                 if !(c.valid && c.generation == self.registry.generation() && c.sids == sids) {
                     c.unknown = self.registry.route_sids(sids, &mut c.routes);
@@ -735,47 +786,38 @@ impl SubscriptionActor {
                     c.generation = self.registry.generation();
                     c.valid = true;
                 }
-                let unknown = self.cache.unknown;
-                let routes = std::mem::take(&mut self.cache.routes);
-                let last = routes.len().saturating_sub(1);
-                let mut template = Some(scanned.delivery);
-                for (i, r) in routes.iter().enumerate() {
-                    // The last (usually the only) copy is the scanned delivery itself.
-                    let copy = if i == last {
-                        template.take()
-                    } else {
-                        template.clone()
-                    };
-                    let Some(mut d) = copy else {
-                        break;
-                    };
-                    d.set_sub_id_range(start + r.start, r.len);
-                    self.push_delivery(r.key, d);
-                }
-                self.cache.routes = routes;
-                if unknown > 0 {
+                if self.cache.unknown > 0 {
+                    let raw = scanned.delivery.frame_bytes().clone();
                     self.last_chance(UnexpectedKind::Unclaimed, raw);
                 }
+                if let [r] = self.cache.routes[..] {
+                    // The common case: one subscription; the scanned delivery itself goes.
+                    let mut d = scanned.delivery;
+                    d.set_sub_id_range(start + r.start, r.len);
+                    self.stage(r.key, d);
+                    return Ok(());
+                }
+                let routes = std::mem::take(&mut self.cache.routes);
+                for r in &routes {
+                    let mut d = scanned.delivery.clone();
+                    d.set_sub_id_range(start + r.start, r.len);
+                    self.stage(r.key, d);
+                }
+                self.cache.routes = routes;
             }
             Inbound::SowBatch => {
-                let Some(key) = scanned
-                    .delivery
-                    .query_id()
-                    .and_then(|q| self.registry.by_query_id(q.as_bytes()))
-                else {
+                let Some(key) = self.query_key(&scanned.delivery) else {
+                    let raw = scanned.delivery.frame_bytes().clone();
                     self.last_chance(UnexpectedKind::Unclaimed, raw);
                     return Ok(());
                 };
                 for d in split_sow_batch(&scanned)? {
-                    self.push_delivery(key, d);
+                    self.stage(key, d);
                 }
             }
             Inbound::GroupBegin | Inbound::GroupEnd => {
-                let Some(key) = scanned
-                    .delivery
-                    .query_id()
-                    .and_then(|q| self.registry.by_query_id(q.as_bytes()))
-                else {
+                let Some(key) = self.query_key(&scanned.delivery) else {
+                    let raw = scanned.delivery.frame_bytes().clone();
                     self.last_chance(UnexpectedKind::Unclaimed, raw);
                     return Ok(());
                 };
@@ -787,7 +829,7 @@ impl SubscriptionActor {
                 self.push_control(key, ev);
             }
             Inbound::Other => {
-                let frame = decode_frame(raw)?;
+                let frame = decode_frame(scanned.delivery.frame_bytes().clone())?;
                 if frame.header.command == Some(Command::Ack) {
                     self.ack(frame);
                 } else {
@@ -799,6 +841,8 @@ impl SubscriptionActor {
     }
 
     fn ack(&mut self, frame: Frame) {
+        // Acks come after the deliveries before them.
+        self.flush_staged();
         let h = &frame.header;
         let Some(cid) = h.cid.clone() else {
             return self.last_chance_frame(UnexpectedKind::Unclaimed, frame);
@@ -1243,7 +1287,9 @@ impl Handler<InboundBatch> for SubscriptionActor {
         if m.epoch != self.epoch || !self.up {
             return;
         }
-        for raw in m.frames {
+        let n = m.frames.len();
+        for (i, raw) in m.frames.into_iter().enumerate() {
+            self.staged_hint = n - i;
             if let Err(error) = self.inbound(raw) {
                 self.connection.do_send(ProtocolViolation {
                     epoch: m.epoch,
@@ -1252,6 +1298,7 @@ impl Handler<InboundBatch> for SubscriptionActor {
                 break;
             }
         }
+        self.flush_staged();
         self.flush_touched(ctx);
     }
 }

@@ -331,26 +331,6 @@ pub(crate) struct Scanned {
     pub body_start: usize,
 }
 
-fn utf8_span(
-    value: &ScannedValue<'_>,
-    escaped: &mut Option<Box<Escaped>>,
-    f: F,
-    bad: &mut bool,
-) -> Span {
-    if let Some(text) = &value.unescaped {
-        escaped.get_or_insert_with(Default::default)[f as usize] = Some(text.as_str().into());
-        return Span::ESCAPED;
-    }
-    if std::str::from_utf8(value.raw).is_err() {
-        *bad = true;
-        return Span::NONE;
-    }
-    Span {
-        start: value.start as u32,
-        len: value.raw.len() as u32,
-    }
-}
-
 fn parse_u64(raw: &[u8]) -> Option<u64> {
     let digits = raw.trim_ascii();
     if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
@@ -371,36 +351,46 @@ struct Fields {
     bad: Option<&'static str>,
 }
 
-fn scan_into(input: &[u8], base: usize) -> Result<(Fields, usize), ProtocolError> {
-    let mut out = Fields {
-        command: None,
-        spans: [Span::NONE; FIELDS],
-        sequence: None,
-        length: None,
-        escaped: None,
-        bad: None,
-    };
-    let mut bad_utf8 = false;
-    let used = scan_fields(input, |key, v| {
+impl Fields {
+    fn new() -> Fields {
+        Fields {
+            command: None,
+            spans: [Span::NONE; FIELDS],
+            sequence: None,
+            length: None,
+            escaped: None,
+            bad: None,
+        }
+    }
+
+    /// Records one key's value: `raw` found at `start` (absolute), `unescaped` when it held
+    /// escapes. `check_utf8`: whether string values still need checking (the fast path has
+    /// checked the whole header already).
+    fn assign(
+        &mut self,
+        key: &[u8],
+        start: usize,
+        raw: &[u8],
+        unescaped: Option<&str>,
+        check_utf8: bool,
+    ) {
+        let text = unescaped.map_or(raw, str::as_bytes);
         let f = match key {
             b"c" | b"cmd" => {
-                out.command = Some(match &v.unescaped {
-                    Some(s) => inbound_kind(s.as_bytes()),
-                    None => inbound_kind(v.raw),
-                });
+                self.command = Some(inbound_kind(text));
                 return;
             }
             b"s" | b"seq" => {
-                out.sequence = parse_u64(v.unescaped.as_deref().map_or(v.raw, str::as_bytes));
-                if out.sequence.is_none() {
-                    out.bad = Some("s is not an unsigned integer");
+                self.sequence = parse_u64(text);
+                if self.sequence.is_none() {
+                    self.bad = Some("s is not an unsigned integer");
                 }
                 return;
             }
             b"l" => {
-                out.length = parse_u64(v.unescaped.as_deref().map_or(v.raw, str::as_bytes));
-                if out.length.is_none() {
-                    out.bad = Some("l is not an unsigned integer");
+                self.length = parse_u64(text);
+                if self.length.is_none() {
+                    self.bad = Some("l is not an unsigned integer");
                 }
                 return;
             }
@@ -414,21 +404,102 @@ fn scan_into(input: &[u8], base: usize) -> Result<(Fields, usize), ProtocolError
             b"query_id" => F::QueryId,
             _ => return,
         };
-        let mut span = utf8_span(&v, &mut out.escaped, f, &mut bad_utf8);
-        if span != Span::ESCAPED && !span.is_none() {
-            span.start += base as u32;
-        }
-        out.spans[f as usize] = span;
-    })?;
-    if bad_utf8 {
-        out.bad = Some("string is not UTF-8");
+        self.spans[f as usize] = if let Some(text) = unescaped {
+            self.escaped.get_or_insert_with(Default::default)[f as usize] = Some(text.into());
+            Span::ESCAPED
+        } else if check_utf8 && std::str::from_utf8(raw).is_err() {
+            self.bad = Some("string is not UTF-8");
+            Span::NONE
+        } else {
+            Span {
+                start: start as u32,
+                len: raw.len() as u32,
+            }
+        };
     }
+}
+
+/// The common case, fast: a compact header (no whitespace, no escapes, only string and
+/// unsigned integer values), as every AMPS server writes it. Anything else returns `None`
+/// and takes the general scanner, which accepts or refuses it by the full rules; what this
+/// accepts, the general scanner reads the same way (a property test checks it).
+fn scan_compact(b: &[u8], base: usize) -> Option<(Fields, usize)> {
+    let mut out = Fields::new();
+    if b.first() != Some(&b'{') {
+        return None;
+    }
+    let mut i = 1;
+    if b.get(1) == Some(&b'}') {
+        return Some((out, 2));
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        i += 1;
+        let ks = i;
+        while *b.get(i)? != b'"' {
+            if b[i] == b'\\' {
+                return None;
+            }
+            i += 1;
+        }
+        let ke = i;
+        i += 1;
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        match *b.get(i)? {
+            b'"' => {
+                i += 1;
+                let vs = i;
+                while *b.get(i)? != b'"' {
+                    if b[i] == b'\\' {
+                        return None;
+                    }
+                    i += 1;
+                }
+                out.assign(&b[ks..ke], base + vs, &b[vs..i], None, false);
+                i += 1;
+            }
+            b'0'..=b'9' => {
+                let vs = i;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                out.assign(&b[ks..ke], base + vs, &b[vs..i], None, false);
+            }
+            _ => return None,
+        }
+        match *b.get(i)? {
+            b',' => i += 1,
+            b'}' => {
+                i += 1;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    // One check for the whole header instead of one per field.
+    std::str::from_utf8(&b[..i]).ok()?;
+    Some((out, i))
+}
+
+fn scan_into(input: &[u8], base: usize) -> Result<(Fields, usize), ProtocolError> {
+    if let Some(found) = scan_compact(input, base) {
+        return Ok(found);
+    }
+    let mut out = Fields::new();
+    let used = scan_fields(input, |key, v: ScannedValue<'_>| {
+        out.assign(key, base + v.start, v.raw, v.unescaped.as_deref(), true);
+    })?;
     Ok((out, used))
 }
 
 /// Scans a frame (its bytes without the length prefix) for the subscription side.
-pub(crate) fn scan_delivery(raw: &Bytes) -> Result<Scanned, ProtocolError> {
-    let (fields, used) = scan_into(raw, 0)?;
+pub(crate) fn scan_delivery(raw: Bytes) -> Result<Scanned, ProtocolError> {
+    let (fields, used) = scan_into(&raw, 0)?;
     if let Some(what) = fields.bad {
         return Err(ProtocolError::MalformedHeader { what, offset: 0 });
     }
@@ -440,13 +511,13 @@ pub(crate) fn scan_delivery(raw: &Bytes) -> Result<Scanned, ProtocolError> {
     Ok(Scanned {
         inbound,
         delivery: Delivery {
-            raw: raw.clone(),
-            kind,
-            fields: fields.spans,
             data: Span {
                 start: used as u32,
                 len: (raw.len() - used) as u32,
             },
+            raw,
+            kind,
+            fields: fields.spans,
             sequence: fields.sequence,
             escaped: fields.escaped,
             local_seq: 0,
@@ -530,7 +601,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn scan(s: &str) -> Scanned {
-        scan_delivery(&Bytes::copy_from_slice(s.as_bytes())).expect("scans")
+        scan_delivery(Bytes::copy_from_slice(s.as_bytes())).expect("scans")
     }
 
     #[test]
@@ -592,12 +663,12 @@ mod tests {
             r#"nope"#,
         ] {
             assert!(
-                scan_delivery(&Bytes::copy_from_slice(bad.as_bytes())).is_err(),
+                scan_delivery(Bytes::copy_from_slice(bad.as_bytes())).is_err(),
                 "{bad}"
             );
         }
         let non_utf8 = Bytes::from_static(b"{\"c\":\"p\",\"t\":\"\xff\"}");
-        assert!(scan_delivery(&non_utf8).is_err());
+        assert!(scan_delivery(non_utf8).is_err());
     }
 
     fn records(frame: &str) -> Result<Vec<Delivery>, ProtocolError> {
@@ -680,7 +751,7 @@ mod tests {
             buf.extend_from_slice(&body);
             let raw = buf.freeze();
             let frame = decode_frame(raw.clone()).expect("parses");
-            let s = scan_delivery(&raw).expect("scans");
+            let s = scan_delivery(raw.clone()).expect("scans");
             let d = &s.delivery;
             prop_assert_eq!(d.topic(), frame.header.topic.as_deref());
             prop_assert_eq!(d.bookmark(), frame.header.bookmark.as_deref());
@@ -691,11 +762,34 @@ mod tests {
             prop_assert_eq!(d.data_slice(), &frame.body[..]);
         }
 
+        /// Whatever the compact fast path accepts, the general scanner reads the same way.
+        #[test]
+        fn the_fast_path_agrees_with_the_general_scanner(
+            fields in proptest::collection::vec(
+                (prop_oneof![Just("c"), Just("t"), Just("sids"), Just("bm"), Just("s"), Just("k"), Just("zz")],
+                 prop_oneof![json_string().prop_map(|s| format!("\"{s}\"")), (0u64..1000).prop_map(|n| n.to_string())]),
+                0..6),
+        ) {
+            let inner: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let header = format!("{{{}}}", inner.join(","));
+            if let Some((fast, used)) = scan_compact(header.as_bytes(), 3) {
+                let mut slow = Fields::new();
+                let slow_used = scan_fields(header.as_bytes(), |key, v| {
+                    slow.assign(key, 3 + v.start, v.raw, v.unescaped.as_deref(), true);
+                }).expect("the general scanner accepts it too");
+                prop_assert_eq!(used, slow_used);
+                prop_assert_eq!(fast.spans, slow.spans);
+                prop_assert_eq!(fast.sequence, slow.sequence);
+                prop_assert_eq!(fast.command, slow.command);
+                prop_assert_eq!(fast.bad, slow.bad);
+            }
+        }
+
         /// Arbitrary bytes never panic the scanner or the record splitter.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let raw = Bytes::from(bytes);
-            if let Ok(s) = scan_delivery(&raw) {
+            if let Ok(s) = scan_delivery(raw) {
                 let _ = split_sow_batch(&s);
             }
         }
@@ -716,7 +810,7 @@ mod tests {
             let mut raw = head.to_vec();
             raw.extend_from_slice(&body);
             let raw = Bytes::from(raw);
-            let mine = split_sow_batch(&scan_delivery(&raw).expect("scans"));
+            let mine = split_sow_batch(&scan_delivery(raw).expect("scans"));
             let theirs = sow_records(&body);
             prop_assert_eq!(mine.is_ok(), theirs.is_ok());
             if let (Ok(mine), Ok(theirs)) = (mine, theirs) {

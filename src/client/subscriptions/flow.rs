@@ -114,21 +114,37 @@ pub(crate) enum Level {
     Over,
 }
 
-/// One subscription's queue and its batch in flight (module docs). `E` is the event type;
-/// each event is pushed with its weight in bytes and whether it counts as a delivery.
+/// What the outbox needs to know of an event: its weight in bytes when it is a delivery,
+/// `None` for a control event (counted in no bound, never dropped).
+pub(crate) trait Weigh {
+    fn weight(&self) -> Option<usize>;
+}
+
+/// A run of queued events: at most `max_batch` deliveries, sent as one batch.
+#[derive(Debug)]
+struct Chunk<E> {
+    events: Vec<E>,
+    deliveries: usize,
+    bytes: usize,
+}
+
+/// One subscription's queue and its batch in flight (module docs). The queue is a list of
+/// chunks of at most `max_batch` deliveries each, so taking a batch moves no event: the
+/// oldest chunk is handed over whole (and when the subscriber keeps up, the vector the
+/// connection's read filled becomes the batch itself).
 #[derive(Debug)]
 pub(crate) struct Outbox<E> {
-    queue: VecDeque<(E, usize)>,
+    chunks: VecDeque<Chunk<E>>,
     deliveries: usize,
     bytes: usize,
     in_flight: Option<usize>,
     limits: FlowControl,
 }
 
-impl<E> Outbox<E> {
+impl<E: Weigh> Outbox<E> {
     pub fn new(limits: FlowControl) -> Self {
         Outbox {
-            queue: VecDeque::new(),
+            chunks: VecDeque::new(),
             deliveries: 0,
             bytes: 0,
             in_flight: None,
@@ -140,16 +156,66 @@ impl<E> Outbox<E> {
         self.limits
     }
 
-    /// Queues a delivery weighing `bytes`.
-    pub fn push_delivery(&mut self, e: E, bytes: usize) {
-        self.queue.push_back((e, bytes));
-        self.deliveries += 1;
+    /// Queues one event.
+    pub fn push(&mut self, e: E) {
+        let w = e.weight();
+        let max = self.limits.max_batch;
+        let full = self
+            .chunks
+            .back()
+            .is_none_or(|c| w.is_some() && c.deliveries >= max);
+        if full {
+            self.chunks.push_back(Chunk {
+                events: Vec::new(),
+                deliveries: 0,
+                bytes: 0,
+            });
+        }
+        if let Some(c) = self.chunks.back_mut() {
+            if let Some(w) = w {
+                c.deliveries += 1;
+                c.bytes += w;
+                self.deliveries += 1;
+                self.bytes += w;
+            }
+            c.events.push(e);
+        }
+    }
+
+    /// Queues many events at once. A vector that fits one batch becomes a chunk of its own
+    /// (no event moves: when the subscriber keeps up, it is the next batch as it is); only a
+    /// few events are merged into the last chunk, to keep batches large under a backlog.
+    pub fn append(&mut self, events: Vec<E>) {
+        let (mut deliveries, mut bytes) = (0, 0);
+        for e in &events {
+            if let Some(w) = e.weight() {
+                deliveries += 1;
+                bytes += w;
+            }
+        }
+        let max = self.limits.max_batch;
+        let merge = self
+            .chunks
+            .back()
+            .is_some_and(|c| events.len() <= 64 && c.deliveries + deliveries <= max);
+        if merge || deliveries > max {
+            for e in events {
+                self.push(e);
+            }
+            return;
+        }
+        self.chunks.push_back(Chunk {
+            events,
+            deliveries,
+            bytes,
+        });
+        self.deliveries += deliveries;
         self.bytes += bytes;
     }
 
-    /// Queues a control event (counted in no bound).
+    /// Queues a control event.
     pub fn push_control(&mut self, e: E) {
-        self.queue.push_back((e, usize::MAX));
+        self.push(e);
     }
 
     pub fn level(&self) -> Level {
@@ -175,38 +241,24 @@ impl<E> Outbox<E> {
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.chunks.is_empty()
     }
 
     pub fn in_flight(&self) -> bool {
         self.in_flight.is_some()
     }
 
-    /// The next batch, when none is in flight: the oldest events, at most `max_batch`
-    /// deliveries (control events ride along free).
+    /// The next batch, when none is in flight: the oldest chunk (at most `max_batch`
+    /// deliveries; control events ride along free).
     pub fn take_batch(&mut self) -> Option<Vec<E>> {
-        if self.in_flight.is_some() || self.queue.is_empty() {
+        if self.in_flight.is_some() {
             return None;
         }
-        let mut batch = Vec::with_capacity(self.queue.len().min(self.limits.max_batch));
-        let mut n = 0;
-        while let Some((_, w)) = self.queue.front() {
-            let is_delivery = *w != usize::MAX;
-            if is_delivery && n == self.limits.max_batch {
-                break;
-            }
-            let Some((e, w)) = self.queue.pop_front() else {
-                break;
-            };
-            if is_delivery {
-                n += 1;
-                self.deliveries -= 1;
-                self.bytes -= w;
-            }
-            batch.push(e);
-        }
-        self.in_flight = Some(n);
-        Some(batch)
+        let c = self.chunks.pop_front()?;
+        self.deliveries -= c.deliveries;
+        self.bytes -= c.bytes;
+        self.in_flight = Some(c.deliveries);
+        Some(c.events)
     }
 
     /// The subscriber finished the batch in flight; returns how many deliveries it held.
@@ -218,19 +270,24 @@ impl<E> Outbox<E> {
     /// many were dropped.
     pub fn drop_deliveries(&mut self, mut drop: impl FnMut(&E) -> bool) -> usize {
         let before = self.deliveries;
-        let mut deliveries = 0;
-        let mut bytes = 0;
-        self.queue.retain(|(e, w)| {
-            if *w == usize::MAX {
-                return true;
-            }
-            if drop(e) {
-                return false;
-            }
-            deliveries += 1;
-            bytes += *w;
-            true
-        });
+        let (mut deliveries, mut bytes) = (0, 0);
+        for c in &mut self.chunks {
+            let (mut cd, mut cb) = (0, 0);
+            c.events.retain(|e| match e.weight() {
+                None => true,
+                Some(_) if drop(e) => false,
+                Some(w) => {
+                    cd += 1;
+                    cb += w;
+                    true
+                }
+            });
+            c.deliveries = cd;
+            c.bytes = cb;
+            deliveries += cd;
+            bytes += cb;
+        }
+        self.chunks.retain(|c| !c.events.is_empty());
         self.deliveries = deliveries;
         self.bytes = bytes;
         before - deliveries
@@ -242,6 +299,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A delivery of 10 bytes (`true`), or a control event (`false`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Ev(u32, bool);
+
+    impl Weigh for Ev {
+        fn weight(&self) -> Option<usize> {
+            self.1.then_some(10)
+        }
+    }
+
+    fn ids(b: Vec<Ev>) -> Vec<u32> {
+        b.into_iter().map(|e| e.0).collect()
+    }
+
     fn limits(max_queued: usize, max_batch: usize) -> FlowControl {
         FlowControl::default()
             .max_queued(max_queued)
@@ -251,33 +322,37 @@ mod tests {
 
     #[test]
     fn one_batch_in_flight_and_levels() {
-        let mut o: Outbox<u32> = Outbox::new(limits(4, 3));
+        let mut o: Outbox<Ev> = Outbox::new(limits(4, 3));
         for i in 0..5 {
-            o.push_delivery(i, 10);
+            o.push(Ev(i, true));
         }
         assert_eq!(o.level(), Level::Over);
-        assert_eq!(o.take_batch(), Some(vec![0, 1, 2]));
+        assert_eq!(o.take_batch().map(ids), Some(vec![0, 1, 2]));
         assert_eq!(o.take_batch(), None, "one batch at a time");
         assert_eq!(o.level(), Level::Low);
-        o.push_control(99);
+        o.push_control(Ev(99, false));
         assert_eq!(o.completed(), 3);
-        assert_eq!(o.take_batch(), Some(vec![3, 4, 99]));
+        assert_eq!(o.take_batch().map(ids), Some(vec![3, 4, 99]));
         assert_eq!(o.completed(), 2);
         assert!(o.is_empty());
+        // A vector that fits one batch becomes the batch.
+        o.append(vec![Ev(5, true), Ev(6, false), Ev(7, true)]);
+        assert_eq!(o.queued(), 2);
+        assert_eq!(o.take_batch().map(ids), Some(vec![5, 6, 7]));
     }
 
     #[test]
     fn bytes_bound_and_dropping() {
-        let mut o: Outbox<u32> = Outbox::new(FlowControl::default().max_queued_bytes(100));
-        o.push_delivery(1, 60);
+        let mut o: Outbox<Ev> = Outbox::new(FlowControl::default().max_queued_bytes(15));
+        o.push(Ev(1, true));
         assert_eq!(o.level(), Level::Normal);
-        o.push_delivery(2, 60);
+        o.push(Ev(2, true));
         assert_eq!(o.level(), Level::Over);
-        o.push_control(3);
-        assert_eq!(o.drop_deliveries(|e| *e == 2), 1);
-        assert_eq!(o.queued_bytes(), 60);
+        o.push_control(Ev(3, false));
+        assert_eq!(o.drop_deliveries(|e| e.0 == 2), 1);
+        assert_eq!(o.queued_bytes(), 10);
         assert_eq!(o.drop_deliveries(|_| true), 1);
-        assert_eq!(o.take_batch(), Some(vec![3]));
+        assert_eq!(o.take_batch().map(ids), Some(vec![3]));
     }
 
     proptest! {
@@ -289,15 +364,21 @@ mod tests {
         /// comes out once, in order; no batch exceeds max_batch deliveries; never two batches
         /// in flight; the counters match the queue.
         #[test]
-        fn order_and_bounds_hold(ops in proptest::collection::vec(0u8..4, 0..200), max_batch in 1usize..5) {
-            let mut o: Outbox<(u32, bool)> = Outbox::new(limits(1000, max_batch));
+        fn order_and_bounds_hold(ops in proptest::collection::vec(0u8..5, 0..200), max_batch in 1usize..5) {
+            let mut o: Outbox<Ev> = Outbox::new(limits(1000, max_batch));
             let mut next = 0u32;
             let mut out = Vec::new();
             let mut pushed = Vec::new();
             for op in ops {
                 match op {
-                    0 | 1 => { o.push_delivery((next, true), 1); pushed.push(next); next += 1; }
-                    2 => { o.push_control((next, false)); pushed.push(next); next += 1; }
+                    0 | 1 => { o.push(Ev(next, true)); pushed.push(next); next += 1; }
+                    2 => { o.push_control(Ev(next, false)); pushed.push(next); next += 1; }
+                    3 => {
+                        let v: Vec<Ev> = (0..3).map(|k| Ev(next + k, k != 1)).collect();
+                        pushed.extend(next..next + 3);
+                        next += 3;
+                        o.append(v);
+                    }
                     _ => {
                         if o.in_flight() { o.completed(); }
                         if let Some(b) = o.take_batch() {
