@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use actix::Addr;
+use actix_amps::client::SubscriptionStream;
 use actix_amps::client::{
     BehindPolicy, BookmarkStart, CancelAllSubscriptions, CancelSubscription, ClientActor,
     ClientConfig, DeliveryKind, DiscardBookmarks, DiscardMode, FlowControl, GetSubscriptionStats,
@@ -16,6 +17,7 @@ use actix_amps::client::{
     SubscriptionEnd, SubscriptionEvent, UnexpectedKind, WaitLoggedOn,
 };
 use actix_amps::protocol::Reason;
+use futures_util::StreamExt;
 use sub_support::{body, id_of, Sub};
 use support::{Events, TestServer, WAIT};
 
@@ -857,4 +859,45 @@ async fn unknown_ids_reach_last_chance() {
     assert_eq!(bodies[2].1, &b"three"[..]);
     assert_eq!(bodies[3].0, UnexpectedKind::UnknownCommandId);
     peer.abort();
+}
+
+/// The stream form: events in order; dropping the stream ends the subscription (the client
+/// unsubscribes and forgets it, so its id is free again).
+#[actix_rt::test]
+async fn a_subscription_as_a_stream() {
+    let server = TestServer::start(|c| c);
+    let client = client("sub-stream", &server);
+    let (recipient, mut events) = SubscriptionStream::channel(2);
+    subscribe(&client, Subscribe::new("t", recipient).sub_id("st")).await;
+    publish(&client, "t", 0..50).await;
+    let mut ids = Vec::new();
+    while ids.len() < 50 {
+        match tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("in time")
+        {
+            Some(SubscriptionEvent::Message(d)) => ids.push(id_of(&d)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ids, (0..50).collect::<Vec<_>>());
+    drop(events);
+    publish(&client, "t", 50..52).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (recipient, _events) = SubscriptionStream::channel(2);
+        match client
+            .send(Subscribe::new("t", recipient).sub_id("st"))
+            .await
+            .unwrap()
+        {
+            Ok(_) => break,
+            Err(SubscribeError::SubIdInUse { .. }) => {
+                assert!(tokio::time::Instant::now() < deadline, "never released");
+                publish(&client, "t", 0..1).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

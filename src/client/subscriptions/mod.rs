@@ -46,6 +46,9 @@
 //!   reason. Queries are not re-sent: one cut off by a disconnect fails
 //!   ([`QueryError::Disconnected`]).
 //!
+//! Code that is not an actor can take a subscription as a `futures::Stream`
+//! ([`SubscriptionStream`]), with the same flow control.
+//!
 //! The wire frames are the official client's, key for key (`frames.rs`).
 
 pub(crate) mod actor;
@@ -59,6 +62,7 @@ mod frames;
 mod messages;
 mod registry;
 mod resubscribe;
+mod stream;
 
 pub use actor::{GetSubscriptionStats, SubscriptionStats, SyncBookmarks};
 pub use bookmark_store::BookmarkStoreKind;
@@ -66,6 +70,7 @@ pub use delivery::{Delivery, DeliveryKind, OofReason};
 pub use errors::{BookmarkStoreError, CancelError, PingError, QueryError, SubscribeError};
 pub use flow::{BehindPolicy, FlowControl};
 pub use messages::*;
+pub use stream::SubscriptionStream;
 
 /// Opens the bookmark store a client is configured with (blocking: at start only).
 pub(crate) fn bookmark_store_open(
