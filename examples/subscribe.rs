@@ -43,11 +43,10 @@ impl Handler<Deliveries> for Tally {
             match event {
                 SubscriptionEvent::Message(m) => {
                     let text = String::from_utf8_lossy(m.data_slice()).into_owned();
-                    if let Some(id) = text
+                    if let Ok(id) = text
                         .trim_start_matches("{\"tick\":")
                         .trim_end_matches('}')
                         .parse::<u64>()
-                        .ok()
                     {
                         self.ids.push(id);
                     }

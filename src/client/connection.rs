@@ -654,7 +654,7 @@ impl ConnectionActor {
     }
 
     /// Hands frames to the subscription actor (one message for the lot).
-    fn to_subscriptions(&mut self, epoch: u64, frames: &mut Vec<Bytes>) {
+    fn hand_to_subscriptions(&mut self, epoch: u64, frames: &mut Vec<Bytes>) {
         if frames.is_empty() {
             return;
         }
@@ -695,7 +695,7 @@ impl StreamHandler<ReadItem> for ConnectionActor {
                 subs.push(raw);
                 continue;
             }
-            self.to_subscriptions(epoch, &mut subs);
+            self.hand_to_subscriptions(epoch, &mut subs);
             match decode_frame(raw) {
                 Ok(frame) => self.frame(epoch, frame, ctx),
                 Err(e) => {
@@ -705,7 +705,7 @@ impl StreamHandler<ReadItem> for ConnectionActor {
             }
         }
         if self.epoch == epoch {
-            self.to_subscriptions(epoch, &mut subs);
+            self.hand_to_subscriptions(epoch, &mut subs);
         }
     }
 
