@@ -200,11 +200,13 @@ fn one_fanout_run(
 ) -> Result<(f64, f64), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     // Subscriber threads that fall behind (16 of them on 2 cores) would otherwise be
-    // disconnected as slow consumers; the benchmark measures throughput, not that limit.
+    // disconnected as slow consumers, or by the memory budget; the benchmark measures
+    // throughput, not those limits.
     let server = Server::start(
         ServerConfig::new(dir.path())
             .fsync(FsyncPolicy::Never)
-            .max_unsent_bytes(4 << 30),
+            .max_unsent_bytes(4 << 30)
+            .max_buffered_bytes(16 << 30),
     )
     .map_err(|e| e.to_string())?;
     let addr = server.addr();

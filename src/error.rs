@@ -70,6 +70,24 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
 }
 
+impl ProtocolError {
+    /// Whether this is the peer going away (connection reset or aborted, broken pipe, end of
+    /// stream reported as an error) rather than bytes that break the protocol: a disconnect,
+    /// to be reported and retried as one.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(self, ProtocolError::Io(e) if is_disconnect(e))
+    }
+}
+
+/// Whether an I/O error means the peer went away (reset, aborted, broken pipe, early end).
+pub(crate) fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected
+    )
+}
+
 /// A server URI that cannot be used.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -77,7 +95,7 @@ pub enum UriError {
     /// No URI was given.
     #[error("empty URI")]
     Empty,
-    /// The URI has no `scheme://`.
+    /// The URI has no `scheme://`. Holds the input with any password masked.
     #[error("URI {0:?} has no scheme (expected tcp:// or tcps://)")]
     MissingScheme(String),
     /// The scheme is not `tcp` or `tcps`.
@@ -105,6 +123,10 @@ pub enum UriError {
     /// A `%XX` escape in the user or password is malformed.
     #[error("bad percent-encoding in the URI's credentials")]
     BadPercentEncoding,
+    /// An `@` comes after the host: a user name or password holding `/`, `?` or `#`, which
+    /// must be percent-encoded (`%2F`, `%3F`, `%23`).
+    #[error("URI has an '@' after its host: percent-encode '/', '?' and '#' in the user name or password (%2F, %3F, %23)")]
+    UnescapedCredentials,
 }
 
 /// A publish store that cannot do what was asked.
@@ -155,8 +177,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A file store record is corrupt somewhere other than the tail.
-    #[error("publish store file {path} is corrupt at offset {offset}: {what}")]
+    /// A file store record is damaged somewhere other than a torn tail (bad bytes with intact
+    /// records after them, or in a finished segment). Nothing was cut.
+    #[error("publish store file {path} is corrupt at offset {offset}: {what}; {records_beyond} intact records lie beyond it; nothing was cut (`actix-amps store --dir DIR --verify` lists the damage, `--repair` quarantines it)")]
     Corrupt {
         /// The file.
         path: std::path::PathBuf,
@@ -164,7 +187,70 @@ pub enum StoreError {
         offset: u64,
         /// What was wrong.
         what: String,
+        /// Intact records after the damage, in this segment and the later ones.
+        records_beyond: u64,
     },
+    /// The file store's disk (or the process's file size limit) has no room for the write: it
+    /// was not stored, and so not sent. Writes work again once space is freed.
+    #[error("publish store {path} has no disk space for the write ({source}); it was not stored or sent; free space and writes resume")]
+    DiskFull {
+        /// The segment file that could not grow.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// A copy of this error to report to several callers (the I/O source is carried as its
+    /// kind and text, so the message stays the same and is not nested).
+    pub fn duplicate(&self) -> StoreError {
+        let copy_io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            StoreError::SequenceNotIncreasing { seq, last } => StoreError::SequenceNotIncreasing {
+                seq: *seq,
+                last: *last,
+            },
+            StoreError::Full {
+                messages,
+                bytes,
+                max_messages,
+                max_bytes,
+            } => StoreError::Full {
+                messages: *messages,
+                bytes: *bytes,
+                max_messages: *max_messages,
+                max_bytes: *max_bytes,
+            },
+            StoreError::TooLarge { size, max_bytes } => StoreError::TooLarge {
+                size: *size,
+                max_bytes: *max_bytes,
+            },
+            StoreError::Locked { path, holder } => StoreError::Locked {
+                path: path.clone(),
+                holder: *holder,
+            },
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+            StoreError::Corrupt {
+                path,
+                offset,
+                what,
+                records_beyond,
+            } => StoreError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                what: what.clone(),
+                records_beyond: *records_beyond,
+            },
+            StoreError::DiskFull { path, source } => StoreError::DiskFull {
+                path: path.clone(),
+                source: copy_io(source),
+            },
+        }
+    }
 }
 
 /// A write the client could not accept into its store.
@@ -334,6 +420,16 @@ pub enum ConnectError {
         /// The server (password masked).
         uri: String,
     },
+    /// The server closed a logged-on connection and said why in a closing notice
+    /// ([`protocol::notice`](crate::protocol::notice)): `slow consumer`,
+    /// `memory budget exceeded`, `read timeout`, ...
+    #[error("{uri} closed the connection: {reason}")]
+    ClosedByServer {
+        /// The server (password masked).
+        uri: String,
+        /// The server's reason.
+        reason: crate::protocol::Reason,
+    },
 }
 
 /// A TLS configuration that cannot be used, or a TLS handshake that failed.
@@ -491,6 +587,16 @@ pub enum ServerError {
         requested: u64,
         /// The oldest LSN still in the log.
         first_retained: u64,
+    },
+    /// A snapshot of the SOW and the last sequences is damaged or incomplete.
+    #[error("snapshot {path} is damaged at offset {offset} ({what}); nothing was changed: `actix-amps journal --data DIR --verify` reports it, `actix-amps serve --repair` quarantines it")]
+    SnapshotDamaged {
+        /// The snapshot file.
+        path: std::path::PathBuf,
+        /// First damaged byte.
+        offset: u64,
+        /// What was wrong.
+        what: String,
     },
     /// The data directory has a transaction log in the single-file format of earlier versions.
     #[error("{path} is a transaction log in the format of an earlier version; move it away to start with an empty log")]

@@ -1,5 +1,5 @@
 //! Server limits against hostile clients: a connection cap (`max_connections`, refused at
-//! accept) and a bound on each connection's unsent output (`max_unsent_bytes`: a client that
+//! accept with a `too many connections` answer) and a bound on each connection's unsent output (`max_unsent_bytes`: a client that
 //! keeps sending but never reads its acks is disconnected, and the server's queue for it never
 //! grows past the bound plus one read's worth of replies).
 
@@ -141,7 +141,7 @@ async fn a_client_publishing_with_acks_without_reading_is_disconnected_and_bound
 }
 
 #[tokio::test]
-async fn connections_over_the_cap_are_closed_at_once() {
+async fn connections_over_the_cap_are_refused_with_a_reason() {
     let (_dir, server) = start(|c| c.max_connections(2));
     let mut a = Conn::connect(server.addr()).await;
     a.logon("cap-a").await;
@@ -149,10 +149,12 @@ async fn connections_over_the_cap_are_closed_at_once() {
     b.logon("cap-b").await;
 
     let mut refused = Conn::connect(server.addr()).await;
+    refused.send(&logon("cap-refused"), b"").await;
     let frames = refused.expect_closed(WAIT).await;
-    assert!(
-        frames.is_empty(),
-        "a refused connection gets nothing: {frames:?}"
+    assert_eq!(frames.len(), 1, "one answer, then closed: {frames:?}");
+    assert_eq!(
+        frames[0].header.reason,
+        Some(actix_amps::protocol::Reason::TooManyConnections)
     );
     let stats = server.stats();
     assert_eq!((stats.refused_connections, stats.connections), (1, 2));

@@ -28,6 +28,10 @@
 //!   and the impossible acks the store detects) close the connection with a typed
 //!   [`ConnectError::Protocol`], reported in [`ConnectionEvent::Disconnected`], and reconnect
 //!   as for any drop. The store is untouched by the offending frame and replays after logon.
+//! - **Disconnects** (end of stream, a reset, a broken pipe) are reported as
+//!   [`ConnectionEvent::Disconnected`] and retried, never as protocol errors. A closing notice
+//!   from the server (`protocol::notice`) says why it closed: a refused logon while logging on,
+//!   [`ConnectError::ClosedByServer`] after.
 //! - **Heartbeats**: after logon the actor sends `start,<secs>`, a `beat` whenever it has sent
 //!   nothing for an interval, and treats 2 x interval without any frame from the server as a
 //!   dead connection. It never answers the server's beats (PROTOCOL.md section 9: no storms).
@@ -62,7 +66,9 @@ use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
 use crate::client::subscriptions::actor::{InboundBatch, SubsLoggedOn, SubscriptionActor};
 use crate::error::{ConnectError, ProtocolError, TlsError};
-use crate::protocol::{decode_frame, AckTypes, AmpsUri, Command, Frame, Header, Reason, Status};
+use crate::protocol::{
+    closing_reason, decode_frame, AckTypes, AmpsUri, Command, Frame, Header, Reason, Status,
+};
 
 /// Highest last sequence a logon ack may report: far above any real sequence (about
 /// `now_ms * 1_000_000`, 1.8e18 today), far enough below `u64::MAX` that numbering can continue.
@@ -106,6 +112,8 @@ pub struct ConnectionActor {
     violation_streak: u32,
     stopping: bool,
     gave_up: bool,
+    /// The last failed attempt's error, for the reason of giving up.
+    last_error: Option<String>,
     /// Callers of `WaitLoggedOn` waiting for the next logon.
     logon_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -165,6 +173,7 @@ impl ConnectionActor {
             violation_streak: 0,
             stopping: false,
             gave_up: false,
+            last_error: None,
             logon_waiters: Vec::new(),
         }
     }
@@ -192,7 +201,13 @@ impl ConnectionActor {
         }
         if let Some(max) = self.config.reconnect.max_retry_time {
             if self.down_since.elapsed() >= max {
-                self.give_up(format!("no logon within the maximum retry time of {max:?}"));
+                let last = match &self.last_error {
+                    Some(e) => format!("; last attempt: {e}"),
+                    None => String::new(),
+                };
+                self.give_up(format!(
+                    "no logon within the maximum retry time of {max:?}{last}"
+                ));
                 return;
             }
         }
@@ -388,6 +403,7 @@ impl ConnectionActor {
     /// An attempt (connect or logon) failed: move to the next server and back off.
     fn attempt_failed(&mut self, err: ConnectError, ctx: &mut Context<Self>) {
         tracing::warn!(error = %err, "connection attempt failed");
+        self.last_error = Some(err.to_string());
         let was_connected = !matches!(self.state, State::Down);
         self.close(ctx);
         let reason = err.to_string();
@@ -420,6 +436,25 @@ impl ConnectionActor {
         self.registry.do_send(ConnectionEvent::Disconnected {
             reason,
             error: None,
+        });
+        self.schedule_connect(ctx);
+    }
+
+    /// The server sent a closing notice (`protocol::notice`): while logging on that is a
+    /// refused logon; after, a disconnect with the server's reason.
+    fn closed_by_server(&mut self, reason: Reason, ctx: &mut Context<Self>) {
+        let uri = self.uri().to_string();
+        if !matches!(self.state, State::Up) {
+            self.attempt_failed(ConnectError::LogonRefused { uri, reason }, ctx);
+            return;
+        }
+        let err = ConnectError::ClosedByServer { uri, reason };
+        tracing::warn!(error = %err, "disconnected");
+        self.close(ctx);
+        self.down_since = Instant::now();
+        self.registry.do_send(ConnectionEvent::Disconnected {
+            reason: err.to_string(),
+            error: Some(Arc::new(err)),
         });
         self.schedule_connect(ctx);
     }
@@ -504,6 +539,7 @@ impl ConnectionActor {
         }
         self.logons += 1;
         self.reconnects.reset();
+        self.last_error = None;
         tracing::info!(server = %uri, server_last, server_version = ack.version.as_deref(), "logged on");
         self.registry.do_send(ConnectionEvent::LoggedOn {
             server_last_sequence: server_last,
@@ -637,6 +673,10 @@ impl Actor for ConnectionActor {
 impl ConnectionActor {
     /// One parsed frame that is not the subscription side's.
     fn frame(&mut self, epoch: u64, frame: Frame, ctx: &mut Context<Self>) {
+        if let Some(reason) = closing_reason(&frame.header) {
+            self.closed_by_server(reason.clone(), ctx);
+            return;
+        }
         match &self.state {
             State::LoggingOn { cid }
                 if frame.header.command == Some(Command::Ack)
@@ -674,6 +714,11 @@ impl StreamHandler<ReadItem> for ConnectionActor {
         self.last_received = Instant::now();
         let frames = match item {
             Some(Ok(frames)) => frames,
+            // A reset is the server going away, not a broken protocol.
+            Some(Err(e)) if e.is_disconnect() => {
+                self.dropped(format!("connection lost: {e}"), ctx);
+                return;
+            }
             Some(Err(e)) => {
                 self.violation(e, ctx);
                 return;

@@ -313,7 +313,9 @@ pub enum ConnectionEvent {
         /// The typed error, when the connection was closed because of one: the client closes a
         /// connection whose server breaks the protocol with [`ConnectError::Protocol`] (bytes
         /// that are not AMPS, a frame over the maximum, a frame cut short, a persisted ack for
-        /// a sequence never assigned or going backwards). `None` for an ordinary close by the
+        /// a sequence never assigned or going backwards), and reports a server's closing
+        /// notice as [`ConnectError::ClosedByServer`] (`slow consumer`,
+        /// `memory budget exceeded`, ...). `None` for an ordinary close or reset by the
         /// server, a write error or a heartbeat timeout.
         error: Option<Arc<ConnectError>>,
     },

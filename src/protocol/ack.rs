@@ -282,6 +282,24 @@ reasons! {
     SowDeleteOneSelector => "sow_delete command only supports one of: filter, sow_keys, bookmark, or data",
     /// The message exceeds the server's maximum message size (the embedded server's reason).
     MessageTooLarge => "message too large",
+    /// The embedded server has `max_connections` open: the logon is refused.
+    TooManyConnections => "too many connections",
+    /// The embedded server saw no complete logon within its logon deadline.
+    LogonTimeout => "logon timeout",
+    /// The embedded server had `max_pending_logons` connections waiting to log on and closed
+    /// the oldest to make room for a new one.
+    TooManyPendingLogons => "too many pending logons",
+    /// A frame began arriving at the embedded server but did not complete within its read
+    /// deadline (a stalled or trickling peer).
+    ReadTimeout => "read timeout",
+    /// The embedded server's output to this connection passed `max_unsent_bytes`: the client
+    /// does not read.
+    SlowConsumer => "slow consumer",
+    /// The embedded server's buffers passed its server-wide memory budget and this connection
+    /// held the most.
+    MemoryBudgetExceeded => "memory budget exceeded",
+    /// The embedded server received bytes that are not an AMPS frame.
+    BadFrame => "bad frame",
 }
 
 impl Reason {

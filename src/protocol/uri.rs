@@ -95,20 +95,29 @@ pub fn parse_uri(input: &str) -> Result<AmpsUri, UriError> {
     if s.is_empty() {
         return Err(UriError::Empty);
     }
+    // Errors echo only text that cannot hold a password: the input with its credentials
+    // masked, or fragments that lie after the credentials' `@`.
     let (scheme, rest) = s
         .split_once("://")
-        .ok_or_else(|| UriError::MissingScheme(s.into()))?;
+        .filter(|(scheme, _)| is_scheme(scheme))
+        .ok_or_else(|| UriError::MissingScheme(redact_uri(s)))?;
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "tcp" => false,
         "tcps" => true,
         _ => return Err(UriError::UnsupportedScheme(scheme.into())),
     };
     // Drop any query string: this client takes its options from the builder.
+    let full = rest;
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
+    // An `@` past the host: credentials holding `/`, `?` or `#`, which end the authority
+    // early. Parsing on would connect somewhere wrong and echo pieces of the password.
+    if full[authority.len()..].contains('@') {
+        return Err(UriError::UnescapedCredentials);
+    }
     let (userinfo, hostport) = match authority.rfind('@') {
         Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
         None => (None, authority),
@@ -183,6 +192,94 @@ pub fn parse_uri_list(input: &str) -> Result<Vec<AmpsUri>, UriError> {
         return Err(UriError::Empty);
     }
     Ok(list)
+}
+
+/// Whether `s` is a URI scheme: a letter, then letters, digits, `+`, `-` or `.` (RFC 3986).
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// `input`, a URI that need not parse, with its password masked: everything between the user
+/// name's `:` and the last `@` becomes `***`. Text without `user:password@` is returned as is.
+/// For showing a URI the user typed in an error message.
+///
+/// ```
+/// use actix_amps::protocol::redact_uri;
+/// assert_eq!(
+///     redact_uri("tcp://alice:s3cret@127.0.0.1:notaport/amps/json"),
+///     "tcp://alice:***@127.0.0.1:notaport/amps/json"
+/// );
+/// // A password holding `/` or `@`, or no scheme at all, is masked just the same.
+/// assert_eq!(redact_uri("tcp://alice:s3/cr@t@h:1"), "tcp://alice:***@h:1");
+/// assert_eq!(redact_uri("alice:s3cret@h:1"), "alice:***@h:1");
+/// ```
+pub fn redact_uri(input: &str) -> String {
+    let start = match input.find("://") {
+        Some(i) if is_scheme(&input[..i]) => i + 3,
+        _ => 0,
+    };
+    let Some(at) = input.rfind('@').filter(|at| *at >= start) else {
+        return input.to_owned();
+    };
+    match input[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &input[..start + colon], &input[at..]),
+        None => input.to_owned(),
+    }
+}
+
+/// Free text (an argument parser's message, say) with the password of every URI in it masked
+/// as [`redact_uri`] does. A quoted part (`"..."`, `'...'` or `` `...` ``) is one URI
+/// candidate, so a quoted password holding spaces is masked whole; elsewhere words are split
+/// at whitespace. Best effort for text this crate did not build: its own errors never hold a
+/// password in the first place.
+///
+/// ```
+/// use actix_amps::protocol::mask_credentials;
+/// assert_eq!(
+///     mask_credentials("unexpected argument 'tcp://bob:pa ss@h:1' found"),
+///     "unexpected argument 'tcp://bob:***@h:1' found"
+/// );
+/// ```
+pub fn mask_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c.is_whitespace() {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        // A quoted part (with its quotes, when closed) or a bare word.
+        let (open, word, close, tail) = if matches!(c, '"' | '\'' | '`') {
+            let inner = &rest[1..];
+            // The closing quote; one escaped by a backslash (Debug output) does not count.
+            let mut end = None;
+            let mut escaped = false;
+            for (i, ch) in inner.char_indices() {
+                if ch == c && !escaped {
+                    end = Some(i);
+                    break;
+                }
+                escaped = ch == '\\' && !escaped;
+            }
+            match end {
+                Some(i) => (Some(c), &inner[..i], Some(c), &inner[i + 1..]),
+                None => (Some(c), inner, None, ""),
+            }
+        } else {
+            let end = rest
+                .find(|ch: char| ch.is_whitespace() || matches!(ch, '"' | '\'' | '`'))
+                .unwrap_or(rest.len());
+            (None, &rest[..end], None, &rest[end..])
+        };
+        out.extend(open);
+        out.push_str(&redact_uri(word));
+        out.extend(close);
+        rest = tail;
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> Result<String, UriError> {
@@ -268,6 +365,129 @@ mod tests {
             parse_uri("tcp://h:1/amps/j son"),
             Err(UriError::BadPort(_)) | Err(UriError::BadMessageType(_))
         ));
+    }
+
+    /// Password pieces that must never appear in an error (a password holding `/` is cut
+    /// in two by a naive parser, so each piece is checked).
+    const PIECES: [&str; 2] = ["Kq7wPiece", "Zv3mPiece"];
+
+    /// The index of a variant, by an exhaustive match: a new variant does not compile until it
+    /// has a case below.
+    fn variant(e: &UriError) -> usize {
+        match e {
+            UriError::Empty => 0,
+            UriError::MissingScheme(_) => 1,
+            UriError::UnsupportedScheme(_) => 2,
+            UriError::EmptyUser => 3,
+            UriError::MissingHost => 4,
+            UriError::BadHost(_) => 5,
+            UriError::MissingPort => 6,
+            UriError::BadPort(_) => 7,
+            UriError::BadMessageType(_) => 8,
+            UriError::BadPercentEncoding => 9,
+            UriError::UnescapedCredentials => 10,
+        }
+    }
+
+    #[test]
+    fn every_uri_error_masks_the_credentials_in_its_input() {
+        let pw = format!("{}/{}", PIECES[0], PIECES[1]);
+        let plain = PIECES[0];
+        let cases: Vec<(String, usize)> = vec![
+            ("   ".to_owned(), 0),
+            (format!("alice:{plain}@127.0.0.1:9007/amps/json"), 1),
+            (format!("tcp:/alice:{plain}@127.0.0.1:9007/amps/json"), 1),
+            (format!("alice:{plain}://x@127.0.0.1:9007"), 1),
+            (format!("http://alice:{plain}@127.0.0.1:9007/amps/json"), 2),
+            (format!("tcp://:{plain}@127.0.0.1:9007/amps/json"), 3),
+            (format!("tcp://alice:{plain}@:9007/amps/json"), 4),
+            (format!("tcp://alice:{plain}@a b:9007/amps/json"), 5),
+            (format!("tcp://alice:{plain}@[::1/amps/json"), 4),
+            (format!("tcp://alice:{plain}@127.0.0.1/amps/json"), 6),
+            (
+                format!("tcp://alice:{plain}@127.0.0.1:notaport/amps/json"),
+                7,
+            ),
+            (format!("tcp://alice:{plain}@127.0.0.1:0/amps/json"), 7),
+            (format!("tcp://alice:{plain}@127.0.0.1:9007/amps/j$on"), 8),
+            (
+                format!("tcp://alice:{plain}%zz@127.0.0.1:9007/amps/json"),
+                9,
+            ),
+            (format!("tcp://alice:{pw}@127.0.0.1:9007/amps/json"), 10),
+            (format!("tcp://alice:{}?{}@h:1", PIECES[0], PIECES[1]), 10),
+            (format!("tcp://alice:{}#{}@h:1", PIECES[0], PIECES[1]), 10),
+            (
+                format!("tcp://alice:{}/{}@h:notaport", PIECES[0], PIECES[1]),
+                10,
+            ),
+        ];
+        let mut seen = [false; 11];
+        for (input, expected) in &cases {
+            let err = parse_uri(input).expect_err(input);
+            assert_eq!(variant(&err), *expected, "{input}: {err:?}");
+            seen[*expected] = true;
+            let shown = format!("{err} {err:?}");
+            for piece in PIECES {
+                assert!(!shown.contains(piece), "{input} gives {shown}");
+            }
+            // Lists report the same errors.
+            let listed = parse_uri_list(&format!("tcp://h:1, {input}"));
+            if let Err(e) = listed {
+                let shown = format!("{e} {e:?}");
+                assert!(PIECES.iter().all(|p| !shown.contains(p)), "{shown}");
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "every variant tested: {seen:?}");
+        // The masked input still says what was typed, minus the secret.
+        assert_eq!(
+            parse_uri(&format!("alice:{plain}@h:1")),
+            Err(UriError::MissingScheme("alice:***@h:1".into()))
+        );
+        assert_eq!(
+            parse_uri("tcp://alice:x@h:notaport"),
+            Err(UriError::BadPort("notaport".into()))
+        );
+    }
+
+    #[test]
+    fn redaction_of_text_that_does_not_parse() {
+        assert_eq!(redact_uri("tcp://h:1/amps/json"), "tcp://h:1/amps/json");
+        assert_eq!(redact_uri("tcp://alice@h:1"), "tcp://alice@h:1");
+        assert_eq!(redact_uri("tcp://a:b:c@d@h:1"), "tcp://a:***@h:1");
+        assert_eq!(redact_uri("x:/a:b@h"), "x:***@h");
+        assert_eq!(
+            mask_credentials(r#"--uri "tcp://a:p\"w@h:1": bad, also tcp://b:q@h:2 and 'c:r@h'"#),
+            r#"--uri "tcp://a:***@h:1": bad, also tcp://b:***@h:2 and 'c:***@h'"#
+        );
+        assert_eq!(
+            mask_credentials("unterminated 'tcp://a:pw@h"),
+            "unterminated 'tcp://a:***@h"
+        );
+        assert_eq!(mask_credentials("  plain  text "), "  plain  text ");
+        assert_eq!(mask_credentials("ünïcode 'x' \"y\""), "ünïcode 'x' \"y\"");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever surrounds it, a password written as `user:<pw>@` never survives masking.
+        #[test]
+        fn masking_never_lets_a_password_through(
+            // Any printable text without quotes (an unbalanced quote before the URI would
+            // pair with the one that opens it).
+            before in "[ !#-&(-_a-~]{0,12}",
+            pw in "[A-Za-z0-9/?#:@ ]{1,16}",
+            host in "[a-z0-9.:]{0,10}",
+        ) {
+            let secret = format!("Zq{pw}Xj");
+            let input = format!("tcp://alice:{secret}@{host}");
+            let masked = redact_uri(&input);
+            proptest::prop_assert!(!masked.contains(&secret), "{}", masked);
+            let err = parse_uri(&input).err().map(|e| format!("{e} {e:?}")).unwrap_or_default();
+            proptest::prop_assert!(!err.contains(&secret), "{}", err);
+            let text = mask_credentials(&format!("{before} '{input}'"));
+            proptest::prop_assert!(!text.contains(&secret), "{}", text);
+        }
     }
 
     #[test]

@@ -41,8 +41,10 @@
 
 use std::collections::HashMap;
 
+use crate::error::ServerError;
 use crate::protocol::Reason;
 use crate::server::subscriptions::delivery::Bookmark;
+use crate::server::txlog::{LogReader, StartAt};
 
 /// The reason a subscription fails with when the log does not hold its bookmark.
 pub const BOOKMARK_NOT_FOUND: &str = "bookmark not found in the transaction log";
@@ -315,6 +317,35 @@ impl BookmarkIndex {
         })
     }
 
+    /// Puts `earlier` (an index of the records before every one noted here) in front.
+    pub fn prepend(&mut self, earlier: BookmarkIndex) {
+        for (publisher, mut runs) in earlier.publishers {
+            let later = self.publishers.remove(&publisher).unwrap_or_default();
+            runs.extend(later);
+            self.publishers.insert(publisher, runs);
+        }
+    }
+
+    /// Indexes the log records `from..=to` of the log in `dir`. Recovery from a snapshot
+    /// replays only what follows it, but a replay may start at any record the log retains.
+    pub fn of_log_range(
+        dir: &std::path::Path,
+        from: u64,
+        to: u64,
+    ) -> Result<BookmarkIndex, ServerError> {
+        let mut ix = BookmarkIndex::default();
+        if from > to {
+            return Ok(ix);
+        }
+        let mut reader = LogReader::open(dir, StartAt::Lsn(from))?.with_limit(to);
+        while let Some(e) = reader.next_entry()? {
+            if e.record.kind.is_write() {
+                ix.note(e.lsn, bookmark_of(e.record.client, e.record.seq, e.lsn));
+            }
+        }
+        Ok(ix)
+    }
+
     /// Resolves a bookmark into the rule a replay applies, or `None` for NOW (no replay), for
     /// a log whose oldest retained record is `first_held`. Fails with [`BOOKMARK_NOT_FOUND`]
     /// for a publisher bookmark the log does not hold: unknown, or whose record is no longer
@@ -489,6 +520,15 @@ mod tests {
             ix.note(*lsn, *b);
         }
         ix
+    }
+
+    #[test]
+    fn an_earlier_index_goes_in_front() {
+        let mut later = index(&[(3, bm(1, 12), 0), (4, bm(2, 5), 0)]);
+        later.prepend(index(&[(1, bm(1, 10), 0), (2, bm(1, 11), 0)]));
+        assert_eq!(later.position_of(bm(1, 10)), Some(1));
+        assert_eq!(later.position_of(bm(1, 12)), Some(3));
+        assert_eq!(later.position_of(bm(2, 5)), Some(4));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::txlog::{Retention, DEFAULT_RETENTION, DEFAULT_SEGMENT_BYTES};
+use super::txlog::{Retention, DEFAULT_RETENTION, DEFAULT_SEGMENT_BYTES, DEFAULT_SNAPSHOT_EVERY};
 use crate::protocol::{Password, DEFAULT_MAX_FRAME};
 use crate::tls::TlsIdentity;
 
@@ -66,13 +66,53 @@ pub struct ServerConfig {
     pub tls: Option<TlsIdentity>,
     /// How long a TLS handshake may take before the connection is closed.
     pub tls_handshake_timeout: Duration,
+    /// How long a new connection has to deliver its logon frame (counted after any TLS
+    /// handshake); after it, the connection is closed with a `logon timeout` notice. Logged-on
+    /// connections may stay idle for as long as they like (AMPS behaviour).
+    pub logon_timeout: Duration,
+    /// Largest frame accepted before logon (a logon needs a few hundred bytes); a larger one
+    /// closes the connection with a `message too large` notice before it is buffered.
+    pub max_logon_frame: usize,
+    /// Most connections open at once that have not logged on, within `max_connections`. One
+    /// more displaces the oldest of them (closed with `too many pending logons`), so idle
+    /// connections never lock out a real client, which logs on as soon as it connects.
+    pub max_pending_logons: usize,
+    /// How long a frame may take to arrive once its first bytes have: a peer that sends part
+    /// of a frame and stalls (or trickles) is closed with a `read timeout` notice. Silence
+    /// between frames is never timed out.
+    pub frame_timeout: Duration,
+    /// Server-wide budget for the bytes connections buffer (input being framed plus output
+    /// not yet sent). Past it, the connections holding the most are closed with a
+    /// `memory budget exceeded` notice and a `warn` log line, largest first.
+    pub max_buffered_bytes: usize,
     /// A transaction log segment is finished (and a new one started) once it holds this many
     /// bytes.
     pub log_segment_bytes: u64,
     /// How much finished log history to keep (removal only of what nothing still needs; see
     /// [`txlog::retention`](super::txlog::retention)).
     pub retain: Retention,
+    /// A snapshot of the SOW and of every client name's last sequence is written each time this
+    /// many bytes have been logged since the last one; start-up replays at most about this much.
+    pub snapshot_every: u64,
+    /// The most bytes the SOW may hold (see [`sow`](super::sow#memory-bound)); `None`: no
+    /// limit. Writes that would grow it further fail with `sow store full: ...`.
+    pub max_sow_bytes: Option<usize>,
 }
+
+/// Default [`ServerConfig::logon_timeout`]: 5 s.
+pub const DEFAULT_LOGON_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default [`ServerConfig::max_logon_frame`]: 64 KiB.
+pub const DEFAULT_MAX_LOGON_FRAME: usize = 64 << 10;
+
+/// Default [`ServerConfig::max_pending_logons`].
+pub const DEFAULT_MAX_PENDING_LOGONS: usize = 256;
+
+/// Default [`ServerConfig::frame_timeout`]: 30 s.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default [`ServerConfig::max_buffered_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 << 20;
 
 /// Default [`ServerConfig::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -84,7 +124,10 @@ impl ServerConfig {
     /// Defaults: listen on `127.0.0.1:0`, fsync per batch, 5 ms ack conflation, 64 MiB maximum
     /// message, 1024 connections, 32 MiB of unsent output per connection, no users (no
     /// authentication), nothing denied, no SOW topics, plaintext (no TLS; a 10 s handshake
-    /// timeout once TLS is set), 64 MiB log segments, 1 GiB of log retained.
+    /// timeout once TLS is set); before logon 5 s and 64 KiB for the logon frame, at most 256
+    /// connections waiting; 30 s for a begun frame to arrive; 512 MiB of buffers in all;
+    /// 64 MiB log segments, 1 GiB of log retained, a snapshot every 256 MiB logged, no SOW
+    /// memory limit.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
         ServerConfig {
             data_dir: data_dir.into(),
@@ -100,9 +143,28 @@ impl ServerConfig {
             max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
+            logon_timeout: DEFAULT_LOGON_TIMEOUT,
+            max_logon_frame: DEFAULT_MAX_LOGON_FRAME,
+            max_pending_logons: DEFAULT_MAX_PENDING_LOGONS,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             log_segment_bytes: DEFAULT_SEGMENT_BYTES,
             retain: DEFAULT_RETENTION,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            max_sow_bytes: None,
         }
+    }
+
+    /// Sets how many logged bytes trigger the next snapshot (at least 4 KiB).
+    pub fn snapshot_every(mut self, bytes: u64) -> Self {
+        self.snapshot_every = bytes.max(4096);
+        self
+    }
+
+    /// Bounds the SOW's memory: writes that would grow it past `bytes` fail.
+    pub fn max_sow_bytes(mut self, bytes: usize) -> Self {
+        self.max_sow_bytes = Some(bytes);
+        self
     }
 
     /// Sets the size at which a transaction log segment is finished (at least 4 KiB).
@@ -207,6 +269,48 @@ impl ServerConfig {
     /// Sets the most unsent output bytes per connection before it is disconnected (at least 1).
     pub fn max_unsent_bytes(mut self, bytes: usize) -> Self {
         self.max_unsent_bytes = bytes;
+        self
+    }
+
+    /// Sets how long a new connection may take to deliver its logon.
+    pub fn logon_timeout(mut self, d: Duration) -> Self {
+        self.logon_timeout = d;
+        self
+    }
+
+    /// Sets the largest frame accepted before logon (at least 1 KiB).
+    pub fn max_logon_frame(mut self, bytes: usize) -> Self {
+        self.max_logon_frame = bytes;
+        self
+    }
+
+    /// Sets the most connections waiting to log on at once (at least 1, at most
+    /// `max_connections`).
+    pub fn max_pending_logons(mut self, n: usize) -> Self {
+        self.max_pending_logons = n;
+        self
+    }
+
+    /// Sets how long a frame may take to arrive once begun.
+    pub fn frame_timeout(mut self, d: Duration) -> Self {
+        self.frame_timeout = d;
+        self
+    }
+
+    /// Sets the server-wide budget for buffered input and output, in bytes.
+    ///
+    /// ```
+    /// use actix_amps::server::ServerConfig;
+    /// use std::time::Duration;
+    /// // A shared CI server: 2 s to log on, 64 waiting at most, 128 MiB of buffers in all.
+    /// let config = ServerConfig::new("/tmp/amps")
+    ///     .logon_timeout(Duration::from_secs(2))
+    ///     .max_pending_logons(64)
+    ///     .max_buffered_bytes(128 << 20);
+    /// assert_eq!(config.max_logon_frame, 64 << 10);
+    /// ```
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
         self
     }
 }

@@ -83,11 +83,17 @@ pub(crate) struct Settings {
     pub ack_conflation: Duration,
     pub fsync: FsyncPolicy,
     pub log_segment_bytes: u64,
-    #[allow(dead_code)] // read by the retention thread (next commit)
     pub retain: super::txlog::Retention,
+    pub snapshot_every: u64,
+    pub max_sow_bytes: Option<usize>,
     pub max_message_size: usize,
     pub max_connections: usize,
     pub max_unsent_bytes: usize,
+    pub logon_timeout: Duration,
+    pub max_logon_frame: usize,
+    pub max_pending_logons: usize,
+    pub frame_timeout: Duration,
+    pub max_buffered_bytes: usize,
 }
 
 fn compile(pattern: &str) -> Result<Regex, ServerError> {
@@ -143,6 +149,8 @@ impl Settings {
             fsync: cfg.fsync,
             log_segment_bytes: cfg.log_segment_bytes,
             retain: cfg.retain,
+            snapshot_every: cfg.snapshot_every,
+            max_sow_bytes: cfg.max_sow_bytes,
             max_message_size: cfg.max_message_size,
             max_connections: cfg.max_connections.max(1),
             max_unsent_bytes: cfg.max_unsent_bytes.max(1),
@@ -151,6 +159,11 @@ impl Settings {
                 None => None,
             },
             tls_handshake_timeout: cfg.tls_handshake_timeout,
+            logon_timeout: cfg.logon_timeout,
+            max_logon_frame: cfg.max_logon_frame.max(1024),
+            max_pending_logons: cfg.max_pending_logons.clamp(1, cfg.max_connections.max(1)),
+            frame_timeout: cfg.frame_timeout,
+            max_buffered_bytes: cfg.max_buffered_bytes.max(1),
         })
     }
 
@@ -371,14 +384,19 @@ pub(crate) struct Shared {
     pub peak_unsent: AtomicUsize,
     /// Counters kept across restarts (owned by the handle).
     pub counters: Arc<Counters>,
+    /// Who may connect, and the counters of misbehaving connections closed.
+    pub admission: Arc<super::admission::Admission>,
+    /// The server-wide budget for connections' buffers.
+    pub budget: Arc<super::budget::MemoryBudget>,
     /// What still needs old log history: retention never removes it (see
     /// [`LogHolds`]; a bookmark replay takes a hold before reading).
     pub log_holds: LogHolds,
     /// The log's segments, as the writer and retention see them.
-    #[allow(dead_code)] // read by the retention thread (next commit)
     pub log_segments: Arc<SegmentTable>,
     /// Subscriptions: the registry and the durable position for the fan-out and replays.
     pub subs: Arc<Hub>,
+    /// One snapshot at a time.
+    pub snapshot_lock: Mutex<()>,
 }
 
 /// What [`ServerHandle::stats`](super::ServerHandle::stats) reports.
@@ -401,6 +419,13 @@ impl Shared {
         subs: Arc<Hub>,
     ) -> Shared {
         Shared {
+            admission: Arc::new(super::admission::Admission::new(
+                settings.max_connections,
+                settings.max_pending_logons,
+            )),
+            budget: Arc::new(super::budget::MemoryBudget::new(
+                settings.max_buffered_bytes,
+            )),
             settings,
             state: Mutex::new(state),
             log_cv: Condvar::new(),
@@ -417,6 +442,7 @@ impl Shared {
             log_holds,
             log_segments,
             subs,
+            snapshot_lock: Mutex::new(()),
         }
     }
 
@@ -454,7 +480,7 @@ pub(crate) fn writer_loop(shared: Arc<Shared>, mut log: LogWriter) {
     let mut batch = BytesMut::with_capacity(1 << 20);
     // The last LSN written (the recovered end of the log until the first batch).
     let (mut lsn, mut ts) = (*shared.durable.borrow(), 0);
-    let mut trouble: Option<LogTrouble> = None;
+    let mut trouble: Option<LogTrouble> = shared.lock().log_trouble.clone();
     loop {
         let stop = {
             let mut st = shared.lock();
@@ -480,7 +506,11 @@ pub(crate) fn writer_loop(shared: Arc<Shared>, mut log: LogWriter) {
             }
             st.log_stop
         };
-        if matches!(trouble, Some(LogTrouble::DiskFull(_))) && log.top_up().is_ok() {
+        // Out of trouble once room is reserved again, enough for a batch still waiting.
+        if matches!(trouble, Some(LogTrouble::DiskFull(_)))
+            && log.top_up().is_ok()
+            && log.room() >= batch.len() as u64
+        {
             tracing::info!("transaction log: disk space available again; taking writes");
             trouble = None;
         }

@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::txlog::check_log;
 use super::txlog::loss::{describe_losses, index_record, LossReport, SequenceIndex};
+use super::txlog::snapshot::{check_snapshot, list_snapshots, SnapshotCheck};
+use super::txlog::{check_log, Decoded, RecordKind};
 use crate::error::ServerError;
 
 /// What one client name persisted.
@@ -42,6 +43,8 @@ pub struct Journal {
     segments: usize,
     first_lsn: u64,
     last_lsn: u64,
+    repair_gaps: Vec<(u64, u64, String)>,
+    snapshots: Vec<SnapshotCheck>,
 }
 
 impl Journal {
@@ -57,13 +60,25 @@ impl Journal {
         let lock = super::lock_data_dir(data_dir)?;
         let mut index = SequenceIndex::new();
         let mut first_lsn = 0;
+        let mut repair_gaps = Vec::new();
         let check = check_log(data_dir, 0, |d, _| {
             if first_lsn == 0 {
                 first_lsn = d.lsn();
             }
+            if let Decoded::Record { lsn, record, .. } = d {
+                if record.kind == RecordKind::RepairGap {
+                    let from = record.seq.unwrap_or(*lsn);
+                    let file = String::from_utf8_lossy(record.body).into_owned();
+                    repair_gaps.push((from, *lsn, file));
+                }
+            }
             index_record(&mut index, d);
         })?;
         let damage = describe_losses(&check, &index)?;
+        let mut snapshots = Vec::new();
+        for (_, path) in list_snapshots(data_dir)? {
+            snapshots.push(check_snapshot(&path, |_| {})?.0);
+        }
         drop(lock);
         let mut clients: BTreeMap<String, ClientJournal> = index
             .into_iter()
@@ -93,7 +108,9 @@ impl Journal {
         }
         Ok(Journal {
             clients,
-            records: check.records,
+            records: check.records - repair_gaps.len() as u64,
+            repair_gaps,
+            snapshots,
             torn_tail: check.torn_tail.is_some(),
             damage,
             segments: check.segments.len(),
@@ -112,7 +129,8 @@ impl Journal {
         self.clients.get(name)
     }
 
-    /// Number of good records in the log (sequenced or not).
+    /// Number of intact records of client writes in the log (sequenced or not; repair gap
+    /// records not counted).
     pub fn records(&self) -> u64 {
         self.records
     }
@@ -125,6 +143,21 @@ impl Journal {
     /// Every damaged range with what it cost; empty for a healthy log.
     pub fn damage(&self) -> &[LossReport] {
         &self.damage
+    }
+
+    /// LSN ranges an earlier repair recorded as lost, with the quarantine file of each.
+    pub fn repair_gaps(&self) -> &[(u64, u64, String)] {
+        &self.repair_gaps
+    }
+
+    /// The snapshots and their health.
+    pub fn snapshots(&self) -> &[SnapshotCheck] {
+        &self.snapshots
+    }
+
+    /// Whether the log and every snapshot are intact.
+    pub fn is_intact(&self) -> bool {
+        self.damage.is_empty() && self.snapshots.iter().all(SnapshotCheck::is_intact)
     }
 
     /// Segment files read.

@@ -24,12 +24,27 @@
 //! `not entitled` ([`ServerConfig::deny_write`]), `message too large`, `no topic`,
 //! `invalid topic`, `bad filter`, and the sow_delete one-selector rule.
 //!
-//! **Limits.** The server never trusts a peer to behave: frames above the maximum message size
-//! close the connection; at most [`ServerConfig::max_connections`] connections are open (one
-//! more is closed as soon as it is accepted); and a connection's unsent output is bounded by
-//! [`ServerConfig::max_unsent_bytes`]: the session keeps reading while its output waits for
-//! the socket, and a client that sends but does not read is disconnected once its acks pile up
-//! past the bound. [`ServerHandle::stats`] counts both refusals.
+//! **Limits.** The server never trusts a peer to behave (`docs/HOSTILE_PEERS.md` has the
+//! whole model and the load test's figures):
+//!
+//! - *Before logon* a connection has [`ServerConfig::logon_timeout`] to deliver a logon frame
+//!   of at most [`ServerConfig::max_logon_frame`] bytes, and at most
+//!   [`ServerConfig::max_pending_logons`] connections wait to log on at once: one more displaces
+//!   the oldest, so idle connections can never lock real clients out. Logged-on connections
+//!   may stay idle indefinitely (AMPS behaviour).
+//! - At most [`ServerConfig::max_connections`] connections are open; one more has its logon
+//!   answered with `too many connections` and is closed.
+//! - A frame begun must arrive within [`ServerConfig::frame_timeout`]; frames above the maximum
+//!   message size close the connection.
+//! - A connection's unsent output is bounded by [`ServerConfig::max_unsent_bytes`]: the session
+//!   keeps reading while its output waits for the socket, and a client that sends but does not
+//!   read is disconnected once its acks pile up past the bound.
+//! - All connections' buffers together are bounded by [`ServerConfig::max_buffered_bytes`]:
+//!   past it, the largest holders are disconnected, with a logged reason.
+//!
+//! A connection closed for one of these reasons gets the reason as its last frame: a failure
+//! ack to its logon, or a closing notice ([`protocol::notice`](crate::protocol::notice)).
+//! [`ServerHandle::stats`] counts every kind of close.
 //!
 //! # The API
 //!
@@ -59,13 +74,18 @@
 //! minimal acking endpoint for benchmarks that should measure the client, not the server.
 
 mod acks;
+mod admission;
 mod bookmark;
+mod budget;
+mod closing;
 mod config;
 mod core;
 pub mod filter;
 pub mod journal;
+mod maintenance;
 mod query;
 mod raw_writer;
+mod refusal;
 mod session;
 mod sink;
 pub mod sow;
@@ -84,7 +104,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use self::config::{
-    FsyncPolicy, ServerConfig, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_UNSENT_BYTES,
+    FsyncPolicy, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LOGON_FRAME,
+    DEFAULT_MAX_PENDING_LOGONS, DEFAULT_MAX_UNSENT_BYTES,
 };
 pub use self::journal::{ClientJournal, Journal};
 pub use self::raw_writer::{RawRun, RawWriter};
@@ -92,6 +114,7 @@ pub use self::session::SERVER_VERSION;
 pub use self::sink::{Sink, SinkConfig, SinkHandle};
 pub use crate::error::ServerError;
 
+use self::admission::{Admit, RefusalSlot, Ticket};
 use self::core::{Counters, Settings, Shared, State};
 use self::txlog::retention::SegmentTable;
 use self::txlog::writer::{Faults, LogWriter};
@@ -125,6 +148,24 @@ pub struct ServerStats {
     pub logons_accepted: u64,
     /// Logons refused (`auth failure`, no client name, bad options, ...).
     pub logons_refused: u64,
+    /// Connections open now that have not delivered their logon.
+    pub pending_logons: usize,
+    /// Connections closed because no logon arrived within [`ServerConfig::logon_timeout`].
+    pub logon_timeouts: u64,
+    /// Connections waiting to log on closed to make room for a newer one
+    /// ([`ServerConfig::max_pending_logons`]).
+    pub displaced_pending_logons: u64,
+    /// Connections closed because a frame did not arrive within
+    /// [`ServerConfig::frame_timeout`] of its first bytes.
+    pub read_timeouts: u64,
+    /// Connections closed for bytes that are not a frame, or a frame over the limit.
+    pub bad_frames: u64,
+    /// Connections closed because buffers passed [`ServerConfig::max_buffered_bytes`].
+    pub budget_disconnects: u64,
+    /// Bytes buffered now across connections (input being framed, output not yet sent).
+    pub buffered_bytes: usize,
+    /// The most bytes buffered across connections at once.
+    pub peak_buffered_bytes: usize,
 }
 
 /// Entry point: see [`Server::start`].
@@ -150,6 +191,17 @@ impl Server {
         handle.start_on(config.listen)?;
         Ok(handle)
     }
+}
+
+/// Repairs the transaction log of a stopped server's data directory: damaged bytes are moved
+/// to `quarantine/`, every intact record is kept, and the report says exactly what was lost.
+/// A healthy log is left as it is (the report is empty). Fails with [`ServerError::Locked`]
+/// while a server runs there. See [`txlog::repair`].
+pub fn repair(data_dir: &Path) -> Result<txlog::RepairReport, ServerError> {
+    let lock = lock_data_dir(data_dir)?;
+    let report = txlog::repair::repair_log(data_dir);
+    drop(lock);
+    report
 }
 
 /// Locks `data_dir` (creating it and its `LOCK` file if missing).
@@ -183,6 +235,8 @@ struct Running {
     runtime: tokio::runtime::Runtime,
     writer: JoinHandle<()>,
     fanout: JoinHandle<()>,
+    /// The snapshot and retention thread, and what stops it.
+    maintenance: (JoinHandle<()>, mpsc::Sender<()>),
     accept_done: mpsc::Receiver<()>,
     lock: File,
 }
@@ -239,12 +293,38 @@ impl ServerHandle {
             bookmarks: Default::default(),
         };
         let started = std::time::Instant::now();
-        let recovered = txlog::recover::recover(&self.data_dir, 0, |d| state.replay(d))?;
+        txlog::snapshot::remove_leftovers(&self.data_dir)?;
+        let snapshot_lsn = match txlog::snapshot::list_snapshots(&self.data_dir)?.pop() {
+            Some((_, path)) => txlog::snapshot::load_snapshot(&path, |e| match e {
+                txlog::snapshot::Entry::LastSeq(name, seq) => {
+                    state.last_seq.insert(name.to_owned(), seq);
+                }
+                txlog::snapshot::Entry::Record(topic, key, body) => {
+                    state
+                        .sow
+                        .restore(topic, key.to_owned(), bytes::Bytes::copy_from_slice(body));
+                }
+            })?,
+            None => 0,
+        };
+        let recovered = txlog::recover::recover(&self.data_dir, snapshot_lsn, |d| state.replay(d))?;
         state.last_lsn = recovered.last_lsn;
+        // The limit applies to new writes; replay applied what was accepted before.
+        state.sow.set_limit(self.settings.max_sow_bytes);
         let first_retained = recovered
             .segments
             .first()
             .map_or(recovered.last_lsn + 1, |s| s.first_lsn);
+        // Bookmarks of the retained records the snapshot covers (recovery replayed only
+        // what follows it).
+        if snapshot_lsn >= first_retained {
+            let earlier = bookmark::BookmarkIndex::of_log_range(
+                &self.data_dir,
+                first_retained,
+                snapshot_lsn,
+            )?;
+            state.bookmarks.prepend(earlier);
+        }
         let holds = LogHolds::new(first_retained);
         let segments = Arc::new(SegmentTable::with(recovered.segments));
         let writer = LogWriter::open(
@@ -257,8 +337,12 @@ impl ServerHandle {
             self.faults.clone(),
         )?;
         state.log_room = writer.room();
+        state.log_trouble = writer
+            .start_error()
+            .map(|e| core::LogTrouble::DiskFull(e.to_string()));
         tracing::info!(
             data_dir = %self.data_dir.display(),
+            snapshot_lsn,
             replayed = recovered.replayed,
             last_lsn = recovered.last_lsn,
             clients = state.last_seq.len(),
@@ -268,9 +352,17 @@ impl ServerHandle {
         let durable = recovered.last_lsn;
         let hub = Arc::new(subscriptions::Hub::new(durable, self.data_dir.clone()));
         state.feed = subscriptions::feed::Feed::new(hub.registry.counter());
-        let listener = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("amps-server")
+            .enable_all()
+            .build()
+            .map_err(|e| ServerError::Runtime(e.to_string()))?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            bind_listener(addr)
+        }
+        .map_err(|source| ServerError::Bind { addr, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
@@ -283,12 +375,6 @@ impl ServerHandle {
             segments,
             hub,
         ));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("amps-server")
-            .enable_all()
-            .build()
-            .map_err(|e| ServerError::Runtime(e.to_string()))?;
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -303,6 +389,16 @@ impl ServerHandle {
                 .spawn(move || subscriptions::fanout::run(shared))
                 .map_err(|e| ServerError::Runtime(e.to_string()))?
         };
+        let maintenance = {
+            let shared = shared.clone();
+            let dir = self.data_dir.clone();
+            let (tx, rx) = mpsc::channel();
+            let handle = std::thread::Builder::new()
+                .name("amps-maintenance".into())
+                .spawn(move || maintenance::maintenance_loop(shared, dir, rx))
+                .map_err(|e| ServerError::Runtime(e.to_string()))?;
+            (handle, tx)
+        };
         let (done_tx, accept_done) = mpsc::channel();
         runtime.spawn(accept_loop(shared.clone(), listener, done_tx));
         *lock(&self.addr) = local;
@@ -312,6 +408,7 @@ impl ServerHandle {
             runtime,
             writer,
             fanout,
+            maintenance,
             accept_done,
             lock: lock_file,
         });
@@ -414,6 +511,16 @@ impl ServerHandle {
         self.shared().map(|s| s.log_holds.clone())
     }
 
+    /// Writes a snapshot of the SOW and the last sequences now (the maintenance thread does
+    /// this every `snapshot_every` logged bytes). `Ok(None)`: not running, nothing new since
+    /// the last snapshot, or the log did not catch up in time.
+    pub fn snapshot(&self) -> Result<Option<PathBuf>, ServerError> {
+        match self.shared() {
+            Some(s) => maintenance::take_snapshot(&s, &self.data_dir),
+            None => Ok(None),
+        }
+    }
+
     /// The durable LSN: every record up to it is on disk. `None` while stopped.
     pub fn durable_lsn(&self) -> Option<u64> {
         self.shared().map(|s| *s.durable.borrow())
@@ -450,11 +557,24 @@ impl ServerHandle {
         } else {
             0
         };
+        let closes = &shared.admission.closes;
         ServerStats {
             connections,
             refused_connections: shared.refused_connections.load(Ordering::Relaxed),
             slow_consumer_disconnects: shared.slow_consumer_disconnects.load(Ordering::Relaxed),
             peak_unsent_bytes: shared.peak_unsent.load(Ordering::Relaxed),
+            pending_logons: if self.is_running() {
+                shared.admission.pending()
+            } else {
+                0
+            },
+            logon_timeouts: closes.logon_timeouts.load(Ordering::Relaxed),
+            displaced_pending_logons: closes.displaced.load(Ordering::Relaxed),
+            read_timeouts: closes.read_timeouts.load(Ordering::Relaxed),
+            bad_frames: closes.bad_frames.load(Ordering::Relaxed),
+            budget_disconnects: shared.budget.disconnects(),
+            buffered_bytes: shared.budget.total(),
+            peak_buffered_bytes: shared.budget.peak(),
             ..totals
         }
     }
@@ -480,6 +600,11 @@ impl ServerHandle {
         }
         if r.accept_done.recv_timeout(STOP_TIMEOUT).is_err() {
             tracing::warn!("connections did not close in time; stopping anyway");
+        }
+        let (maintenance, stop_maintenance) = r.maintenance;
+        drop(stop_maintenance);
+        if maintenance.join().is_err() {
+            tracing::error!("maintenance thread panicked");
         }
         {
             let mut st = r.shared.lock();
@@ -515,6 +640,24 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The listening socket's accept backlog. Under a flood of connections a short backlog (std's
+/// is 128) overflows and the kernel drops SYNs: a real client then waits a second or more
+/// for its SYN to be retransmitted. (The kernel caps it at `net.core.somaxconn`.)
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a non-blocking listener (address reuse on, as std does) with [`LISTEN_BACKLOG`].
+/// Must run inside a tokio runtime context.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// Accepts connections until shutdown, then waits for the sessions to end.
 async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done: mpsc::Sender<()>) {
     let listener = match TcpListener::from_std(listener) {
@@ -533,23 +676,37 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    // Finished sessions leave the set here, so its length is the open count.
+                    // Finished sessions leave the set here.
                     while sessions.try_join_next().is_some() {}
-                    let max = shared.settings.max_connections;
-                    if sessions.len() >= max {
-                        shared.refused_connections.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
-                        drop(stream);
-                        continue;
-                    }
+                    let ticket = match shared.admission.admit() {
+                        Admit::Admitted(ticket) => ticket,
+                        Admit::Refused => {
+                            shared.refused_connections.fetch_add(1, Ordering::Relaxed);
+                            let max = shared.settings.max_connections;
+                            match shared.admission.refusal() {
+                                Some(slot) => {
+                                    tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
+                                    sessions.spawn(refuse(shared.clone(), stream, slot));
+                                }
+                                None => {
+                                    tracing::warn!(%peer, max_connections = max, "connection refused: too many connections (closed unanswered)");
+                                    drop(stream);
+                                }
+                            }
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
                     match shared.settings.tls.clone() {
-                        None => sessions.spawn(session::run(shared.clone(), stream, peer)),
-                        Some(acceptor) => {
-                            sessions.spawn(tls_session(shared.clone(), acceptor, stream, peer))
-                        }
+                        None => sessions.spawn(session::run(shared.clone(), stream, peer, ticket)),
+                        Some(acceptor) => sessions
+                            .spawn(tls_session(shared.clone(), acceptor, stream, peer, ticket)),
                     };
+                    // Let the new session run (and read the logon that is usually waiting
+                    // already) before accepting more: a burst of accepts would otherwise
+                    // displace connections that never had a chance to log on.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -570,22 +727,44 @@ async fn accept_loop(shared: Arc<Shared>, listener: std::net::TcpListener, done:
     let _ = done.send(());
 }
 
+/// Answers a connection refused at accept with `too many connections` (`refusal.rs`), over
+/// TLS when the listener speaks it; bounded in time, abandoned on shutdown.
+async fn refuse(shared: Arc<Shared>, stream: tokio::net::TcpStream, _slot: RefusalSlot) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let max_frame = shared.settings.max_logon_frame;
+    let answer = async {
+        match shared.settings.tls.clone() {
+            None => refusal::answer(stream, max_frame).await,
+            Some(acceptor) => refusal::answer(acceptor.accept(stream).await?, max_frame).await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(refusal::REFUSAL_TIMEOUT, answer) => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+}
+
 /// Completes the TLS handshake (bounded by the handshake timeout, abandoned on shutdown), then
 /// runs the session over TLS. A peer that does not speak TLS is closed, never served in clear.
+/// The connection is pending (`ticket`) from its accept, so its handshake counts.
 async fn tls_session(
     shared: Arc<Shared>,
     acceptor: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    ticket: Ticket,
 ) {
     let mut shutdown = shared.shutdown.subscribe();
     let limit = shared.settings.tls_handshake_timeout;
+    let displaced = ticket.displaced();
     let outcome = tokio::select! {
         r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
         _ = shutdown.wait_for(|stop| *stop) => return,
+        // A newer connection needed the slot: no logon can come before the handshake ends.
+        _ = displaced.notified() => return,
     };
     match outcome {
-        Ok(Ok(tls)) => session::run(shared, tls, peer).await,
+        Ok(Ok(tls)) => session::run(shared, tls, peer, ticket).await,
         Ok(Err(e)) => {
             shared
                 .counters

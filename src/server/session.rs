@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -26,10 +26,14 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::Decoder;
 
 use super::acks::AckQueue;
+use super::admission::Ticket;
+use super::budget::{fit, Account};
+use super::closing::{notice, OutFrames};
 use super::core::{fnv1a, ConnEntry, Shared, State, Write, LOG_BACKLOG_LIMIT};
 use super::subscriptions::conn::SubscriberSide;
 use super::subscriptions::feed::FEED_BACKLOG_LIMIT;
 use super::txlog::RecordKind;
+use crate::error::{is_disconnect, ProtocolError};
 use crate::protocol::{
     encode_parts, AckType, AckTypes, AmpsCodec, Command, Frame, Header, Reason, Status,
 };
@@ -49,6 +53,17 @@ const CLIENT_CLOSED: &str = "closed by the client";
 
 /// How long closing a connection may wait to send its last bytes (TLS close_notify).
 const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The input buffer of a connection that has not logged on (it grows for a logon frame up to
+/// `max_logon_frame`), and of one that has.
+const PENDING_INPUT: usize = 4 * 1024;
+const LOGGED_ON_INPUT: usize = 64 * 1024;
+
+/// How much input a graceful close reads (and discards) while waiting for the peer's own
+/// close, before it gives up on a peer that keeps sending: enough for the rest of a large
+/// message after logon; before logon a real client has sent nothing but its logon.
+const CLOSE_DRAIN_LIMIT: usize = 8 << 20;
+const PENDING_CLOSE_DRAIN_LIMIT: usize = 64 << 10;
 
 /// How long a logon waits for the log to catch up before giving up.
 const LOGON_BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,11 +99,15 @@ struct Session {
     topics: HashMap<String, TopicInfo>,
     /// Subscriptions and queries of this connection.
     subs: SubscriberSide,
+    /// This connection's admission slot (pending until its logon arrives).
+    ticket: Ticket,
+    /// The frame boundary at the front of `out`.
+    out_frames: OutFrames,
 }
 
 /// Registers a connection and runs it until it closes. `stream` is a TCP stream, or a TLS
 /// stream whose handshake has completed.
-pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, ticket: Ticket)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -118,10 +137,13 @@ where
         my_lsn: 0,
         topics: HashMap::new(),
         subs: SubscriberSide::new(shared.clone(), conn_id),
+        ticket,
+        out_frames: OutFrames::default(),
     };
+    let account = shared.budget.open();
     // Halves, so the loop can wait to write (a peer slow to read) while it goes on reading.
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let why = s.run(&mut rd, &mut wr, &kill).await;
+    let why = s.run(&mut rd, &mut wr, &kill, &account).await;
     tracing::debug!(peer = %s.peer, client = s.client_name.as_deref().unwrap_or(""), "connection closed: {why}");
     shared.conns().remove(&conn_id);
     // Failure acks written to a socket are not yet delivered: bytes the client has not read
@@ -137,6 +159,11 @@ where
     if stopping || why == CLIENT_CLOSED || why == "read error" || why == "write error" {
         return;
     }
+    let drain_limit = if s.client_name.is_some() {
+        CLOSE_DRAIN_LIMIT
+    } else {
+        PENDING_CLOSE_DRAIN_LIMIT
+    };
     let graceful = tokio::time::timeout(CLOSE_TIMEOUT, async {
         if !s.out.is_empty() {
             wr.write_all(&s.out).await?;
@@ -144,8 +171,15 @@ where
         }
         wr.shutdown().await?;
         let mut sink = vec![0u8; 16 * 1024];
-        while rd.read(&mut sink).await? > 0 {}
-        Ok::<(), std::io::Error>(())
+        let mut drained = 0;
+        while drained <= drain_limit {
+            match rd.read(&mut sink).await? {
+                0 => return Ok::<(), std::io::Error>(()),
+                n => drained += n,
+            }
+        }
+        // A peer still streaming at us (a hog, an oversized frame) is not waited for.
+        Err(std::io::ErrorKind::InvalidData.into())
     })
     .await;
     if matches!(graceful, Ok(Ok(()))) {
@@ -157,16 +191,26 @@ impl Session {
     /// The loop. Output is written without blocking the loop: what the socket does not take
     /// at once waits in `out`, written by the select's write branch while reading goes on, and
     /// a peer that lets it grow past `max_unsent_bytes` is disconnected.
-    async fn run<R, W>(&mut self, rd: &mut R, wr: &mut W, kill: &Notify) -> &'static str
+    async fn run<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        kill: &Notify,
+        account: &Account,
+    ) -> &'static str
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         // Bytes handed to the writer that it may still buffer (TLS) until a flush.
         let mut unflushed = false;
-        let max = self.shared.settings.max_message_size;
-        let mut codec = AmpsCodec::new(max.saturating_add(HEADER_ROOM));
-        let mut inbuf = BytesMut::with_capacity(64 * 1024);
+        let mut inbuf = BytesMut::with_capacity(PENDING_INPUT);
+        let displaced = self.ticket.displaced();
+        let logon_timeout = self.shared.settings.logon_timeout;
+        let frame_timeout = self.shared.settings.frame_timeout;
+        let mut logon_deadline = Instant::now() + logon_timeout;
+        // When the frame now arriving began (`None` between frames).
+        let mut frame_started: Option<Instant> = None;
         let mut durable_rx = self.shared.durable.subscribe();
         let mut stall_rx = self.shared.stall.subscribe();
         let mut freeze_rx = self.shared.freeze.subscribe();
@@ -187,15 +231,26 @@ impl Session {
                 Some(i) => (self.last_sent + i, self.last_recv + 2 * i),
                 None => (far(), far()),
             };
+            let pending = self.client_name.is_none();
+            let frame_deadline = frame_started.map(|t| t + frame_timeout);
             // Biased, with reading last: under a constant stream of writes the ack timer and
             // the heartbeat timers still get their turn.
             tokio::select! {
                 biased;
                 _ = kill.notified() => return "dropped by the server",
                 _ = shutdown_rx.changed() => continue,
+                _ = account.evicted() => return self.close_for(Reason::MemoryBudgetExceeded, account),
+                _ = displaced.notified(), if pending => return self.close_for(Reason::TooManyPendingLogons, account),
+                _ = sleep_until(logon_deadline), if live && pending => return self.close_for(Reason::LogonTimeout, account),
+                _ = sleep_until(frame_deadline.unwrap_or_else(far)), if live && frame_deadline.is_some() => {
+                    return self.close_for(Reason::ReadTimeout, account);
+                }
                 _ = freeze_rx.changed() => {
                     // Silence while frozen is the server's, not the client's.
-                    self.last_recv = Instant::now();
+                    let now = Instant::now();
+                    self.last_recv = now;
+                    logon_deadline = logon_deadline.max(now + logon_timeout);
+                    frame_started = frame_started.map(|_| now);
                     continue;
                 }
                 _ = stall_rx.changed() => {
@@ -216,7 +271,7 @@ impl Session {
                     match r {
                         Ok(0) => unflushed = false,
                         Ok(n) => {
-                            self.out.advance(n);
+                            self.out_frames.advance(&mut self.out, n);
                             self.last_sent = Instant::now();
                             unflushed = true;
                         }
@@ -245,6 +300,10 @@ impl Session {
                 r = rd.read_buf(&mut inbuf), if live => {
                     match r {
                         Ok(0) => return CLIENT_CLOSED,
+                        Err(e) if is_disconnect(&e) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "client disconnected");
+                            return "read error";
+                        }
                         Err(e) => {
                             tracing::debug!(peer = %self.peer, error = %e, "read failed");
                             return "read error";
@@ -254,15 +313,18 @@ impl Session {
                     self.last_recv = Instant::now();
                     let mut frames = VecDeque::new();
                     loop {
+                        let mut codec = AmpsCodec::new(self.frame_limit(frames.is_empty()));
                         match codec.decode(&mut inbuf) {
                             Ok(Some(f)) => frames.push_back(f),
                             Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!(peer = %self.peer, error = %e, "closing connection: bad frame");
-                                return "protocol error";
-                            }
+                            Err(e) => return self.bad_frame(&e),
                         }
                     }
+                    frame_started = match (inbuf.is_empty(), frames.is_empty()) {
+                        (true, _) => None,
+                        (false, false) => Some(Instant::now()),
+                        (false, true) => frame_started.or_else(|| Some(Instant::now())),
+                    };
                     let flow = self.handle(frames).await;
                     let durable = *durable_rx.borrow();
                     if !stalled && self.acks.flush_ready(durable) {
@@ -295,6 +357,8 @@ impl Session {
                             durable_rx.wait_for(|d| *d >= target).await.is_ok()
                         })
                         .await;
+                        // The wait was the server's: a frame arriving meanwhile is not late.
+                        frame_started = frame_started.map(|_| Instant::now());
                     }
                 }
             }
@@ -313,6 +377,14 @@ impl Session {
                     }
                 }
             }
+            let input = if self.client_name.is_some() {
+                LOGGED_ON_INPUT
+            } else {
+                PENDING_INPUT
+            };
+            fit(&mut inbuf, input);
+            fit(&mut self.out, 0);
+            account.charge(inbuf.len() + self.out.len() + self.subs.buffered());
         }
     }
 
@@ -330,6 +402,67 @@ impl Session {
             "closing connection: slow subscriber (deliveries waiting over the limit)"
         );
         "slow subscriber: deliveries over the limit"
+    }
+
+    /// The largest frame to accept next: the logon frame limit for the first frame before
+    /// logon, the message size limit (with room for the header) otherwise.
+    fn frame_limit(&self, first_of_batch: bool) -> usize {
+        let settings = &self.shared.settings;
+        if self.client_name.is_none() && first_of_batch {
+            settings.max_logon_frame
+        } else {
+            settings.max_message_size.saturating_add(HEADER_ROOM)
+        }
+    }
+
+    /// Closes for bytes that are not a frame or a frame over the limit, with a notice.
+    fn bad_frame(&mut self, e: &ProtocolError) -> &'static str {
+        self.ticket.closing();
+        let closes = self.ticket.closes();
+        closes.bad_frames.fetch_add(1, Ordering::Relaxed);
+        if self.client_name.is_some() {
+            tracing::warn!(peer = %self.peer, error = %e, "closing connection: bad frame");
+        } else {
+            // Before logon anyone can send garbage at any rate: not worth a warning each.
+            tracing::debug!(peer = %self.peer, error = %e, "closing connection before logon: bad frame");
+        }
+        let reason = match e {
+            ProtocolError::FrameTooLarge { .. } => Reason::MessageTooLarge,
+            _ => Reason::BadFrame,
+        };
+        notice(&mut self.out, reason);
+        "protocol error"
+    }
+
+    /// Closes because the peer held on too long or took too much: counts and logs why, and
+    /// queues a closing notice for the graceful close that follows.
+    fn close_for(&mut self, reason: Reason, account: &Account) -> &'static str {
+        self.ticket.closing();
+        let closes = self.ticket.closes();
+        let client = self.client_name.as_deref().unwrap_or("");
+        let peer = &self.peer;
+        match reason {
+            Reason::MemoryBudgetExceeded => tracing::warn!(
+                %peer, client, buffered = account.charged(), max_buffered_bytes = account.limit(),
+                "closing connection: it holds the most of the server's buffers, which passed their budget"
+            ),
+            // Counted by the admission when it displaced this one.
+            Reason::TooManyPendingLogons => tracing::debug!(
+                %peer,
+                "closing connection: displaced by a newer one waiting to log on"
+            ),
+            Reason::LogonTimeout => {
+                closes.logon_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, "closing connection: no logon in time");
+            }
+            Reason::ReadTimeout => {
+                closes.read_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, client, "closing connection: a frame began but did not arrive in time");
+            }
+            _ => tracing::info!(%peer, client, %reason, "closing connection"),
+        }
+        notice(&mut self.out, reason);
+        "closed for a reason"
     }
 
     /// The connection closed gracefully: every failure ack it wrote was read by the client and
@@ -368,7 +501,7 @@ impl Session {
                 None => break,
                 Some(Ok(0)) => return Err("write error"),
                 Some(Ok(n)) => {
-                    self.out.advance(n);
+                    self.out_frames.advance(&mut self.out, n);
                     self.last_sent = Instant::now();
                     *unflushed = true;
                 }
@@ -403,6 +536,11 @@ impl Session {
                 max_unsent_bytes = max,
                 "closing connection: the client is not reading its acks"
             );
+            // What it has not begun to read is dropped, so the notice can follow. Failure acks
+            // among it stay unreported and go out again at the next logon.
+            self.out_frames.cut(&mut self.out);
+            self.acks.take_written_failures();
+            notice(&mut self.out, Reason::SlowConsumer);
             return Err("slow consumer: unsent output over the limit");
         }
         Ok(())
@@ -429,6 +567,12 @@ impl Session {
             let Some(first) = frames.pop_front() else {
                 return Flow::Continue;
             };
+            // The logon frame has arrived: the connection is no longer pending, unless a newer
+            // one displaced it a moment ago.
+            if !self.ticket.logon_received() {
+                notice(&mut self.out, Reason::TooManyPendingLogons);
+                return Flow::Close;
+            }
             if first.header.command != Some(Command::Logon) {
                 tracing::info!(peer = %self.peer, command = ?first.header.command, "command before logon; closing");
                 self.ack(

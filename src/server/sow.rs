@@ -36,6 +36,15 @@
 //! Every operation is deterministic: the same configs and the same sequence of operations
 //! always give the same records, so the server can rebuild the store by replaying its
 //! transaction log. Records of a topic are kept in key order ([`Sow::records`]).
+//!
+//! # Memory bound
+//!
+//! [`Sow::bytes`] counts what the records hold: per record its key and body plus
+//! [`RECORD_OVERHEAD`] bytes (map node, handles), per topic its name plus [`TOPIC_OVERHEAD`].
+//! With a limit ([`Sow::set_limit`]; the server's `--max-sow-bytes`), a publish or delta that
+//! would grow the count past it fails with [`SOW_FULL`] and changes nothing; writes that
+//! replace a record with one no larger, and deletes, always work. Replaying the log at start
+//! applies everything (it was accepted once) whatever the limit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -50,6 +59,15 @@ use crate::protocol::Reason;
 /// How many topics the topic → config cache holds before it is cleared (so publishes to many
 /// distinct topics cannot grow it without bound).
 pub const TOPIC_CACHE_LIMIT: usize = 65_536;
+
+/// The start of the reason a publish fails with when the SOW is at its memory limit.
+pub const SOW_FULL: &str = "sow store full";
+
+/// Bytes counted per record on top of its key and body.
+pub const RECORD_OVERHEAD: usize = 64;
+
+/// Bytes counted per topic on top of its name.
+pub const TOPIC_OVERHEAD: usize = 96;
 
 /// The reason a `delta_publish` fails with when its body (or the record it would merge into)
 /// is not a JSON object.
@@ -126,6 +144,10 @@ pub struct Sow {
     lookup: HashMap<String, Option<usize>>,
     /// topic → key → record. Topics without records are absent.
     topics: HashMap<String, BTreeMap<String, Stored>>,
+    /// What the records hold (module docs).
+    bytes: usize,
+    /// Growth past this fails.
+    limit: Option<usize>,
 }
 
 impl Sow {
@@ -153,7 +175,56 @@ impl Sow {
             declared,
             lookup: HashMap::new(),
             topics: HashMap::new(),
+            bytes: 0,
+            limit: None,
         }
+    }
+
+    /// Bytes the records hold, as counted for the limit (module docs).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Sets (or with `None` lifts) the memory limit; what is stored already stays.
+    pub fn set_limit(&mut self, limit: Option<usize>) {
+        self.limit = limit;
+    }
+
+    /// Every record of every topic as `(topic, key, body)` (topics in no particular order,
+    /// keys in order).
+    pub fn all_records(&self) -> impl Iterator<Item = (&str, &str, &Bytes)> + '_ {
+        self.topics.iter().flat_map(|(t, records)| {
+            records
+                .iter()
+                .map(move |(k, r)| (t.as_str(), k.as_str(), &r.body))
+        })
+    }
+
+    /// Stores a record as it was (a snapshot being loaded): no key derivation, no limit.
+    pub fn restore(&mut self, topic: &str, key: String, body: Bytes) {
+        self.insert(topic, key, body, RecordMeta::default());
+    }
+
+    /// Fails with [`SOW_FULL`] if storing `new_len` bytes under `key` would grow the store
+    /// past its limit.
+    fn check_room(&self, topic: &str, key: &str, new_len: usize) -> Result<(), Reason> {
+        let Some(limit) = self.limit else {
+            return Ok(());
+        };
+        let grows_by = match self.topics.get(topic) {
+            None => topic.len() + TOPIC_OVERHEAD + key.len() + RECORD_OVERHEAD + new_len,
+            Some(records) => match records.get(key) {
+                Some(old) => new_len.saturating_sub(old.body.len()),
+                None => key.len() + RECORD_OVERHEAD + new_len,
+            },
+        };
+        if grows_by > 0 && self.bytes + grows_by > limit {
+            return Err(Reason::Other(format!(
+                "{SOW_FULL}: the SOW holds {} of its {limit} bytes (--max-sow-bytes); delete records or raise the limit",
+                self.bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Whether `topic` is a SOW topic (some declaration's regex matches it).
@@ -203,6 +274,7 @@ impl Sow {
             return Ok(None);
         };
         let key = self.key_from_body(idx, explicit_key, &body)?;
+        self.check_room(topic, &key, body.len())?;
         let prev = self.insert(topic, key.clone(), body.clone(), meta);
         Ok(Some(Change {
             key,
@@ -260,6 +332,7 @@ impl Sow {
         let bytes = Bytes::from(
             serde_json::to_vec(&Value::Object(merged)).map_err(|_| Reason::SowStoreFailed)?,
         );
+        self.check_room(topic, &key, bytes.len())?;
         let prev = self.insert(topic, key.clone(), bytes.clone(), meta);
         Ok(Some(Change {
             key,
@@ -460,12 +533,23 @@ impl Sow {
 
     /// Stores a record; returns the body it replaced.
     fn insert(&mut self, topic: &str, key: String, body: Bytes, meta: RecordMeta) -> Option<Bytes> {
+        let (key_len, new_len) = (key.len(), body.len());
         let record = Stored { body, meta };
         match self.topics.get_mut(topic) {
-            Some(records) => records.insert(key, record).map(|r| r.body),
+            Some(records) => match records.insert(key, record) {
+                Some(old) => {
+                    self.bytes = self.bytes - old.body.len() + new_len;
+                    Some(old.body)
+                }
+                None => {
+                    self.bytes += key_len + RECORD_OVERHEAD + new_len;
+                    None
+                }
+            },
             None => {
                 self.topics
                     .insert(topic.to_owned(), BTreeMap::from([(key, record)]));
+                self.bytes += topic.len() + TOPIC_OVERHEAD + key_len + RECORD_OVERHEAD + new_len;
                 None
             }
         }
@@ -483,8 +567,14 @@ impl Sow {
         };
         let before = records.len() as u64;
         let removed = delete(records);
+        let freed: usize = removed
+            .iter()
+            .map(|(k, b)| k.len() + b.len() + RECORD_OVERHEAD)
+            .sum();
+        self.bytes = self.bytes.saturating_sub(freed);
         if records.is_empty() {
             self.topics.remove(topic);
+            self.bytes = self.bytes.saturating_sub(topic.len() + TOPIC_OVERHEAD);
         }
         let n = removed.len() as u64;
         (
@@ -1088,5 +1178,58 @@ mod tests {
         };
         assert_eq!(dump(&a), dump(&b));
         assert!(!dump(&a).is_empty());
+    }
+
+    /// The byte count from scratch: what `bytes()` must always equal.
+    fn recount(s: &Sow) -> usize {
+        s.topics
+            .iter()
+            .map(|(t, r)| {
+                t.len()
+                    + TOPIC_OVERHEAD
+                    + r.iter()
+                        .map(|(k, v)| k.len() + v.body.len() + RECORD_OVERHEAD)
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_byte_count_follows_every_operation() {
+        let mut s = ten_orders();
+        assert_eq!(s.bytes(), recount(&s));
+        publish(&mut s, "orders", r#"{"id":3,"qty":123456789}"#);
+        s.delta_publish("orders", None, br#"{"id":4,"note":"longer than before"}"#)
+            .unwrap();
+        assert_eq!(s.bytes(), recount(&s));
+        s.delete_by_keys("orders", "1,2,2,99").unwrap();
+        s.delete_by_data("orders", br#"{"id":5}"#).unwrap();
+        s.delete_by_filter("orders", "/id > 7").unwrap();
+        assert_eq!(s.bytes(), recount(&s));
+        s.delete_by_filter("orders", "1 = 1").unwrap();
+        assert_eq!((s.bytes(), recount(&s)), (0, 0));
+    }
+
+    #[test]
+    fn growth_past_the_limit_fails_and_changes_nothing() {
+        let mut s = sow();
+        publish(&mut s, "orders", r#"{"id":1,"v":"aaaa"}"#);
+        s.set_limit(Some(s.bytes() + 10));
+        // A new record does not fit...
+        let err = s
+            .publish("orders", None, Bytes::from_static(br#"{"id":2}"#))
+            .unwrap_err();
+        assert!(err.as_str().starts_with(SOW_FULL), "{err}");
+        assert!(s.record("orders", "2").is_none());
+        // ...a replacement no larger does, and so does one growing within the limit.
+        publish(&mut s, "orders", r#"{"id":1,"v":"bbbb"}"#);
+        publish(&mut s, "orders", r#"{"id":1,"v":"bbbbbbbbb"}"#);
+        assert!(s
+            .delta_publish("orders", None, br#"{"id":1,"w":"too much for the limit"}"#)
+            .is_err());
+        assert_eq!(s.bytes(), recount(&s));
+        // Deletes always work and make room.
+        s.delete_by_keys("orders", "1").unwrap();
+        publish(&mut s, "orders", r#"{"id":2}"#);
     }
 }

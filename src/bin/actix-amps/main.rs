@@ -4,15 +4,18 @@
 
 mod journal;
 mod ping;
+mod last_error;
 mod publish;
 mod serve;
 mod sow;
 mod sow_delete;
 mod sub_common;
 mod subscribe;
+mod store;
 
 use std::process::ExitCode;
 
+use actix_amps::protocol::mask_credentials;
 use clap::{Parser, Subcommand};
 
 /// An actix client for AMPS, and an embedded AMPS-protocol server.
@@ -27,7 +30,8 @@ struct Cli {
 enum Cmd {
     /// Run the embedded AMPS-protocol server until Ctrl-C or SIGTERM.
     Serve(serve::ServeArgs),
-    /// Summarise what each client name persisted in a stopped server's data directory.
+    /// Summarise what each client name persisted in a stopped server's data directory;
+    /// `--verify` checks the log (exit 2 on damage).
     Journal(journal::JournalArgs),
     /// Publish one message per stdin line; print failed writes as JSON lines (exit 2 if any).
     Publish(publish::PublishArgs),
@@ -41,6 +45,8 @@ enum Cmd {
     SowAndSubscribe(subscribe::SowAndSubscribeArgs),
     /// Log on and print the server's version and a round-trip time.
     Ping(ping::PingArgs),
+    /// Check (`--verify`, exit 2 on damage) or repair (`--repair`) a client's file store.
+    Store(store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,24 +68,28 @@ fn main() -> ExitCode {
                 .collect();
             let line = line.join(" ");
             let line = line.strip_prefix("error: ").unwrap_or(&line);
+            // clap echoes arguments it did not expect: a URI's password among them.
+            let line = mask_credentials(line);
             eprintln!("actix-amps: error: {line} (see --help)");
             return ExitCode::FAILURE;
         }
     };
     let result = match cli.command {
         Cmd::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
-        Cmd::Journal(args) => journal::run(args).map(|()| ExitCode::SUCCESS),
+        Cmd::Journal(args) => journal::run(args),
         Cmd::Publish(args) => publish::run(args),
         Cmd::SowDelete(args) => sow_delete::run(args),
         Cmd::Subscribe(args) => subscribe::run(args),
         Cmd::Sow(args) => sow::run(args),
         Cmd::SowAndSubscribe(args) => subscribe::run_sow_and_subscribe(args),
         Cmd::Ping(args) => ping::run(args),
+        Cmd::Store(args) => store::run(args),
     };
     match result {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("actix-amps: error: {msg}");
+            // The commands' errors hold no password; masking is the last line of defence.
+            eprintln!("actix-amps: error: {}", mask_credentials(&msg));
             ExitCode::FAILURE
         }
     }

@@ -11,7 +11,7 @@ use actix_amps::client::{
     ClientConfig, FailedWrite, GetStats, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
     StoreKind, SubscribeFailedWrites, WaitLoggedOn,
 };
-use actix_amps::protocol::parse_uri;
+use actix_amps::protocol::{parse_uri, redact_uri};
 use actix_amps::tls::TlsClientConfig;
 use clap::Args;
 use tokio::io::AsyncBufReadExt;
@@ -69,7 +69,7 @@ pub fn client_config(
     let config = uris.iter().try_fold(ClientConfig::new(name), |cfg, u| {
         parse_uri(u)
             .map(|uri| cfg.parsed_uri(uri))
-            .map_err(|e| format!("--uri {u:?}: {e}"))
+            .map_err(|e| format!("--uri {:?}: {e}", redact_uri(u)))
     })?;
     if tls_ca.is_empty() {
         return Ok(config);
@@ -145,15 +145,28 @@ struct Options {
     batch: usize,
 }
 
+/// Starts the client and publishes; a failure says why the connection failed, if it did.
 async fn publish(config: ClientConfig, opts: Options) -> Result<ExitCode, String> {
+    let storeless = config.store == StoreKind::None;
+    let client = config.start().map_err(|e| e.to_string())?;
+    let watch = crate::last_error::watch(&client).await?;
+    match publish_lines(&client, storeless, opts).await {
+        Err(e) => Err(crate::last_error::explain(&watch, e).await),
+        ok => ok,
+    }
+}
+
+async fn publish_lines(
+    client: &Addr<actix_amps::client::ClientActor>,
+    storeless: bool,
+    opts: Options,
+) -> Result<ExitCode, String> {
     let Options {
         topic,
         timeout,
         report_stored,
         batch: batch_size,
     } = opts;
-    let storeless = config.store == StoreKind::None;
-    let client = config.start().map_err(|e| e.to_string())?;
     let printer = Printer { printed: 0 }.start();
     client
         .send(SubscribeFailedWrites(printer.clone().recipient()))

@@ -55,28 +55,42 @@ pub fn run(args: SowDeleteArgs) -> Result<ExitCode, String> {
     let topic = args.topic;
     System::new().block_on(async move {
         let client = config.start().map_err(|e| e.to_string())?;
-        let stats = client
-            .send(SowDeleteAndWait {
-                topic,
-                selector,
-                timeout,
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        client
-            .send(PublishFlush { timeout })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        println!(
-            "{}",
-            serde_json::json!({
-                "matches": stats.matches,
-                "records_deleted": stats.records_deleted,
-                "topic_matches": stats.topic_matches,
-            })
-        );
-        Ok(ExitCode::SUCCESS)
+        let watch = crate::last_error::watch(&client).await?;
+        match delete(&client, topic, selector, timeout).await {
+            Err(e) => Err(crate::last_error::explain(&watch, e).await),
+            ok => ok,
+        }
     })
+}
+
+/// Deletes and prints the stats.
+async fn delete(
+    client: &Addr<actix_amps::client::ClientActor>,
+    topic: String,
+    selector: SowDeleteSelector,
+    timeout: Duration,
+) -> Result<ExitCode, String> {
+    let stats = client
+        .send(SowDeleteAndWait {
+            topic,
+            selector,
+            timeout,
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    client
+        .send(PublishFlush { timeout })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "matches": stats.matches,
+            "records_deleted": stats.records_deleted,
+            "topic_matches": stats.topic_matches,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -73,15 +73,39 @@
 //! # Recovery
 //!
 //! [`FileStore::open`] reads every segment in order, applying messages and discard marks, and
-//! skips every message at or below the discard mark. A torn or corrupt tail of the *last*
-//! segment (a short record, a length of zero or past the end of the file, a CRC mismatch), as a
-//! crash in the middle of a write leaves, is cut off (the file is truncated) with a warning, and
-//! appends continue after the last good record. The same damage in any earlier segment is
-//! [`StoreError::Corrupt`]: those were complete before the next segment was started, so damage
-//! there is not a torn write. A record whose CRC matches but whose payload does not decode is
-//! `Corrupt` wherever it is. A last segment too short to hold its header (created just before a
-//! crash) gets its header rewritten. Lengths are checked against the bytes left in the file before
-//! anything is allocated, so a corrupt length never causes a large allocation.
+//! skips every message at or below the discard mark. A record is good when its length fits,
+//! its CRC matches and its payload decodes. Bad bytes are judged by what follows them:
+//!
+//! - at the end of the *last* segment with no good record after them, they are a *torn tail*
+//!   (a crash in the middle of a write, never reported stored): cut off quietly (one `info`
+//!   line), and appends continue after the last good record. Zeros there are just the space
+//!   reserved for appends;
+//! - anything else — bad bytes with a good record after them (in any segment), any bad or zero
+//!   bytes in a finished segment, a record whose CRC matches but whose payload does not
+//!   decode — is damage: data the store promised. `open` fails with [`StoreError::Corrupt`]
+//!   naming the file, the offset and how many intact records lie beyond, and nothing is cut.
+//!
+//! [`FileStore::verify`] (`actix-amps store --dir DIR --verify`) lists every damaged range with
+//! the records before and after it, the sequences still readable in it and the unacknowledged
+//! messages lost. [`FileStore::repair`] (`--repair`) copies each damaged range to
+//! `DIR/quarantine/` and rewrites the segment with every intact record on both sides
+//! (temporary file, fsync, rename, directory fsync); the lost messages are never replayed, and
+//! the report says which they were.
+//!
+//! A last segment too short to hold its header (created just before a crash) gets its header
+//! rewritten. Lengths are checked against the bytes left in the file before anything is
+//! allocated, so a corrupt length never causes a large allocation.
+//!
+//! # A full disk
+//!
+//! Disk space for the active segment is reserved ahead of the data (`posix_fallocate` on
+//! Linux, in steps of up to 1 MiB) when a record is *appended*, before the message is stored.
+//! When no space can be reserved, [`Store::append`] fails with [`StoreError::DiskFull`] (the
+//! segment's path and the OS error) and leaves the store unchanged: the write is refused, so
+//! the client never sends it. The next append tries again, so writes resume by themselves once
+//! space is freed. Writes into reserved space cannot run out of room (elsewhere than Linux the
+//! space is not truly reserved, and a full disk shows up at `sync` as `DiskFull` instead). A
+//! finished segment gives its unused reservation back (it is cut to its data).
 //!
 //! # Locking
 //!
@@ -92,11 +116,11 @@
 //!
 //! # Errors
 //!
-//! An append refused as [`StoreError::SequenceNotIncreasing`] or [`StoreError::TooLarge`] leaves
-//! the store unchanged. After a [`StoreError::Io`] from `append` or `sync`, the messages appended
+//! An append refused as [`StoreError::SequenceNotIncreasing`], [`StoreError::TooLarge`] or
+//! [`StoreError::DiskFull`] leaves the store unchanged. After a [`StoreError::Io`] from `append` or `sync`, the messages appended
 //! are still held in memory (the store never forgets a message it accepted) but are not known to
-//! be on disk: a partial write is cut off, and the next `append` (under `Always`) or `sync`
-//! retries writing and fsyncing them.
+//! be on disk: writes are positional, so the next `append` (under `Always`) or `sync` writes
+//! them again at the same offset and fsyncs them.
 //!
 //! # Limits
 //!
@@ -178,6 +202,10 @@ const HAS_FILTER: u8 = 1 << 4;
 const HAS_SOW_KEYS: u8 = 1 << 5;
 const ALL_FLAGS: u8 = (1 << 6) - 1;
 
+/// Disk space is reserved ahead of the data in steps of at most this many bytes (or the
+/// segment size, if smaller).
+const RESERVE_STEP: u64 = 1 << 20;
+
 /// The write buffer's capacity is cut back to this after an unusually large batch.
 const PENDING_KEEP: usize = 1 << 20;
 
@@ -190,8 +218,13 @@ pub struct FileStore {
     finished: VecDeque<Segment>,
     /// The segment appended to.
     active: Segment,
-    /// The active segment's file, opened for appending.
+    /// The active segment's file, written at `active.len` (positional writes).
     file: File,
+    /// Bytes reserved on disk for the active segment (its file length).
+    allocated: u64,
+    /// Test hook: every reservation fails as on a full disk.
+    #[cfg(test)]
+    fail_reserve: bool,
     /// Encoded records not yet written to `file`.
     pending: Vec<u8>,
     /// Whether `file` has writes not yet fsynced.
@@ -248,7 +281,7 @@ impl FileStore {
         for (i, &id) in ids.iter().enumerate() {
             let path = segment_path(dir, id);
             let mut last_seq = 0;
-            let len = scan_segment(&path, i + 1 == ids.len(), &mut prev_topic, |record| {
+            let scanned = scan_segment(&path, i + 1 == ids.len(), &mut prev_topic, |record| {
                 match record {
                     Record::Message(msg) => {
                         last_seq = msg.seq;
@@ -263,7 +296,30 @@ impl FileStore {
                     }
                 }
                 Ok(())
-            })?;
+            });
+            let len = match scanned {
+                Ok(len) => len,
+                Err(StoreError::Corrupt {
+                    path,
+                    offset,
+                    what,
+                    records_beyond,
+                }) => {
+                    // Count what the later segments still hold, for the error.
+                    let mut later = 0;
+                    for &next in &ids[i + 1..] {
+                        let last = Some(&next) == ids.last();
+                        later += verify_segment(&segment_path(dir, next), last)?.good.len() as u64;
+                    }
+                    return Err(StoreError::Corrupt {
+                        path,
+                        offset,
+                        what,
+                        records_beyond: records_beyond + later,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
             segments.push_back(Segment {
                 id,
                 path,
@@ -278,15 +334,20 @@ impl FileStore {
             None => create_segment(dir, 1, config.fsync)?,
         };
         let file = OpenOptions::new()
-            .append(true)
+            .read(true)
+            .write(true)
             .open(&active.path)
             .map_err(io_error(&active.path))?;
+        let allocated = file.metadata().map_err(io_error(&active.path))?.len();
         let mut store = FileStore {
             config,
             mem,
             finished: segments,
             active,
             file,
+            allocated,
+            #[cfg(test)]
+            fail_reserve: false,
             pending: Vec::new(),
             unsynced: false,
             _lock: lock,
@@ -304,14 +365,10 @@ impl FileStore {
     /// segment if the active one is full.
     fn flush(&mut self) -> Result<(), StoreError> {
         if !self.pending.is_empty() {
-            if let Err(e) = self.file.write_all(&self.pending) {
-                // Cut off a partial write so the records still buffered can be retried after
-                // the last complete one.
-                if let Err(cut) = self.file.set_len(self.active.len) {
-                    tracing::warn!(path = %self.active.path.display(), error = %cut,
-                        "publish store: could not cut off a partial write");
-                }
-                return Err(io_error(&self.active.path)(e));
+            // Positional, into reserved space: a write that fails half-way is written again
+            // at the same offset by the next attempt.
+            if let Err(e) = write_all_at(&self.file, &self.pending, self.active.len) {
+                return Err(write_error(&self.active.path, e));
             }
             self.active.len += self.pending.len() as u64;
             self.pending.clear();
@@ -323,18 +380,59 @@ impl FileStore {
             self.unsynced = false;
         }
         if self.active.len >= self.config.segment_bytes && self.active.len > SEGMENT_HEADER_LEN {
+            // Give back the unused reservation first: a finished segment ends at its data, so
+            // anything after its last record (zeros included) is damage, never a torn tail.
+            if self.allocated > self.active.len {
+                self.file
+                    .set_len(self.active.len)
+                    .map_err(io_error(&self.active.path))?;
+                if self.config.fsync != FsyncPolicy::Never {
+                    self.file.sync_all().map_err(io_error(&self.active.path))?;
+                }
+                self.allocated = self.active.len;
+            }
             let next = create_segment(&self.config.dir, self.active.id + 1, self.config.fsync)?;
             let file = OpenOptions::new()
-                .append(true)
+                .read(true)
+                .write(true)
                 .open(&next.path)
                 .map_err(io_error(&next.path))?;
             self.file = file;
+            self.allocated = next.len;
             let finished = std::mem::replace(&mut self.active, next);
             self.finished.push_back(finished);
             // It may hold nothing but discarded messages already.
             self.delete_discarded_segments()?;
         }
         Ok(())
+    }
+
+    /// Makes sure the disk has room for everything buffered, reserving ahead in steps of up to
+    /// [`RESERVE_STEP`]. A full disk is [`StoreError::DiskFull`], before anything is stored.
+    fn reserve_for_pending(&mut self) -> Result<(), StoreError> {
+        let need = self.active.len + self.pending.len() as u64;
+        if need <= self.allocated {
+            return Ok(());
+        }
+        let step = self.config.segment_bytes.clamp(4096, RESERVE_STEP);
+        #[cfg(test)]
+        if self.fail_reserve {
+            return Err(StoreError::DiskFull {
+                path: self.active.path.clone(),
+                source: io::Error::from(io::ErrorKind::StorageFull),
+            });
+        }
+        let result = reserve(&self.file, need + step).or_else(|_| reserve(&self.file, need));
+        match result {
+            Ok(()) => {
+                self.allocated = self.allocated.max(need);
+                if let Ok(m) = self.file.metadata() {
+                    self.allocated = self.allocated.max(m.len());
+                }
+                Ok(())
+            }
+            Err(e) => Err(write_error(&self.active.path, e)),
+        }
     }
 
     /// Deletes the finished segments whose messages are all discarded, after saving `meta`.
@@ -364,6 +462,11 @@ impl Store for FileStore {
         let start = self.pending.len();
         let seq = msg.seq;
         encode_record(&mut self.pending, |buf| encode_message(buf, &msg))?;
+        if let Err(e) = self.reserve_for_pending() {
+            // Not stored: the caller is told, and nothing of it stays behind.
+            self.pending.truncate(start);
+            return Err(e);
+        }
         if let Err(e) = self.mem.append(msg) {
             self.pending.truncate(start);
             return Err(e);
@@ -383,10 +486,17 @@ impl Store for FileStore {
         let raised = up_to > self.mem.last_discarded();
         let n = self.mem.discard_up_to(up_to)?;
         if raised {
+            let start = self.pending.len();
             encode_record(&mut self.pending, |buf| {
                 buf.push(TAG_DISCARD);
                 buf.extend_from_slice(&up_to.to_le_bytes());
             })?;
+            if self.reserve_for_pending().is_err() {
+                // No room for the mark: reopening would bring those acknowledged messages
+                // back, and the next logon discards them again (module docs). Not an error.
+                self.pending.truncate(start);
+                return Ok(n);
+            }
             if self.config.fsync == FsyncPolicy::Always {
                 self.flush()?;
             }
@@ -437,7 +547,80 @@ fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> StoreError {
         path: path.to_path_buf(),
         offset,
         what: what.into(),
+        records_beyond: 0,
     }
+}
+
+/// A write error: [`StoreError::DiskFull`] when the disk (or a file size limit, or a quota)
+/// has no room, [`StoreError::Io`] otherwise.
+fn write_error(path: &Path, e: io::Error) -> StoreError {
+    let full = matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    );
+    #[cfg(unix)]
+    let full = full
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+        );
+    if full {
+        StoreError::DiskFull {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    } else {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// Reserves disk blocks for `file` up to `len` bytes (`posix_fallocate` on Linux: later writes
+/// below `len` cannot run out of space; new bytes read as zeros). Elsewhere the file is only
+/// extended, so a full disk shows up when writing instead.
+#[cfg(target_os = "linux")]
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: a valid open descriptor and plain integers.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    if file.metadata()?.len() < len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` at `offset`.
+fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        #[cfg(unix)]
+        let r = std::os::unix::fs::FileExt::write_at(file, buf, offset);
+        #[cfg(windows)]
+        let r = std::os::windows::fs::FileExt::seek_write(file, buf, offset);
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> Result<(), StoreError> {
@@ -669,28 +852,351 @@ fn scan_segment(
         if crc32fast::hash(&payload) != crc {
             break Some("record CRC mismatch");
         }
-        let record =
-            decode_record(&payload, prev_topic).map_err(|what| corrupt(path, offset, what))?;
+        let record = match decode_record(&payload, prev_topic) {
+            Ok(r) => r,
+            // A good checksum on bad fields is no torn write: damage wherever it is.
+            Err(what) => {
+                drop(reader);
+                let v = verify_segment(path, is_last)?;
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset,
+                    what: what.into(),
+                    records_beyond: v.records_after(offset),
+                });
+            }
+        };
         apply(record).map_err(|what| corrupt(path, offset, what))?;
         offset += RECORD_HEADER_LEN + u64::from(len);
     };
 
-    match damage {
-        None => Ok(offset),
-        Some(what) if is_last => {
-            drop(reader);
-            tracing::warn!(path = %path.display(), offset, cut_bytes = size - offset, reason = what,
-                "publish store: cutting off a torn or corrupt tail of the last segment");
-            let file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_error(path))?;
-            file.set_len(offset).map_err(io_error(path))?;
-            file.sync_all().map_err(io_error(path))?;
-            Ok(offset)
-        }
-        Some(what) => Err(corrupt(path, offset, what)),
+    let Some(what) = damage else {
+        return Ok(offset);
+    };
+    drop(reader);
+    // Bad bytes: a torn tail only at the end of the last segment with nothing good after it.
+    let v = verify_segment(path, is_last)?;
+    if let Some(d) = v.damage.first() {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            offset: d.start,
+            what: if d.start == offset {
+                what.to_owned()
+            } else {
+                d.what.clone()
+            },
+            records_beyond: v.records_after(d.start),
+        });
     }
+    if let Some((start, end)) = v.torn {
+        tracing::info!(path = %path.display(), offset = start, cut_bytes = end - start,
+            "publish store: cutting off a torn tail (a write interrupted by a crash, never reported stored)");
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        file.set_len(start).map_err(io_error(path))?;
+        file.sync_all().map_err(io_error(path))?;
+    }
+    // Otherwise only zeros follow: space reserved for appends, the end of the data.
+    Ok(offset)
+}
+
+/// The health of a store directory: what [`FileStore::verify`] finds and
+/// [`FileStore::repair`] mends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreCheck {
+    /// Segment files read.
+    pub segments: usize,
+    /// Good records (messages and discard marks).
+    pub records: u64,
+    /// The discard mark (everything at or below it is acknowledged).
+    pub last_discarded: u64,
+    /// Every damaged range.
+    pub damage: Vec<StoreDamage>,
+    /// A torn tail of the last segment (file, first bad byte, end), cut quietly on open.
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// Files the damaged bytes were moved to (repair only).
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// The quarantine directory of a store (damaged bytes moved out by [`FileStore::repair`]).
+pub const STORE_QUARANTINE_DIR: &str = "quarantine";
+
+impl FileStore {
+    /// Checks every segment of the store in `dir` without changing anything (the directory
+    /// is locked meanwhile, so no store may have it open).
+    pub fn verify(dir: &Path) -> Result<StoreCheck, StoreError> {
+        let _lock = lock_dir(dir)?;
+        Ok(check_dir(dir)?.0)
+    }
+
+    /// Repairs the store in `dir`: each damaged range is copied to
+    /// `dir/quarantine/<segment>.<start>-<end>.bad`, and the segment is rewritten with every
+    /// intact record on both sides (temporary file, fsync, rename, directory fsync). Returns
+    /// what was found, with the messages lost. A healthy store is left as it is.
+    pub fn repair(dir: &Path) -> Result<StoreCheck, StoreError> {
+        let _lock = lock_dir(dir)?;
+        let (mut check, per_segment) = check_dir(dir)?;
+        if check.damage.is_empty() {
+            return Ok(check);
+        }
+        let qdir = dir.join(STORE_QUARANTINE_DIR);
+        fs::create_dir_all(&qdir).map_err(io_error(&qdir))?;
+        for (path, v) in per_segment {
+            if v.damage.is_empty() {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(io_error(&path))?;
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("segment")
+                .to_owned();
+            for d in &v.damage {
+                let q = qdir.join(format!("{name}.{}-{}.bad", d.start, d.end));
+                let mut f = File::create(&q).map_err(io_error(&q))?;
+                f.write_all(&bytes[d.start as usize..d.end as usize])
+                    .map_err(io_error(&q))?;
+                f.sync_all().map_err(io_error(&q))?;
+                check.quarantined.push(q);
+            }
+            let mut out = Vec::with_capacity(bytes.len());
+            out.extend_from_slice(SEGMENT_MAGIC);
+            for (off, size) in &v.good {
+                out.extend_from_slice(&bytes[*off as usize..(*off + *size) as usize]);
+            }
+            let tmp = path.with_extension("seg.repair");
+            let mut f = File::create(&tmp).map_err(io_error(&tmp))?;
+            f.write_all(&out).map_err(io_error(&tmp))?;
+            f.sync_all().map_err(io_error(&tmp))?;
+            drop(f);
+            fs::rename(&tmp, &path).map_err(io_error(&path))?;
+        }
+        sync_dir(&qdir)?;
+        sync_dir(dir)?;
+        Ok(check)
+    }
+}
+
+/// Checks every segment of `dir`, placing each damage in the whole store.
+fn check_dir(dir: &Path) -> Result<(StoreCheck, Vec<(PathBuf, SegmentVerify)>), StoreError> {
+    let ids = list_segments(dir)?;
+    let meta = Meta::read(&dir.join(META_FILE))?;
+    let mut check = StoreCheck {
+        segments: ids.len(),
+        ..StoreCheck::default()
+    };
+    let mut mark = meta.last_discarded;
+    let mut per = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let path = segment_path(dir, id);
+        let v = verify_segment(&path, i + 1 == ids.len())?;
+        // Discard marks raise the mark; read them from the good records.
+        let bytes = fs::read(&path).map_err(io_error(&path))?;
+        for (off, size) in &v.good {
+            if let Ok(Record::Discard(up_to)) = decode_record(
+                &bytes[*off as usize + 8..(*off + *size) as usize],
+                &mut None,
+            ) {
+                mark = mark.max(up_to);
+            }
+        }
+        if let Some((a, b)) = v.torn {
+            check.torn_tail = Some((path.clone(), a, b));
+        }
+        per.push((path, v));
+    }
+    check.last_discarded = mark;
+    // Place the damage: records before and after in the whole store, sequences around it.
+    let total: u64 = per.iter().map(|(_, v)| v.good.len() as u64).sum();
+    let mut before_segments = 0u64;
+    let all_seqs: Vec<(usize, u64, u64)> = per
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, v))| v.seqs.iter().map(move |(o, s)| (i, *o, *s)))
+        .collect();
+    for (i, (_, v)) in per.iter_mut().enumerate() {
+        for d in &mut v.damage {
+            let in_seg = v.good.iter().filter(|(o, _)| *o < d.start).count() as u64;
+            d.records_before = before_segments + in_seg;
+            d.records_after = total - d.records_before;
+            let prev = all_seqs
+                .iter()
+                .filter(|(s, o, _)| (*s, *o) < (i, d.start))
+                .map(|x| x.2)
+                .max();
+            let next = all_seqs
+                .iter()
+                .filter(|(s, o, _)| (*s, *o) >= (i, d.end))
+                .map(|x| x.2)
+                .min();
+            let first = prev.map_or(1, |p| p + 1).max(mark + 1);
+            let last = match next {
+                Some(n) => n.saturating_sub(1),
+                None => d.readable.map_or(0, |r| r.1),
+            };
+            d.lost = (first <= last).then_some((first, last));
+            check.damage.push(d.clone());
+        }
+        before_segments += v.good.len() as u64;
+    }
+    check.records = total;
+    Ok((check, per))
+}
+
+/// A good record of `bytes` at `off`: its size. Checks the length, the checksum and that the
+/// payload decodes.
+fn valid_at(bytes: &[u8], off: usize) -> Option<usize> {
+    let head = bytes.get(off..off + RECORD_HEADER_LEN as usize)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    if len == 0 {
+        return None;
+    }
+    let payload = bytes.get(off + 8..off + 8 + len)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    decode_record(payload, &mut None).ok()?;
+    Some(8 + len)
+}
+
+/// The next good record at or after `from`.
+fn next_valid(bytes: &[u8], mut from: usize) -> Option<usize> {
+    while from + RECORD_HEADER_LEN as usize <= bytes.len() {
+        if valid_at(bytes, from).is_some() {
+            return Some(from);
+        }
+        from += 1;
+    }
+    None
+}
+
+/// Bad bytes in a segment with good records after them (or any bad bytes in a finished one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreDamage {
+    /// The segment file.
+    pub path: PathBuf,
+    /// First bad byte.
+    pub start: u64,
+    /// First byte after them (the next good record, or the end of the file).
+    pub end: u64,
+    /// What was wrong.
+    pub what: String,
+    /// Good records before the damage (in the whole store).
+    pub records_before: u64,
+    /// Good records after it (in the whole store).
+    pub records_after: u64,
+    /// Sequences of the messages still readable in the damaged bytes (checksum failed, so
+    /// unverified), lowest and highest.
+    pub readable: Option<(u64, u64)>,
+    /// Messages between the last good one before the damage and the first after it that are
+    /// not yet acknowledged (above the discard mark): reported stored once, now lost (unless
+    /// that stretch of sequences was never assigned to messages).
+    pub lost: Option<(u64, u64)>,
+}
+
+/// What one segment holds, from [`verify_segment`].
+#[derive(Debug, Default)]
+struct SegmentVerify {
+    /// Offsets and sizes of the good records.
+    good: Vec<(u64, u64)>,
+    /// Message sequence of each good record that is a message, by offset.
+    seqs: Vec<(u64, u64)>,
+    /// Damaged ranges (start, end, what).
+    damage: Vec<StoreDamage>,
+    /// A torn tail of the last segment.
+    torn: Option<(u64, u64)>,
+}
+
+impl SegmentVerify {
+    fn records_after(&self, offset: u64) -> u64 {
+        self.good.iter().filter(|(o, _)| *o > offset).count() as u64
+    }
+}
+
+/// Classifies every byte of a segment (module docs, Recovery).
+fn verify_segment(path: &Path, is_last: bool) -> Result<SegmentVerify, StoreError> {
+    let bytes = fs::read(path).map_err(io_error(path))?;
+    let mut v = SegmentVerify::default();
+    let hl = SEGMENT_HEADER_LEN as usize;
+    let damage = |start: usize, end: usize, what: &str| StoreDamage {
+        path: path.to_path_buf(),
+        start: start as u64,
+        end: end as u64,
+        what: what.to_owned(),
+        records_before: 0,
+        records_after: 0,
+        readable: None,
+        lost: None,
+    };
+    if bytes.len() < hl || &bytes[..hl] != SEGMENT_MAGIC {
+        if is_last && bytes.len() <= hl {
+            return Ok(v); // created just before a crash; open rewrites it
+        }
+        v.damage.push(damage(
+            0,
+            hl.min(bytes.len()),
+            "bad or short segment header",
+        ));
+    }
+    let mut off = hl;
+    while off < bytes.len() {
+        if let Some(size) = valid_at(&bytes, off) {
+            v.good.push((off as u64, size as u64));
+            let payload = &bytes[off + 8..off + size];
+            if let Ok(Record::Message(m)) = decode_record(payload, &mut None) {
+                v.seqs.push((off as u64, m.seq));
+            }
+            off += size;
+            continue;
+        }
+        match next_valid(&bytes, off + 1) {
+            Some(next) => {
+                v.damage
+                    .push(damage(off, next, "record checksum or length mismatch"));
+                off = next;
+            }
+            None => {
+                let zeros = bytes[off..].iter().all(|b| *b == 0);
+                if !is_last {
+                    v.damage.push(damage(
+                        off,
+                        bytes.len(),
+                        if zeros {
+                            "zero bytes after the last record of a finished segment"
+                        } else {
+                            "bad bytes at the end of a finished segment"
+                        },
+                    ));
+                } else if !zeros {
+                    v.torn = Some((off as u64, bytes.len() as u64));
+                }
+                break;
+            }
+        }
+    }
+    // Messages still readable inside the damaged bytes (ignoring checksums).
+    for d in &mut v.damage {
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        let mut o = d.start as usize;
+        while o + 8 < d.end as usize {
+            let len = u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap_or_default()) as usize;
+            if len > 0 && o + 8 + len <= d.end as usize {
+                if let Ok(Record::Message(m)) = decode_record(&bytes[o + 8..o + 8 + len], &mut None)
+                {
+                    lo = lo.min(m.seq);
+                    hi = hi.max(m.seq);
+                    o += 8 + len;
+                    continue;
+                }
+            }
+            o += 1;
+        }
+        d.readable = (lo <= hi).then_some((lo, hi));
+    }
+    Ok(v)
 }
 
 /// Appends one framed record to `buf`: room for the header, the payload `body` writes, then the
@@ -1112,7 +1618,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tail = five_messages(dir.path());
         let segment = segment_files(dir.path()).pop().unwrap();
-        let full = fs::metadata(&segment).unwrap().len();
+        // The end of the fifth record (space after it is reserved, zeros).
+        let bytes = fs::read(&segment).unwrap();
+        let t = tail as usize;
+        let full = tail + 8 + u64::from(u32::from_le_bytes(bytes[t..t + 4].try_into().unwrap()));
         fs::OpenOptions::new()
             .write(true)
             .open(&segment)
@@ -1200,7 +1709,9 @@ mod tests {
         let segments = three_segments(dir.path());
         edit(&segments[1], |b| b[8 + 8 + 4] ^= 1);
         match FileStore::open(FileStoreConfig::new(dir.path())) {
-            Err(StoreError::Corrupt { path, offset, what }) => {
+            Err(StoreError::Corrupt {
+                path, offset, what, ..
+            }) => {
                 assert_eq!(path, segments[1]);
                 assert_eq!(offset, SEGMENT_HEADER_LEN);
                 assert!(what.contains("CRC"), "{what}");
@@ -1393,5 +1904,126 @@ mod tests {
                 .is_err()
         );
         assert!(Reader(&[0x80]).varint().is_err());
+    }
+
+    /// 64 messages over several finished segments and an active one; returns (segment paths,
+    /// per segment the (offset, seq) of each message).
+    fn spread(dir: &Path) -> Vec<(PathBuf, Vec<(u64, u64)>)> {
+        // `Never`: the same files, without waiting for the disk.
+        let mut store = FileStore::open(config(dir, FsyncPolicy::Never, 600)).unwrap();
+        for seq in 1..=64 {
+            store.append(msg(seq)).unwrap();
+            if seq % 5 == 0 {
+                store.sync().unwrap();
+            }
+        }
+        store.sync().unwrap();
+        drop(store);
+        let files = segment_files(dir);
+        let n = files.len();
+        files
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let v = verify_segment(&p, i + 1 == n).unwrap();
+                (p, v.seqs)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn damage_at_start_middle_and_end_of_finished_and_active_segments() {
+        for (from_end, pick) in [(1, 0), (1, 1), (1, 2), (0, 0), (0, 1), (0, 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let segs = spread(dir.path());
+            assert!(segs.len() >= 3, "{}", segs.len());
+            let (path, msgs) = &segs[segs.len() - 1 - from_end];
+            assert!(msgs.len() >= 3, "{msgs:?}");
+            let (offset, seq) = msgs[[0, msgs.len() / 2, msgs.len() - 1][pick]];
+            let case = format!("segment {from_end} from the end, seq {seq}");
+            // A byte of the body.
+            edit(path, |b| b[offset as usize + 8 + 12] ^= 0x20);
+            let len_before = fs::metadata(path).unwrap().len();
+            let result = FileStore::open(FileStoreConfig::new(dir.path()));
+            if from_end == 0 && pick == 2 {
+                // The last record of the active segment: a torn tail, cut quietly.
+                let store = result.unwrap();
+                assert_eq!(seqs(&store), (1..seq).collect::<Vec<_>>(), "{case}");
+                continue;
+            }
+            match result {
+                Err(StoreError::Corrupt {
+                    path: p,
+                    offset: o,
+                    records_beyond,
+                    ..
+                }) => {
+                    assert_eq!((&p, o), (path, offset), "{case}");
+                    assert_eq!(records_beyond, 64 - seq, "{case}");
+                }
+                other => panic!("{case}: {other:?}"),
+            }
+            assert_eq!(
+                fs::metadata(path).unwrap().len(),
+                len_before,
+                "{case}: nothing cut"
+            );
+            let check = FileStore::verify(dir.path()).unwrap();
+            assert_eq!(check.damage.len(), 1, "{case}");
+            let d = &check.damage[0];
+            assert_eq!(
+                (d.records_before, d.records_after),
+                (seq - 1, 64 - seq),
+                "{case}"
+            );
+            assert_eq!(d.readable, Some((seq, seq)), "{case}");
+            assert_eq!(d.lost, Some((seq, seq)), "{case}");
+            let repaired = FileStore::repair(dir.path()).unwrap();
+            assert_eq!(repaired.damage, check.damage);
+            assert_eq!(repaired.quarantined.len(), 1);
+            assert!(FileStore::verify(dir.path()).unwrap().damage.is_empty());
+            let store = open(dir.path());
+            let expect: Vec<u64> = (1..=64).filter(|s| *s != seq).collect();
+            assert_eq!(seqs(&store), expect, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_full_disk_refuses_the_write_cleanly_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::open(config(dir.path(), FsyncPolicy::Batch, 4096)).unwrap();
+        // Use up the reservation, then let reserving fail.
+        let mut seq = 0;
+        while store.allocated > store.active.len + store.pending.len() as u64 + 100 {
+            seq += 1;
+            store.append(msg(seq)).unwrap();
+        }
+        store.fail_reserve = true;
+        let mut refused = 0;
+        for _ in 0..10 {
+            let pending = store.pending.len();
+            match store.append(msg(seq + 1)) {
+                Ok(()) => seq += 1,
+                Err(e @ StoreError::DiskFull { .. }) => {
+                    refused += 1;
+                    assert_eq!(store.pending.len(), pending, "nothing buffered");
+                    assert!(store.get(seq + 1).is_none(), "nothing stored");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&store.active.path.display().to_string()),
+                        "{text}"
+                    );
+                    assert_eq!(text.matches("publish store").count(), 1, "{text}");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(refused > 0);
+        store.sync().unwrap();
+        store.fail_reserve = false;
+        store.append(msg(seq + 1)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        assert_eq!(seqs(&open(dir.path())), (1..=seq + 1).collect::<Vec<_>>());
     }
 }

@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use file::{FileStore, FileStoreConfig, FsyncPolicy};
+pub use file::{
+    FileStore, FileStoreConfig, FsyncPolicy, StoreCheck, StoreDamage, STORE_QUARANTINE_DIR,
+};
 pub use memory::MemoryStore;
 
 use crate::error::StoreError;

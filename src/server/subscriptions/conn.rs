@@ -205,6 +205,11 @@ impl SubscriberSide {
         self.move_outbox(out)
     }
 
+    /// Bytes of live deliveries waiting in the outbox (for the server's memory budget).
+    pub fn buffered(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// Whether live deliveries wait in the outbox for the output to empty.
     pub fn outbox_waiting(&self) -> bool {
         self.outbox_waiting

@@ -47,6 +47,8 @@ use crate::protocol::Reason;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     buf: Mutex<BytesMut>,
+    /// Bytes in `buf`, readable without the lock.
+    len: AtomicUsize,
     ready: Notify,
     overflowed: AtomicBool,
     limit: usize,
@@ -57,6 +59,7 @@ impl Outbox {
     pub fn new(limit: usize) -> Outbox {
         Outbox {
             buf: Mutex::new(BytesMut::new()),
+            len: AtomicUsize::new(0),
             ready: Notify::new(),
             overflowed: AtomicBool::new(false),
             limit,
@@ -76,6 +79,7 @@ impl Outbox {
         let len = {
             let mut b = self.buf();
             b.extend_from_slice(frames);
+            self.len.store(b.len(), Ordering::Relaxed);
             b.len()
         };
         if len > self.limit {
@@ -97,6 +101,7 @@ impl Outbox {
             } else {
                 b.extend_from_slice(frames);
             }
+            self.len.store(b.len(), Ordering::Relaxed);
             b.len()
         };
         frames.clear();
@@ -121,6 +126,7 @@ impl Outbox {
     pub fn take_into(&self, out: &mut BytesMut) -> Result<usize, usize> {
         let mut b = self.buf();
         let n = b.len();
+        self.len.store(0, Ordering::Relaxed);
         if self.overflowed.load(Ordering::Acquire) {
             b.clear();
             return Err(n);
@@ -141,7 +147,7 @@ impl Outbox {
 
     /// Bytes waiting.
     pub fn len(&self) -> usize {
-        self.buf().len()
+        self.len.load(Ordering::Relaxed)
     }
 
     /// The most bytes it may hold.

@@ -7,7 +7,7 @@
 //! sequence number (**LSN**: 1, 2, 3, ... across the log's whole life) and the time the server
 //! accepted it. Records live in **segment** files in the data directory, named after the LSN of
 //! their first record (`txlog-00000000000000000001.seg`, ...); the newest is the *active*
-//! segment, the only one written to. [`format`] has the bytes.
+//! segment, the only one written to. [`format`](mod@format) has the bytes.
 //!
 //! **Writing** ([`writer`]): the group-commit writer thread writes whole batches of records
 //! at the end of the active segment's data and fsyncs them (per
@@ -61,14 +61,18 @@ pub mod format;
 pub mod loss;
 pub mod reader;
 pub mod recover;
+pub mod repair;
 pub mod retention;
 pub mod scan;
+pub mod snapshot;
 pub mod writer;
 
 pub use self::check::{check_log, LogCheck};
 pub use self::format::{Decoded, Record, RecordKind};
+pub use self::loss::{ClientRange, LossReport};
 pub use self::reader::{LogEntry, LogReader, OwnedLogEntry, StartAt};
-pub use self::retention::{LogHold, LogHolds, Retention, DEFAULT_RETENTION};
+pub use self::repair::{RepairReport, QUARANTINE_DIR};
+pub use self::retention::{parse_bytes, LogHold, LogHolds, Retention, DEFAULT_RETENTION};
 pub use self::scan::{DamagedRange, LogPosition};
 
 #[allow(unused_imports)]
@@ -77,6 +81,9 @@ use crate::error::ServerError;
 /// The single-file log of earlier versions; a data directory that still has it is refused
 /// with [`ServerError::OldLogFormat`].
 pub const OLD_LOG_FILE: &str = "txlog.amps";
+
+/// Default bytes logged between two snapshots: 256 MiB.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 256 << 20;
 
 /// Default size at which a segment is finished: 64 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;

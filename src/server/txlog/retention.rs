@@ -56,6 +56,8 @@ impl SegmentInfo {
 #[derive(Debug, Default)]
 pub struct SegmentTable {
     inner: Mutex<Vec<SegmentInfo>>,
+    /// Bytes written since the table was made (what triggers snapshots).
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl SegmentTable {
@@ -67,6 +69,7 @@ impl SegmentTable {
     pub fn with(segments: Vec<SegmentInfo>) -> SegmentTable {
         SegmentTable {
             inner: Mutex::new(segments),
+            written: Default::default(),
         }
     }
 
@@ -80,8 +83,16 @@ impl SegmentTable {
         if let Some(s) = self.lock().last_mut() {
             s.last_lsn = last_lsn;
             s.last_timestamp_us = last_ts;
+            let grew = bytes.saturating_sub(s.bytes);
+            self.written
+                .fetch_add(grew, std::sync::atomic::Ordering::Relaxed);
             s.bytes = bytes;
         }
+    }
+
+    /// Bytes written to the log since the table was made.
+    pub fn written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A copy of the list.
@@ -111,6 +122,17 @@ pub enum Retention {
     Age(Duration),
     /// Keep everything.
     All,
+}
+
+/// Parses a byte size: a number with an optional unit `B`, `KiB`, `MiB`, `GiB`, `TiB` (also
+/// `K`/`KB`, `M`/`MB`, ... as powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    match s.parse::<Retention>() {
+        Ok(Retention::Bytes(b)) => Ok(b),
+        _ => Err(format!(
+            "{s:?} is not a byte size (e.g. 4096, 512KiB, 64MiB)"
+        )),
+    }
 }
 
 /// The default: 1 GiB of log.

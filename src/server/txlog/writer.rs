@@ -60,6 +60,8 @@ pub struct LogWriter {
     active: Active,
     table: Arc<SegmentTable>,
     faults: Arc<Faults>,
+    /// Why space could not be reserved at start, if it could not.
+    start_error: Option<io::Error>,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -86,7 +88,7 @@ impl LogWriter {
         faults: Arc<Faults>,
     ) -> Result<LogWriter, ServerError> {
         let segment_bytes = segment_bytes.max(4096);
-        let reserve_ahead = segment_bytes.clamp(4096, 8 << 20);
+        let reserve_ahead = (segment_bytes / 4).clamp(4096, 8 << 20);
         let active = match active {
             Some((first_lsn, path, pos)) => {
                 let file = OpenOptions::new()
@@ -107,7 +109,16 @@ impl LogWriter {
                 }
             }
             None => {
+                // On a full disk the first segment starts without room (writes are refused
+                // until space is free) rather than the server not starting.
                 let (active, _) = create_segment(dir, next_lsn, reserve_ahead, fsync, &faults)
+                    .or_else(|e| {
+                        if super::files::is_out_of_space(&e) {
+                            create_segment(dir, next_lsn, 0, fsync, &Faults::default())
+                        } else {
+                            Err(e)
+                        }
+                    })
                     .map_err(|e| super::files::io_err(&dir.join(segment_name(next_lsn)), e))?;
                 table.push(SegmentInfo::new(next_lsn, active.path.clone()));
                 active
@@ -121,11 +132,18 @@ impl LogWriter {
             active,
             table,
             faults,
+            start_error: None,
         };
         if let Err(e) = w.top_up() {
-            tracing::warn!(error = %e, "cannot reserve transaction log space at start");
+            tracing::error!(error = %e, room = w.room(), "transaction log: cannot reserve space at start; refusing writes that do not fit");
+            w.start_error = Some(e);
         }
         Ok(w)
+    }
+
+    /// Why space could not be reserved when the writer opened (the disk is full), if so.
+    pub fn start_error(&self) -> Option<&io::Error> {
+        self.start_error.as_ref()
     }
 
     /// Bytes reserved ahead of the data at a time.
@@ -138,9 +156,10 @@ impl LogWriter {
         self.active.allocated.saturating_sub(self.active.pos)
     }
 
-    /// Reserves up to `reserve_ahead` bytes beyond the data, if less is left.
+    /// Reserves up to `reserve_ahead` bytes beyond the data, once less than three quarters of
+    /// that is left (so a burst accepted between two turns of the writer still finds room).
     pub fn top_up(&mut self) -> io::Result<()> {
-        if self.room() >= self.reserve_ahead / 2 {
+        if self.room() >= self.reserve_ahead / 4 * 3 {
             return Ok(());
         }
         let want = self.active.pos + self.reserve_ahead;
