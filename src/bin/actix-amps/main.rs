@@ -3,15 +3,15 @@
 //! One file per command; this file only parses arguments and dispatches.
 
 mod journal;
-mod ping;
 mod last_error;
+mod ping;
 mod publish;
 mod serve;
 mod sow;
 mod sow_delete;
+mod store;
 mod sub_common;
 mod subscribe;
-mod store;
 
 use std::process::ExitCode;
 
