@@ -901,3 +901,94 @@ async fn a_subscription_as_a_stream() {
         }
     }
 }
+
+/// A delivery that breaks the protocol (`s` not a number) closes the connection with a typed
+/// error; the client reconnects, places the subscription again (same sub id, new cid) and
+/// goes on. Nothing panics, nothing is delivered from the bad frame.
+#[actix_rt::test]
+async fn a_broken_delivery_closes_the_connection_and_the_subscription_resumes() {
+    use actix_amps::client::{ConnectionEvent, SubscribeConnectionEvents};
+    use actix_amps::error::{ConnectError, ProtocolError};
+    use common::Conn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut cids = Vec::new();
+        for round in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut conn = Conn::from_stream(stream);
+            let logon = conn.recv().await;
+            let cid = logon.header.cid.clone().unwrap();
+            conn.send_json(
+                &format!(r#"{{"c":"ack","cid":"{cid}","a":"processed","status":"success"}}"#),
+                b"",
+            )
+            .await;
+            let sub = conn.recv().await;
+            assert_eq!(sub.header.sub_id.as_deref(), Some("A"));
+            let scid = sub.header.cid.clone().unwrap();
+            cids.push(scid.clone());
+            conn.send_json(
+                &format!(r#"{{"c":"ack","cid":"{scid}","a":"processed"}}"#),
+                b"",
+            )
+            .await;
+            if round == 0 {
+                conn.send_json(r#"{"c":"p","sids":"A","s":"x"}"#, b"bad")
+                    .await;
+                let _ = conn.expect_closed(WAIT).await;
+            } else {
+                conn.send_json(r#"{"c":"p","sids":"A","s":1}"#, b"good")
+                    .await;
+                let _ = conn.recv_within(WAIT).await;
+            }
+        }
+        cids
+    });
+    let client = ClientConfig::new("broken-delivery")
+        .uri(&format!("tcp://{addr}/amps/json"))
+        .unwrap()
+        .heartbeat(None)
+        .start()
+        .unwrap();
+    let mut events = Events::new();
+    client
+        .send(SubscribeConnectionEvents(events.addr.clone().recipient()))
+        .await
+        .unwrap();
+    let mut sub = Sub::new();
+    subscribe(&client, Subscribe::new("t", sub.recipient()).sub_id("A")).await;
+    let e = events
+        .until_connection(|e| matches!(e, ConnectionEvent::Disconnected { .. }))
+        .await;
+    let ConnectionEvent::Disconnected {
+        error: Some(error), ..
+    } = e
+    else {
+        panic!("expected a typed error, got {e:?}");
+    };
+    assert!(
+        matches!(
+            &*error,
+            ConnectError::Protocol {
+                source: ProtocolError::MalformedHeader { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(matches!(
+        sub.next().await.1,
+        SubscriptionEvent::Disconnected
+    ));
+    assert!(matches!(
+        sub.next().await.1,
+        SubscriptionEvent::Resumed {
+            may_have_missed: true
+        }
+    ));
+    assert_eq!(sub.message().await.data_slice(), b"good");
+    client.do_send(actix_amps::client::Shutdown);
+    let cids = tokio::time::timeout(WAIT, peer).await.unwrap().unwrap();
+    assert_ne!(cids[0], cids[1], "a new cid for the resubscription");
+}
