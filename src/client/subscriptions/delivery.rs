@@ -375,33 +375,35 @@ impl Fields {
         check_utf8: bool,
     ) {
         let text = unescaped.map_or(raw, str::as_bytes);
-        let f = match key {
-            b"c" | b"cmd" => {
+        // Dispatch on the key's length first: every delivery has five or more keys, and a
+        // chain of slice comparisons costs more than the rest of the scan.
+        let f = match (key.len(), key) {
+            (1, b"c") | (3, b"cmd") => {
                 self.command = Some(inbound_kind(text));
                 return;
             }
-            b"s" | b"seq" => {
+            (1, b"s") | (3, b"seq") => {
                 self.sequence = parse_u64(text);
                 if self.sequence.is_none() {
                     self.bad = Some("s is not an unsigned integer");
                 }
                 return;
             }
-            b"l" => {
+            (1, b"l") => {
                 self.length = parse_u64(text);
                 if self.length.is_none() {
                     self.bad = Some("l is not an unsigned integer");
                 }
                 return;
             }
-            b"t" | b"topic" => F::Topic,
-            b"sids" | b"sub_ids" => F::SubIds,
-            b"bm" | b"bookmark" => F::Bookmark,
-            b"k" | b"sow_key" => F::SowKey,
-            b"x" | b"correlation_id" => F::CorrelationId,
-            b"ts" | b"timestamp" => F::Timestamp,
-            b"reason" => F::Reason,
-            b"query_id" => F::QueryId,
+            (1, b"t") | (5, b"topic") => F::Topic,
+            (4, b"sids") | (7, b"sub_ids") => F::SubIds,
+            (2, b"bm") | (8, b"bookmark") => F::Bookmark,
+            (1, b"k") | (7, b"sow_key") => F::SowKey,
+            (1, b"x") | (14, b"correlation_id") => F::CorrelationId,
+            (2, b"ts") | (9, b"timestamp") => F::Timestamp,
+            (6, b"reason") => F::Reason,
+            (8, b"query_id") => F::QueryId,
             _ => return,
         };
         self.spans[f as usize] = if let Some(text) = unescaped {
@@ -417,6 +419,32 @@ impl Fields {
             }
         };
     }
+}
+
+/// The index of the first `"` or `\\` in `b` at or after `from`, eight bytes at a time.
+#[inline]
+fn quote_or_backslash(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const SLASH: u64 = ONES * b'\\' as u64;
+    while i + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        let q = x ^ QUOTE;
+        let s = x ^ SLASH;
+        // A zero byte in q or s marks a match (the classic "has zero byte" test).
+        let hit = (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s) & HIGH;
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..]
+        .iter()
+        .position(|c| *c == b'"' || *c == b'\\')
+        .map(|p| i + p)
 }
 
 /// The common case, fast: a compact header (no whitespace, no escapes, only string and
@@ -438,11 +466,9 @@ fn scan_compact(b: &[u8], base: usize) -> Option<(Fields, usize)> {
         }
         i += 1;
         let ks = i;
-        while *b.get(i)? != b'"' {
-            if b[i] == b'\\' {
-                return None;
-            }
-            i += 1;
+        i = quote_or_backslash(b, i)?;
+        if b[i] != b'"' {
+            return None;
         }
         let ke = i;
         i += 1;
@@ -454,11 +480,9 @@ fn scan_compact(b: &[u8], base: usize) -> Option<(Fields, usize)> {
             b'"' => {
                 i += 1;
                 let vs = i;
-                while *b.get(i)? != b'"' {
-                    if b[i] == b'\\' {
-                        return None;
-                    }
-                    i += 1;
+                i = quote_or_backslash(b, i)?;
+                if b[i] != b'"' {
+                    return None;
                 }
                 out.assign(&b[ks..ke], base + vs, &b[vs..i], None, false);
                 i += 1;
@@ -783,6 +807,17 @@ mod tests {
                 prop_assert_eq!(fast.command, slow.command);
                 prop_assert_eq!(fast.bad, slow.bad);
             }
+        }
+
+        /// The word-at-a-time search finds what a byte loop finds.
+        #[test]
+        fn the_quote_search_matches_a_byte_loop(
+            bytes in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), Just(b'a'), any::<u8>()], 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            let expect = bytes[from..].iter().position(|c| *c == b'"' || *c == b'\\').map(|p| from + p);
+            prop_assert_eq!(quote_or_backslash(&bytes, from), expect);
         }
 
         /// Arbitrary bytes never panic the scanner or the record splitter.
