@@ -161,6 +161,8 @@ pub struct ClientConfig {
     /// Trust roots for `tcps://` URIs; `None` makes every `tcps://` attempt fail with
     /// [`ConnectError::TlsUnavailable`](crate::error::ConnectError::TlsUnavailable).
     pub tls: Option<TlsClientConfig>,
+    /// Where bookmark subscriptions keep what their subscribers processed.
+    pub bookmark_store: crate::client::subscriptions::BookmarkStoreKind,
 }
 
 impl ClientConfig {
@@ -186,6 +188,7 @@ impl ClientConfig {
             reconnect: ReconnectPolicy::default(),
             error_on_publish_gap: false,
             tls: None,
+            bookmark_store: Default::default(),
         }
     }
 
@@ -213,6 +216,13 @@ impl ClientConfig {
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self.password = Some(Password::new(password));
+        self
+    }
+
+    /// Sets the bookmark store (default: in memory). A file store lets bookmark
+    /// subscriptions resume after the process restarts.
+    pub fn bookmark_store(mut self, kind: crate::client::subscriptions::BookmarkStoreKind) -> Self {
+        self.bookmark_store = kind;
         self
     }
 
