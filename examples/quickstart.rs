@@ -2,9 +2,10 @@
 //!
 //! Starts the embedded AMPS-protocol server in-process on 127.0.0.1:0 (one topic pattern,
 //! `^denied`, is write-protected), spawns the client with a memory publish store, a failed-write
-//! subscriber actor and a last-chance actor, publishes 10,000 messages to `orders` and three to
-//! `denied.orders`, deletes part of the SOW, flushes, and prints the counts and every failed
-//! write with its enriched fields.
+//! subscriber actor and a last-chance actor, subscribes an actor to the orders it is about to
+//! publish (filter `/qty = 7`), publishes 10,000 messages to `orders` and three to
+//! `denied.orders`, deletes part of the SOW, flushes, and prints the counts, every failed
+//! write with its enriched fields, and what the subscriber received.
 //!
 //! ```text
 //! cargo run --release --example quickstart
@@ -16,8 +17,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_amps::client::{
-    ClientConfig, FailedWrite, GetStats, Publish, PublishBatch, PublishFlush, SowDeleteAndWait,
-    SowDeleteSelector, SubscribeFailedWrites, SubscribeUnexpected, UnexpectedMessage,
+    ClientConfig, Deliveries, FailedWrite, GetStats, Publish, PublishBatch, PublishFlush,
+    SowDeleteAndWait, SowDeleteSelector, Subscribe, SubscribeFailedWrites, SubscribeUnexpected,
+    SubscriptionEvent, UnexpectedMessage,
 };
 use actix_amps::server::{Server, ServerConfig};
 
@@ -64,6 +66,48 @@ impl Handler<Seen> for FailedWriteReporter {
 
     fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> usize {
         self.seen
+    }
+}
+
+/// A subscriber: counts the orders it receives and remembers the first one.
+#[derive(Default)]
+struct OrderWatcher {
+    received: usize,
+    first: Option<String>,
+}
+
+impl Actor for OrderWatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliveries> for OrderWatcher {
+    type Result = ();
+
+    /// One call per batch: every message that arrived since the last one.
+    fn handle(&mut self, batch: Deliveries, _: &mut Context<Self>) {
+        for event in batch.events {
+            if let SubscriptionEvent::Message(m) = event {
+                self.received += 1;
+                self.first.get_or_insert_with(|| {
+                    format!(
+                        "{} (bookmark {})",
+                        String::from_utf8_lossy(m.data_slice()),
+                        m.bookmark().unwrap_or("-")
+                    )
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Seen> for OrderWatcher {
+    type Result = usize;
+
+    fn handle(&mut self, _: Seen, _: &mut Context<Self>) -> usize {
+        if let Some(first) = self.first.take() {
+            println!("subscriber: first order received: {first}");
+        }
+        self.received
     }
 }
 
@@ -124,6 +168,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .send(SubscribeUnexpected(LastChance.start().recipient()))
         .await?;
 
+    // A subscriber to what this client is about to publish: resolves once the server acked it.
+    let watcher = OrderWatcher::default().start();
+    let sub_id = client
+        .send(Subscribe::new("orders", watcher.clone().recipient()).filter("/qty = 7"))
+        .await??;
+    println!("subscribed to orders with /qty = 7 as {sub_id}");
+
     // 10,000 orders in batches (one actor message per 1,000), and three denied writes.
     let started = std::time::Instant::now();
     for chunk in 0..10 {
@@ -181,6 +232,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
     if stats.unacknowledged != 0 || stats.published != stats.persisted + stats.failed {
         return Err("not every write was accounted for".into());
+    }
+    // 100 of the orders have qty 7; deliveries follow the writes' durability, so wait
+    // (bounded) for the last of them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let received = loop {
+        let n = watcher.send(Seen).await?;
+        if n >= 100 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!("subscriber received {received} of the 100 orders with qty 7 that were published");
+    if received != 100 {
+        return Err("the subscriber did not receive what was published".into());
     }
     System::current().stop();
     Ok(())

@@ -518,6 +518,9 @@ pub enum StartError {
     /// The arbiter given to `start_in` has stopped.
     #[error("the arbiter to start the client in has stopped")]
     ArbiterStopped,
+    /// The bookmark store could not be opened.
+    #[error("cannot open the bookmark store: {0}")]
+    BookmarkStore(#[from] crate::client::subscriptions::BookmarkStoreError),
 }
 
 /// The embedded server (or the journal reader) cannot start or read its data directory.

@@ -1,8 +1,10 @@
 //! `AckRouter`, the ack actor: every frame the server sends (after logon) passes here once.
 //!
 //! Classification, in order:
-//! - an ack whose `a` is exactly `persisted` is the publish store's business: `AckReceived` to
-//!   the store actor (which discards, or enriches a failure and reports it);
+//! - an ack whose `a` is exactly `persisted` and that answers a write (no command id, or a
+//!   command id with a sequence that is not the store's own flush) is the publish store's
+//!   business: `AckReceived` to the store actor (which discards, or enriches a failure and
+//!   reports it);
 //! - an ack with a `cid` someone registered with `ExpectAck` (a flush, a sow_delete awaiting its
 //!   stats) completes that waiter; intermediate acks of a registered command are consumed. The
 //!   store's own flush acks go back to the store through its mailbox, so it sees them in order
@@ -27,7 +29,7 @@ use crate::client::internal::{
 };
 use crate::client::messages::{UnexpectedKind, UnexpectedMessage};
 use crate::client::store::actor::PublishStoreActor;
-use crate::protocol::{AckType, Command, Status};
+use crate::protocol::{AckType, Command, Header, Status};
 
 struct Waiter {
     completes_on: AckType,
@@ -84,7 +86,19 @@ impl Handler<Inbound> for AckRouter {
             self.unclaimed(UnexpectedKind::Unclaimed, frame);
             return;
         }
-        if h.ack_type.is_only(AckType::Persisted) && h.cid.is_none() {
+        if h.ack_type.is_only(AckType::Persisted) && self.is_write_ack(h) {
+            // A write's persisted ack belongs to the store even when it carries a command id
+            // (AMPS echoes the `cid` a sow_delete was sent with): routing it to a waiter alone
+            // would lose a failure. A waiter on that id hears about a failure as well.
+            if let (Some(cid), Some(Status::Failure)) = (h.cid.as_deref(), &h.status) {
+                if let Some(Waiter {
+                    tx: AckWaiter::Channel(tx),
+                    ..
+                }) = self.waiters.remove(cid)
+                {
+                    let _ = tx.send(frame.header.clone());
+                }
+            }
             self.store.do_send(AckReceived {
                 epoch,
                 ack: frame.header,
@@ -115,6 +129,21 @@ impl Handler<Inbound> for AckRouter {
                 }
             }
         }
+    }
+}
+
+impl AckRouter {
+    /// Whether a persisted ack answers a stored write (and not the store's own flush, whose
+    /// persisted ack carries the flush's command id and no sequence).
+    fn is_write_ack(&self, h: &Header) -> bool {
+        let Some(cid) = h.cid.as_deref() else {
+            return true;
+        };
+        let is_flush = self
+            .waiters
+            .get(cid)
+            .is_some_and(|w| matches!(w.tx, AckWaiter::Store));
+        !is_flush && h.seq.is_some()
     }
 }
 

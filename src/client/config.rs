@@ -164,6 +164,8 @@ pub struct ClientConfig {
     /// How long [`Shutdown`](crate::client::Shutdown) waits to prove to the server that the
     /// failures it received were read (`docs/ACCOUNTING.md`); default 2 s.
     pub close_timeout: Duration,
+    /// Where bookmark subscriptions keep what their subscribers processed.
+    pub bookmark_store: crate::client::subscriptions::BookmarkStoreKind,
 }
 
 impl ClientConfig {
@@ -190,6 +192,7 @@ impl ClientConfig {
             error_on_publish_gap: false,
             tls: None,
             close_timeout: Duration::from_secs(2),
+            bookmark_store: Default::default(),
         }
     }
 
@@ -217,6 +220,13 @@ impl ClientConfig {
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self.password = Some(Password::new(password));
+        self
+    }
+
+    /// Sets the bookmark store (default: in memory). A file store lets bookmark
+    /// subscriptions resume after the process restarts.
+    pub fn bookmark_store(mut self, kind: crate::client::subscriptions::BookmarkStoreKind) -> Self {
+        self.bookmark_store = kind;
         self
     }
 

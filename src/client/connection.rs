@@ -12,8 +12,11 @@
 //! - **Writing** happens in a task that owns the socket's write half and takes `Bytes` (whole
 //!   encoded frames, usually many) from a channel, gathering everything queued into one
 //!   vectored write: no copy of the bodies, one system call per burst.
-//! - **Reading** is a `FramedRead` with [`AmpsCodec`] added to the actor as a stream. The logon
-//!   ack and heartbeats are handled here; every other frame goes to the ack actor.
+//! - **Reading** is a `FramedRead` added to the actor as a stream, yielding every complete
+//!   frame of a read at once (`inbound.rs`), behind the gate the subscription side uses for
+//!   flow control. Deliveries, SOW results and acks of subscription commands go, a read at a
+//!   time, to the subscription actor; the logon ack and heartbeats are handled here; every
+//!   other frame goes to the ack actor.
 //! - **Logon** sends client name, `version` `<crate version>:rust`, credentials from the URI or
 //!   the config (never logged), the message type and the `ack_conflation` option; the server's
 //!   last sequence comes from `bm` (`<hash>|<seq>|`), falling back to `s`; a logon ack with
@@ -58,15 +61,17 @@ use crate::client::ack_router::AckRouter;
 use crate::client::backoff::Reconnects;
 use crate::client::config::ClientConfig;
 use crate::client::handlers::HandlerRegistry;
+use crate::client::inbound::{for_subscriptions, FrameBatchCodec, Gated, ReadGate, READ_BUFFER};
 use crate::client::internal::{
     ConnectionLost, GaveUp, Inbound, LoggedOn, NameLost, NotifyLoggedOn, ProtocolViolation,
     ReconnectCount, SendFrames, StopActor,
 };
 use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
+use crate::client::subscriptions::actor::{InboundBatch, SubsLoggedOn, SubscriptionActor};
 use crate::error::{ConnectError, ProtocolError, TlsError};
 use crate::protocol::{
-    closing_reason, AckTypes, AmpsCodec, AmpsUri, Command, Frame, Header, Reason, Status,
+    closing_reason, decode_frame, AckTypes, AmpsUri, Command, Frame, Header, Reason, Status,
 };
 
 /// Highest last sequence a logon ack may report: far above any real sequence (about
@@ -91,6 +96,10 @@ pub struct ConnectionActor {
     store: Addr<PublishStoreActor>,
     router: Addr<AckRouter>,
     registry: Addr<HandlerRegistry>,
+    /// The subscription side: gets deliveries, SOW results and its acks in batches.
+    subscriptions: Addr<SubscriptionActor>,
+    /// Holds reading while a subscriber is behind (shared with the subscription actor).
+    gate: std::rc::Rc<ReadGate>,
     state: State,
     epoch: u64,
     server: usize,
@@ -125,8 +134,9 @@ enum ConnectFailure {
     Tls(std::io::Error),
 }
 
-/// One item from the read half, tagged with its connection; `None` when the socket closed.
-type ReadItem = (u64, Option<Result<Frame, ProtocolError>>);
+/// One read's frames (raw, unparsed), tagged with their connection; `None` when the socket
+/// closed.
+type ReadItem = (u64, Option<Result<Vec<Bytes>, ProtocolError>>);
 
 /// The write task reports how the socket's write half ended.
 #[derive(Message)]
@@ -142,6 +152,8 @@ impl ConnectionActor {
         store: Addr<PublishStoreActor>,
         router: Addr<AckRouter>,
         registry: Addr<HandlerRegistry>,
+        subscriptions: Addr<SubscriptionActor>,
+        gate: std::rc::Rc<ReadGate>,
     ) -> Self {
         let servers = config.uris.len();
         ConnectionActor {
@@ -149,6 +161,8 @@ impl ConnectionActor {
             store,
             router,
             registry,
+            subscriptions,
+            gate,
             state: State::Down,
             epoch: 0,
             server: 0,
@@ -334,7 +348,12 @@ impl ConnectionActor {
             fut::wrap_future::<_, Self>(write_loop(write, rx))
                 .map(move |error, act, ctx| act.writer_ended(WriterEnded { epoch, error }, ctx)),
         );
-        let frames = FramedRead::new(read, AmpsCodec::new(self.config.max_frame))
+        let frames = FramedRead::with_capacity(
+            read,
+            FrameBatchCodec::new(self.config.max_frame),
+            READ_BUFFER,
+        );
+        let frames = Gated::new(frames, self.gate.clone())
             .map(move |r| (epoch, Some(r)))
             .chain(futures_util::stream::once(async move { (epoch, None) }));
         let reader = ctx.add_stream(frames);
@@ -400,7 +419,10 @@ impl ConnectionActor {
         if !matches!(was, State::Down) {
             self.store.do_send(ConnectionLost { epoch: self.epoch });
             self.router.do_send(ConnectionLost { epoch: self.epoch });
+            self.subscriptions
+                .do_send(ConnectionLost { epoch: self.epoch });
         }
+        self.gate.set_logged_on(false);
         // Invalidate timers and stragglers of this connection.
         self.epoch += 1;
     }
@@ -553,6 +575,12 @@ impl ConnectionActor {
         self.registry.do_send(ConnectionEvent::LoggedOn {
             server_last_sequence: server_last,
         });
+        self.gate.set_logged_on(true);
+        self.subscriptions.do_send(SubsLoggedOn {
+            epoch: self.epoch,
+            server_version: ack.version.clone(),
+            server: uri.clone(),
+        });
         if let Some(interval) = self.config.heartbeat {
             self.start_heartbeat(interval, ctx);
         }
@@ -673,28 +701,9 @@ impl Actor for ConnectionActor {
     }
 }
 
-impl StreamHandler<ReadItem> for ConnectionActor {
-    fn handle(&mut self, (epoch, item): ReadItem, ctx: &mut Context<Self>) {
-        if epoch != self.epoch {
-            return;
-        }
-        self.last_received = Instant::now();
-        let frame = match item {
-            Some(Ok(frame)) => frame,
-            // A reset is the server going away, not a broken protocol.
-            Some(Err(e)) if e.is_disconnect() => {
-                self.dropped(format!("connection lost: {e}"), ctx);
-                return;
-            }
-            Some(Err(e)) => {
-                self.violation(e, ctx);
-                return;
-            }
-            None => {
-                self.dropped("server closed the connection".into(), ctx);
-                return;
-            }
-        };
+impl ConnectionActor {
+    /// One parsed frame that is not the subscription side's.
+    fn frame(&mut self, epoch: u64, frame: Frame, ctx: &mut Context<Self>) {
         if let Some(reason) = closing_reason(&frame.header) {
             self.closed_by_server(reason.clone(), ctx);
             return;
@@ -719,6 +728,67 @@ impl StreamHandler<ReadItem> for ConnectionActor {
                 frame,
                 received_at: std::time::Instant::now(),
             }),
+        }
+    }
+
+    /// Hands frames to the subscription actor (one message for the lot).
+    fn hand_to_subscriptions(&mut self, epoch: u64, frames: &mut Vec<Bytes>) {
+        if frames.is_empty() {
+            return;
+        }
+        self.gate.batch_sent();
+        self.subscriptions.do_send(InboundBatch {
+            epoch,
+            frames: std::mem::take(frames),
+        });
+    }
+}
+
+impl StreamHandler<ReadItem> for ConnectionActor {
+    fn handle(&mut self, (epoch, item): ReadItem, ctx: &mut Context<Self>) {
+        if epoch != self.epoch {
+            return;
+        }
+        self.last_received = Instant::now();
+        let frames = match item {
+            Some(Ok(frames)) => frames,
+            // A reset is the server going away, not a broken protocol.
+            Some(Err(e)) if e.is_disconnect() => {
+                self.dropped(format!("connection lost: {e}"), ctx);
+                return;
+            }
+            Some(Err(e)) => {
+                self.violation(e, ctx);
+                return;
+            }
+            None => {
+                self.dropped("server closed the connection".into(), ctx);
+                return;
+            }
+        };
+        // Deliveries, SOW results and subscription acks go to the subscription actor in one
+        // batch; the rest is parsed here, in arrival order (a frame for this side first sends
+        // the subscription frames before it, so a close it causes comes after them).
+        let mut subs = Vec::new();
+        for raw in frames {
+            if self.epoch != epoch {
+                return;
+            }
+            if matches!(self.state, State::Up) && for_subscriptions(&raw) {
+                subs.push(raw);
+                continue;
+            }
+            self.hand_to_subscriptions(epoch, &mut subs);
+            match decode_frame(raw) {
+                Ok(frame) => self.frame(epoch, frame, ctx),
+                Err(e) => {
+                    self.violation(e, ctx);
+                    return;
+                }
+            }
+        }
+        if self.epoch == epoch {
+            self.hand_to_subscriptions(epoch, &mut subs);
         }
     }
 

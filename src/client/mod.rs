@@ -47,9 +47,11 @@ mod backoff;
 pub mod config;
 pub mod connection;
 pub mod handlers;
+mod inbound;
 mod internal;
 pub mod messages;
 pub mod store;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -60,6 +62,7 @@ pub use config::{Backoff, ClientConfig, FullPolicy, ReconnectPolicy, StoreKind};
 pub use connection::CLIENT_VERSION;
 pub use messages::*;
 pub use store::{FsyncPolicy, MessageOptions, Operation, StoredMessage};
+pub use subscriptions::*;
 
 use crate::error::{FlushError, PublishError, SowDeleteError, StartError};
 use crate::protocol::{AckType, Status};
@@ -80,6 +83,7 @@ pub struct ClientActor {
     connection: Addr<ConnectionActor>,
     router: Addr<AckRouter>,
     registry: Addr<HandlerRegistry>,
+    subscriptions: Addr<subscriptions::actor::SubscriptionActor>,
     next_cid: u64,
     has_store: bool,
     close_timeout: std::time::Duration,
@@ -137,6 +141,7 @@ impl ClientConfig {
         };
         let config_has_store = store.is_some();
         let close_timeout = self.close_timeout;
+        let bookmarks = subscriptions::bookmark_store_open(&self.bookmark_store)?;
         let config = Arc::new(self);
         tracing::info!(
             client_name = %config.client_name,
@@ -148,6 +153,8 @@ impl ClientConfig {
         let store_ctx = Context::<PublishStoreActor>::new();
         let conn_ctx = Context::<ConnectionActor>::new();
         let router_ctx = Context::<AckRouter>::new();
+        let subs_ctx = Context::<subscriptions::actor::SubscriptionActor>::new();
+        let gate = std::rc::Rc::new(inbound::ReadGate::default());
         let registry = HandlerRegistry::default().start();
         let (store_addr, conn_addr, router_addr) = (
             store_ctx.address(),
@@ -162,17 +169,26 @@ impl ClientConfig {
             router_addr,
             registry.clone(),
         ));
+        let subs = subs_ctx.run(subscriptions::actor::SubscriptionActor::new(
+            bookmarks,
+            conn_ctx.address(),
+            registry.clone(),
+            gate.clone(),
+        ));
         let connection = conn_ctx.run(ConnectionActor::new(
             config,
             store_addr.clone(),
             router.clone(),
             registry.clone(),
+            subs.clone(),
+            gate,
         ));
         Ok(ClientActor {
             store: store_addr,
             connection,
             router,
             registry,
+            subscriptions: subs,
             next_cid: 0,
             has_store: config_has_store,
             close_timeout,
@@ -189,6 +205,7 @@ impl Actor for ClientActor {
         self.store.do_send(StopActor);
         self.router.do_send(StopActor);
         self.registry.do_send(StopActor);
+        self.subscriptions.do_send(StopActor);
     }
 }
 

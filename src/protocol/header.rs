@@ -650,6 +650,88 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// One scalar header value as [`scan_fields`] found it, borrowed from the input.
+pub(crate) struct ScannedValue<'a> {
+    /// Offset in the input of the value's first byte (inside the quotes for a string).
+    pub start: usize,
+    /// The raw bytes: between the quotes for a string, the token for a bare number.
+    pub raw: &'a [u8],
+    /// The text with its escapes resolved, when the string held any (rare).
+    pub unescaped: Option<String>,
+}
+
+/// Walks the header at the start of `input` without building a [`Header`]: calls `visit` with
+/// each key and its scalar value (strings and numbers; nested values and literals of unknown
+/// keys are checked and skipped) and returns the header's length, so the body starts there.
+/// The same grammar and the same strictness about escapes as [`Header::parse`]; nothing is
+/// allocated unless a value holds escapes. For the delivery path, where a frame's fields are
+/// kept as byte ranges of the frame rather than copied into strings.
+pub(crate) fn scan_fields(
+    input: &[u8],
+    mut visit: impl FnMut(&[u8], ScannedValue<'_>),
+) -> Result<usize, ProtocolError> {
+    let mut p = Parser { input, pos: 0 };
+    p.skip_ws();
+    p.expect(b'{')?;
+    p.skip_ws();
+    if p.peek() == Some(b'}') {
+        return Ok(p.pos + 1);
+    }
+    loop {
+        p.skip_ws();
+        let key = p.string_raw()?;
+        let owned_key;
+        let key: &[u8] = if key.escaped {
+            owned_key = unescape(key.bytes, &p)?;
+            owned_key.as_bytes()
+        } else {
+            key.bytes
+        };
+        p.skip_ws();
+        p.expect(b':')?;
+        p.skip_ws();
+        match p.peek() {
+            Some(b'"') => {
+                let raw = p.string_raw()?;
+                let unescaped = if raw.escaped {
+                    Some(unescape(raw.bytes, &p)?)
+                } else {
+                    None
+                };
+                let start = p.pos - 1 - raw.bytes.len();
+                visit(
+                    key,
+                    ScannedValue {
+                        start,
+                        raw: raw.bytes,
+                        unescaped,
+                    },
+                );
+            }
+            Some(b'0'..=b'9' | b'-' | b'+' | b'.') => {
+                let start = p.pos;
+                let raw = p.number_raw()?;
+                visit(
+                    key,
+                    ScannedValue {
+                        start,
+                        raw,
+                        unescaped: None,
+                    },
+                );
+            }
+            _ => p.skip_value(0)?,
+        }
+        p.skip_ws();
+        match p.next() {
+            Some(b',') => continue,
+            Some(b'}') => return Ok(p.pos),
+            Some(_) => return Err(p.error("expected ',' or '}' after a value")),
+            None => return Err(p.error("header ends inside the object")),
+        }
+    }
+}
+
 /// Resolves JSON escapes (including `\uXXXX` and surrogate pairs) into a `String`.
 fn unescape(raw: &[u8], p: &Parser<'_>) -> Result<String, ProtocolError> {
     let mut out = Vec::with_capacity(raw.len());

@@ -108,15 +108,23 @@ impl Journal {
                     RecordKind::Refusal => {
                         bookkeeping += 1;
                         if let Some(seq) = record.seq {
-                            refused.entry(record.client.to_owned()).or_default().push(seq);
+                            refused
+                                .entry(record.client.to_owned())
+                                .or_default()
+                                .push(seq);
                             if *lsn > snapshot_lsn {
-                                unread.entry(record.client.to_owned()).or_default().insert(seq);
+                                unread
+                                    .entry(record.client.to_owned())
+                                    .or_default()
+                                    .insert(seq);
                             }
                         }
                     }
                     RecordKind::FailuresRead => {
                         bookkeeping += 1;
-                        if let (true, Some(u)) = (*lsn > snapshot_lsn, unread.get_mut(record.client)) {
+                        if let (true, Some(u)) =
+                            (*lsn > snapshot_lsn, unread.get_mut(record.client))
+                        {
                             for seq in read_sequences(record.body) {
                                 u.remove(&seq);
                             }

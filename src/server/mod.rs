@@ -307,9 +307,11 @@ impl ServerHandle {
                     state.last_seq.insert(name.to_owned(), seq);
                 }
                 txlog::snapshot::Entry::Unread(name, seq, reason) => {
-                    state
-                        .unread
-                        .insert(name, seq, crate::protocol::Reason::from_str_lossless(reason));
+                    state.unread.insert(
+                        name,
+                        seq,
+                        crate::protocol::Reason::from_str_lossless(reason),
+                    );
                 }
                 txlog::snapshot::Entry::Record(topic, key, body) => {
                     state

@@ -4,10 +4,14 @@
 
 mod journal;
 mod last_error;
+mod ping;
 mod publish;
 mod serve;
+mod sow;
 mod sow_delete;
 mod store;
+mod sub_common;
+mod subscribe;
 
 use std::process::ExitCode;
 
@@ -33,6 +37,14 @@ enum Cmd {
     Publish(publish::PublishArgs),
     /// Delete SOW records by filter, keys or data and print the server's stats.
     SowDelete(sow_delete::SowDeleteArgs),
+    /// Subscribe; print each delivered message as one JSON line.
+    Subscribe(subscribe::SubscribeArgs),
+    /// Query the SOW; print each record as one JSON line (exit 0 when the query completes).
+    Sow(sow::SowArgs),
+    /// Query the SOW, then subscribe: SOW records (command "sow"), then live messages.
+    SowAndSubscribe(subscribe::SowAndSubscribeArgs),
+    /// Log on and print the server's version and a round-trip time.
+    Ping(ping::PingArgs),
     /// Check (`--verify`, exit 2 on damage) or repair (`--repair`) a client's file store.
     Store(store::StoreArgs),
 }
@@ -67,6 +79,10 @@ fn main() -> ExitCode {
         Cmd::Journal(args) => journal::run(args),
         Cmd::Publish(args) => publish::run(args),
         Cmd::SowDelete(args) => sow_delete::run(args),
+        Cmd::Subscribe(args) => subscribe::run(args),
+        Cmd::Sow(args) => sow::run(args),
+        Cmd::SowAndSubscribe(args) => subscribe::run_sow_and_subscribe(args),
+        Cmd::Ping(args) => ping::run(args),
         Cmd::Store(args) => store::run(args),
     };
     match result {

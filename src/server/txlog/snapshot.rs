@@ -451,7 +451,11 @@ mod tests {
         assert!(c.is_intact(), "{c:?}");
         assert_eq!((c.lsn, c.entries, seen.len()), (42, 103, 103));
         assert!(seen[0].contains("LastSeq(\"a\", 5)"));
-        assert!(seen[2].contains("Unread(\"a\", 7, \"not entitled\")"), "{}", seen[2]);
+        assert!(
+            seen[2].contains("Unread(\"a\", 7, \"not entitled\")"),
+            "{}",
+            seen[2]
+        );
         for lsn in [50, 60] {
             write_snapshot(dir.path(), &SnapshotData { lsn, ..data() }).unwrap();
         }

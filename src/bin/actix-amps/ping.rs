@@ -1,0 +1,76 @@
+//! `actix-amps ping`: log on, then print the server's version and a round trip as one JSON
+//! line: `{"server":URI,"server_version":V,"round_trip_us":N}`.
+//!
+//! The round trip is a `flush` asking for `processed`, which a server answers at once when
+//! nothing of this connection waits to be persisted. Exit status: 0, or 1 when the logon or
+//! the round trip does not happen within `--timeout`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_amps::client::{Ping, WaitLoggedOn};
+use clap::Args;
+
+use crate::sub_common::{client_config, default_name, parse_secs, watch_errors, with_last_error};
+
+/// Arguments of `ping`.
+#[derive(Args, Debug)]
+pub struct PingArgs {
+    /// Server URI.
+    #[arg(long, required = true)]
+    uri: Vec<String>,
+    /// Give up after this many seconds.
+    #[arg(long, value_parser = parse_secs, default_value = "10")]
+    timeout: Duration,
+    /// Client name (default: actix-amps-ping-<pid>).
+    #[arg(long)]
+    client_name: Option<String>,
+    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Vec<PathBuf>,
+}
+
+/// Runs the command.
+pub fn run(args: PingArgs) -> Result<ExitCode, String> {
+    crate::init_logging_quiet();
+    System::new().block_on(async move {
+        let deadline = tokio::time::Instant::now() + args.timeout;
+        let name = args
+            .client_name
+            .clone()
+            .unwrap_or_else(|| default_name("ping"));
+        let client = client_config(&name, &args.uri, &args.tls_ca, None)?
+            .start()
+            .map_err(|e| e.to_string())?;
+        let errors = watch_errors(&client).await;
+        let on = client
+            .send(WaitLoggedOn {
+                timeout: args.timeout,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if !on {
+            return Err(with_last_error(
+                format!("not logged on within {:?}", args.timeout),
+                &errors,
+            ));
+        }
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_millis(1));
+        let reply = client
+            .send(Ping { timeout: left })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| with_last_error(e.to_string(), &errors))?;
+        let line = serde_json::json!({
+            "server": reply.server,
+            "server_version": reply.server_version,
+            "round_trip_us": reply.round_trip.as_micros() as u64,
+        });
+        println!("{line}");
+        Ok(ExitCode::SUCCESS)
+    })
+}
