@@ -385,3 +385,84 @@ async fn an_oversized_body_is_a_failed_write_and_the_connection_stays() {
     assert_eq!(server.persisted("huge"), [after]);
     System::current().stop();
 }
+
+/// A process whose file store only ever logged on (it wrote nothing, and heard only a
+/// predecessor's failure) leaves the server's last sequence in the store, so that a successor
+/// that publishes before its first logon numbers above it: its writes are persisted, not
+/// refused as sequence conflicts (found by the chaos test, seed 21).
+#[actix_rt::test]
+async fn a_successor_numbers_above_the_last_sequence_its_predecessor_saw() {
+    let server = TestServer::start(|c| c.deny_write("^denied"));
+    // A memory-store process leaves an unread refusal below its last write.
+    let first = config("marked", &server).start().unwrap();
+    assert!(first.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    server.handle.stall_acks();
+    let refused = first
+        .send(Publish::new("denied.t", "r"))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let last = first
+        .send(Publish::new("t", "last"))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    until_logged(&server, "marked", last).await;
+    first.send(Shutdown).await.unwrap();
+    server.handle.resume_acks();
+
+    // A file-store process logs on, hears the refusal (its store discards up to it), stops.
+    let dir = tempfile::tempdir().unwrap();
+    let start_on_dir = || async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match config("marked", &server)
+                .store(StoreKind::file(dir.path()))
+                .start()
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    // The previous process's actors release the store's lock shortly.
+                    assert!(tokio::time::Instant::now() < deadline, "{e}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    };
+    let second = start_on_dir().await;
+    let report = second
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.sequences, [refused], "{report:?}");
+    second.send(Shutdown).await.unwrap();
+
+    // The successor publishes while the server is down, so it numbers before any logon.
+    server.handle.stop();
+    let third = start_on_dir().await;
+    let mut events = Events::new();
+    events.subscribe_failed(&third).await;
+    let offline = third
+        .send(Publish::new("t", "numbered offline"))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        offline > last,
+        "{offline} is not above the server's last {last}"
+    );
+    server.handle.restart().unwrap();
+    let report = third
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.all_persisted(), "{report:?}");
+    events.assert_quiet(Duration::from_millis(50)).await;
+    third.send(Shutdown).await.unwrap();
+    assert_eq!(server.persisted("marked"), [last, offline]);
+}

@@ -428,7 +428,23 @@ async fn run_seed(seed: u64) -> Figures {
         match (persisted.contains(seq), reported) {
             (true, false) => f.persisted += 1,
             (false, true) => f.failed += 1,
-            (true, true) => f.both += 1,
+            (true, true) => {
+                let why: Vec<String> = failures
+                    .iter()
+                    .filter(|(_, fw)| fw.sequence == *seq)
+                    .map(|(index, fw)| {
+                        format!(
+                            "process {index}: {:?} {:?} predecessor={}",
+                            fw.reason, fw.source, fw.predecessor
+                        )
+                    })
+                    .collect();
+                eprintln!(
+                    "seed {seed}: write {seq} ({}) persisted and reported failed: {why:?}",
+                    kinds.get(seq).map_or("?", String::as_str)
+                );
+                f.both += 1
+            }
             (false, false) => {
                 eprintln!(
                     "seed {seed}: write {seq} ({}) neither persisted nor reported failed",

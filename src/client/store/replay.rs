@@ -11,7 +11,9 @@
 //!    logon ack. Those that were **never sent** cannot be on the server: another publisher
 //!    used the client name (or a clock went back). They are reported failed with
 //!    [`LocalReason::SequenceConflict`] rather than discarded silently.
-//! 4. Numbering continues above `L`.
+//! 4. Numbering continues above `L`, and the store records `L` as its discard mark even when
+//!    it held nothing to discard, so that a successor process on the same store numbers above
+//!    it too.
 //! 5. Everything still stored is re-sent in sequence order with its original fields (a
 //!    sow_delete whose caller waits under its original command id), in chunks of about 1 MiB,
 //!    before any new write; then the connection is live and pending flushes are re-sent.
@@ -75,6 +77,18 @@ impl<W, F> PublishState<W, F> {
             .cloned()
             .collect();
         if covered.is_empty() {
+            // Nothing to discard, but the mark still moves up to `server_last` and is made
+            // durable: a later process on this store numbers its first writes from the mark,
+            // and writes it numbers offline below the server's last would be refused as
+            // sequence conflicts (found by the chaos test: a successor publishing before its
+            // first logon, on a store whose predecessor only ever logged on).
+            if server_last > store.last_discarded() {
+                let marked = store.discard_up_to(server_last).and_then(|_| store.sync());
+                if let Err(e) = marked {
+                    tracing::warn!(%e, "publish store could not record the server's last sequence");
+                }
+                self.highest_persisted = self.highest_persisted.max(server_last);
+            }
             return;
         }
         let highest_sent = self.highest_sent;
