@@ -427,3 +427,51 @@ async fn an_ack_with_whitespace_and_valid_escapes_is_accepted() {
     assert_eq!(peer.connections(), 1);
     assert_eq!(peer.sequences(0), seqs);
 }
+
+/// A write's persisted failure ack that carries a command id (AMPS echoes the `cid` a write was
+/// sent with) is the store's: it is enriched and reported as a failed write, not taken for an
+/// ack nobody waits for.
+#[actix_rt::test]
+async fn a_persisted_failure_with_a_command_id_is_a_failed_write() {
+    let peer = HostilePeer::start(script(
+        |seqs| {
+            raw_frame(
+                format!(
+                    r#"{{"c":"ack","cid":"echoed-by-server","a":"persisted","status":"failure","reason":"not entitled","s":{}}}"#,
+                    seqs[3]
+                )
+                .as_bytes(),
+            )
+        },
+        After::BeGood,
+    ))
+    .await;
+    let client = client_config("hostile-cid-failure", &peer)
+        .start()
+        .expect("client starts");
+    let mut events = Events::new();
+    events.subscribe_connection(&client).await;
+    events.subscribe_unexpected(&client).await;
+    events.subscribe_failed(&client).await;
+    let mut seqs = Vec::new();
+    for i in 0..N {
+        let seq = client
+            .send(Publish::new("orders", format!(r#"{{"id":{i}}}"#)))
+            .await
+            .expect("client alive")
+            .expect("stored")
+            .expect("a sequence");
+        seqs.push(seq);
+    }
+    let f = events.next_failed().await;
+    assert_eq!(f.sequence, seqs[3]);
+    assert_eq!(f.topic(), Some("orders"), "enriched from the store");
+    let report = client
+        .send(PublishFlush { timeout: WAIT })
+        .await
+        .expect("client alive")
+        .expect("flush completes");
+    assert_eq!(report.sequences, [seqs[3]], "{report:?}");
+    assert_no_disconnect(&mut events);
+    events.assert_quiet(Duration::from_millis(50)).await;
+}
