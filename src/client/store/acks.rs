@@ -47,6 +47,13 @@ impl<W, F> PublishState<W, F> {
                 let in_flight = self.flushes.inflight.is_some();
                 self.flushes.proof.failure_read(in_flight);
                 self.pump_flush();
+            } else {
+                // Read from a connection already gone (its acks reach the store after the
+                // loss): it can no longer be proven there, so the proof is owed on the next
+                // one, and a graceful close waits for it (chaos seed 15: a close that ended at
+                // once let the next process hear these failures again).
+                self.flushes.proof.carry();
+                self.check_close();
             }
         } else if self.store.is_some() {
             self.on_success(seq);

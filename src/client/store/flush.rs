@@ -88,6 +88,12 @@ impl ReadProof {
         !self.now && !self.after_next_ack
     }
 
+    /// A failure was read from a connection that is already gone: the proof is owed on the
+    /// next connection.
+    pub fn carry(&mut self) {
+        self.carried = true;
+    }
+
     /// Whether a lost connection left a proof unfinished.
     pub fn carried(&self) -> bool {
         self.carried
@@ -404,6 +410,26 @@ mod tests {
         assert!(f.close_ready());
         // A connection lost with nothing to prove carries nothing.
         f.connection_lost();
+        assert!(f.close_ready());
+    }
+
+    #[test]
+    fn a_failure_read_from_a_connection_already_gone_is_proven_on_the_next() {
+        let mut f: Flushes<()> = Flushes::default();
+        // The loss reached the store before the failure acks that connection had delivered.
+        f.connection_lost();
+        assert!(f.close_ready());
+        f.proof.carry();
+        assert!(!f.close_ready(), "a close waits for the next connection");
+        f.connection_up();
+        let c1 = f.command_sent();
+        assert!(f.ack_arrived(&c1, true));
+        assert!(
+            !f.close_ready(),
+            "the flush after the first ack proves the re-sent failures"
+        );
+        let c2 = f.command_sent();
+        assert!(f.ack_arrived(&c2, true));
         assert!(f.close_ready());
     }
 }
