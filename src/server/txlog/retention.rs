@@ -12,8 +12,9 @@
 //!
 //! The active segment is never removed. Retained history defines how far back a bookmark can
 //! go: [`LogHolds::hold_from`] refuses an LSN older than the first retained one with
-//! [`ServerError::NotRetained`], and a subscription asking for it must be refused with that
-//! reason ("bookmark older than the retained log"), never silently started later.
+//! [`ServerError::NotRetained`], and a subscription asking for it is refused with the reason
+//! AMPS gives for a bookmark it does not hold (`bookmark not found in the transaction log`,
+//! `server/bookmark.rs`), never silently started later.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
