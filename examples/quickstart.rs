@@ -192,11 +192,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .await??;
     }
     let deleted = client
-        .send(SowDeleteAndWait {
-            topic: "orders".into(),
-            selector: SowDeleteSelector::Filter("/id < 100".into()),
-            timeout: Duration::from_secs(30),
-        })
+        .send(SowDeleteAndWait::new(
+            "orders",
+            SowDeleteSelector::Filter("/id < 100".into()),
+            Duration::from_secs(30),
+        ))
         .await?;
     match deleted {
         Ok(s) => println!(

@@ -141,15 +141,14 @@ async fn auth_failure_with_stop_gives_up_and_fails_pending_flushes() {
 #[actix_rt::test]
 async fn auth_failure_with_retry_backs_off_instead_of_hammering() {
     let server = TestServer::start(with_user);
-    let policy = ReconnectPolicy {
-        backoff: Backoff::Exponential {
+    let policy = ReconnectPolicy::new()
+        .backoff(Backoff::Exponential {
             initial: Duration::from_millis(50),
             max: Duration::from_secs(10),
             jitter: 0.0,
-        },
-        max_retry_time: None,
-        stop_on_auth_failure: false,
-    };
+        })
+        .max_retry_time(None)
+        .stop_on_auth_failure(false);
     let client = client("auth-retry", &uri_with(&server, "Wrong-Pw-2"))
         .reconnect(policy)
         .start()
@@ -319,11 +318,12 @@ async fn passwords_never_appear_in_client_or_server_logs() {
     let mut seen = events_until(&mut events, |e| matches!(e, ConnectionEvent::GaveUp { .. })).await;
     // ... and from the URI (retries).
     let retry = client("log-retry", &uri_with(&server, URI_PW))
-        .reconnect(ReconnectPolicy {
-            backoff: Backoff::Fixed(Duration::from_millis(20)),
-            max_retry_time: None,
-            stop_on_auth_failure: false,
-        })
+        .reconnect(
+            ReconnectPolicy::new()
+                .backoff(Backoff::Fixed(Duration::from_millis(20)))
+                .max_retry_time(None)
+                .stop_on_auth_failure(false),
+        )
         .start()
         .unwrap();
     let mut events = Events::new();

@@ -107,10 +107,7 @@ async fn after_the_maximum_retry_time_pending_flushes_fail() {
     let client = ClientConfig::new("no-server")
         .uri(&format!("tcp://127.0.0.1:{port}/amps/json"))
         .unwrap()
-        .reconnect(ReconnectPolicy {
-            max_retry_time: Some(Duration::from_millis(300)),
-            ..ReconnectPolicy::default()
-        })
+        .reconnect(ReconnectPolicy::new().max_retry_time(Some(Duration::from_millis(300))))
         .start()
         .unwrap();
     client.send(Publish::new("t", "x")).await.unwrap().unwrap();

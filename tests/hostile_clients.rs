@@ -404,11 +404,12 @@ async fn a_hostile_flood_neither_locks_out_nor_exhausts_the_server() {
         .uri(&uri)
         .unwrap()
         .heartbeat(None)
-        .reconnect(ReconnectPolicy {
-            backoff: Backoff::Fixed(Duration::from_millis(50)),
-            max_retry_time: None,
-            stop_on_auth_failure: true,
-        })
+        .reconnect(
+            ReconnectPolicy::new()
+                .backoff(Backoff::Fixed(Duration::from_millis(50)))
+                .max_retry_time(None)
+                .stop_on_auth_failure(true),
+        )
         .start()
         .unwrap();
     let mut events = Events::new();

@@ -33,10 +33,7 @@ fn client_config(name: &str, peer: &HostilePeer) -> ClientConfig {
         .heartbeat(None)
         .max_frame(MAX_FRAME)
         .logon_timeout(Duration::from_secs(5))
-        .reconnect(ReconnectPolicy {
-            backoff: Backoff::Fixed(Duration::from_millis(20)),
-            ..ReconnectPolicy::default()
-        })
+        .reconnect(ReconnectPolicy::new().backoff(Backoff::Fixed(Duration::from_millis(20))))
 }
 
 fn script(act: fn(&[u64]) -> Vec<u8>, after: After) -> Script {

@@ -103,6 +103,7 @@ impl PublishBatch {
 
 /// What a sow_delete removes. The three selectors are mutually exclusive on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SowDeleteSelector {
     /// Records matching a content filter, e.g. `/id = 1`.
     Filter(String),
@@ -130,6 +131,7 @@ pub struct SowDelete {
 /// its timeout. Without a store it fails with [`SowDeleteError::Disconnected`] instead.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<SowDeleteStats, SowDeleteError>")]
+#[non_exhaustive]
 pub struct SowDeleteAndWait {
     /// Topic.
     pub topic: String,
@@ -139,8 +141,24 @@ pub struct SowDeleteAndWait {
     pub timeout: Duration,
 }
 
+impl SowDeleteAndWait {
+    /// Deletes what `selector` names from `topic`, waiting at most `timeout` for the stats.
+    pub fn new(
+        topic: impl Into<String>,
+        selector: SowDeleteSelector,
+        timeout: Duration,
+    ) -> SowDeleteAndWait {
+        SowDeleteAndWait {
+            topic: topic.into(),
+            selector,
+            timeout,
+        }
+    }
+}
+
 /// The server's counters for a sow_delete.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SowDeleteStats {
     /// Records the selector matched.
     pub matches: u64,
@@ -177,6 +195,7 @@ pub struct PublishFlush {
 /// assert!(report.all_persisted());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FlushReport {
     /// How many writes before the flush failed (this process's and predecessors').
     pub failed: u64,
@@ -223,9 +242,17 @@ pub struct Unsubscribe(pub SubscriptionId);
 /// refused rather than kept.
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "bool")]
+#[non_exhaustive]
 pub struct WaitLoggedOn {
     /// How long to wait.
     pub timeout: Duration,
+}
+
+impl WaitLoggedOn {
+    /// Waits at most `timeout`.
+    pub fn new(timeout: Duration) -> WaitLoggedOn {
+        WaitLoggedOn { timeout }
+    }
 }
 
 /// Asks for the client's counters.
@@ -235,6 +262,7 @@ pub struct GetStats;
 
 /// The client's counters since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientStats {
     /// Writes stored (publish, delta_publish, sow_delete).
     pub published: u64,
@@ -266,6 +294,7 @@ pub struct Shutdown;
 /// A write the server refused, with the stored message it refers to.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct FailedWrite {
     /// The sequence number the failure ack names.
     pub sequence: u64,
@@ -376,6 +405,7 @@ pub enum UnexpectedKind {
 /// information.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct UnexpectedMessage {
     /// Why it is here.
     pub kind: UnexpectedKind,

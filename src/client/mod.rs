@@ -9,7 +9,7 @@
 //! - the **publish store actor** numbers every write, keeps it until the server acknowledges
 //!   it, sends it, replays it after a reconnect, answers flushes and applies backpressure;
 //! - the **connection actor** owns the socket: connect, logon, heartbeats, reconnect;
-//! - the **ack actor** ([`AckRouter`]) classifies every frame from the
+//! - the **ack actor** classifies every frame from the
 //!   server: persisted acks go to the store as `AckReceived`, acks for waited-on commands
 //!   complete them, the rest is unclaimed;
 //! - the **handler registry** delivers failed writes to failed-write subscribers, or with none
@@ -42,14 +42,18 @@
 //! Inside a plain tokio runtime, start the client within a `tokio::task::LocalSet` (actix actors
 //! run on the current thread); `examples/tokio_localset.rs` shows it.
 
-pub mod ack_router;
+mod ack_router;
 mod backoff;
-pub mod config;
-pub mod connection;
-pub mod handlers;
+mod config;
+mod connection;
+mod handlers;
 mod inbound;
 mod internal;
-pub mod messages;
+mod messages;
+// The store is not pluggable: `Store` and the two stores are reachable for the command-line
+// tool (`actix-amps store --verify/--repair`) and the tests, not part of the documented API.
+// Users pick a store with [`StoreKind`].
+#[doc(hidden)]
 pub mod store;
 pub mod subscriptions;
 

@@ -10,7 +10,7 @@
 //! Every accepted write (publish, delta_publish, sow_delete) is applied to the SOW (the
 //! per-topic keyed store of topics declared with [`ServerConfig::sow`]) and appended to a
 //! **transaction log** on disk, in one order. A group-commit writer thread writes what has
-//! accumulated, fsyncs it ([`FsyncPolicy`]) and publishes how far the log is durable. Only then
+//! accumulated, fsyncs it ([`LogFsyncPolicy`]) and publishes how far the log is durable. Only then
 //! is a write acked `persisted`. Persisted acks are **conflated** per connection: one
 //! cumulative `{"c":"ack","a":"persisted","status":"success","s":N}` per interval, split around
 //! failures so that acks always come out in the order of the writes they cover.
@@ -88,8 +88,8 @@ mod closing;
 mod config;
 mod core;
 mod failures;
-pub mod filter;
-pub mod journal;
+mod filter;
+mod journal;
 mod maintenance;
 mod oversize;
 mod query;
@@ -97,8 +97,11 @@ mod raw_writer;
 mod refusal;
 mod session;
 mod sink;
-pub mod sow;
+mod sow;
 pub(crate) mod subscriptions;
+// The transaction log's reader, files and repair are reachable for the command-line tool and
+// the tests (which check every write against the log), not part of the documented API.
+#[doc(hidden)]
 pub mod txlog;
 
 use std::fs::{File, OpenOptions};
@@ -112,8 +115,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+/// The name this type had before it was told apart from the client store's
+/// [`FsyncPolicy`](crate::client::FsyncPolicy); kept for existing code.
+#[doc(hidden)]
+pub use self::config::LogFsyncPolicy as FsyncPolicy;
 pub use self::config::{
-    FsyncPolicy, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
+    LogFsyncPolicy, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
     DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LOGON_FRAME,
     DEFAULT_MAX_PENDING_LOGONS, DEFAULT_MAX_UNSENT_BYTES,
 };
@@ -121,13 +128,13 @@ pub use self::journal::{ClientJournal, Journal};
 pub use self::raw_writer::{RawRun, RawWriter};
 pub use self::session::SERVER_VERSION;
 pub use self::sink::{Sink, SinkConfig, SinkHandle};
+pub use self::txlog::{LogHolds, RepairReport, Retention};
 pub use crate::error::ServerError;
 
 use self::admission::{Admit, RefusalSlot, Ticket};
 use self::core::{Counters, Settings, Shared, State};
 use self::txlog::retention::SegmentTable;
 use self::txlog::writer::{Faults, LogWriter};
-use self::txlog::LogHolds;
 
 /// The name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -206,7 +213,7 @@ impl Server {
 /// to `quarantine/`, every intact record is kept, and the report says exactly what was lost.
 /// A healthy log is left as it is (the report is empty). Fails with [`ServerError::Locked`]
 /// while a server runs there. See [`txlog::repair`].
-pub fn repair(data_dir: &Path) -> Result<txlog::RepairReport, ServerError> {
+pub fn repair(data_dir: &Path) -> Result<RepairReport, ServerError> {
     let lock = lock_data_dir(data_dir)?;
     let report = txlog::repair::repair_log(data_dir);
     drop(lock);
@@ -520,8 +527,8 @@ impl ServerHandle {
     }
 
     /// The registry of what still needs old log history (retention never removes a segment
-    /// at or after a held LSN); `None` while stopped. See [`txlog::LogHolds`].
-    pub fn log_holds(&self) -> Option<txlog::LogHolds> {
+    /// at or after a held LSN); `None` while stopped. See [`LogHolds`].
+    pub fn log_holds(&self) -> Option<LogHolds> {
         self.shared().map(|s| s.log_holds.clone())
     }
 

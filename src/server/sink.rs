@@ -58,6 +58,7 @@ use crate::protocol::{
 
 /// How a [`Sink`] acks. Build with [`SinkConfig::default`] and the chained setters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SinkConfig {
     /// Listening address (default `127.0.0.1:0`).
     pub listen: SocketAddr,

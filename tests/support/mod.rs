@@ -38,7 +38,7 @@ impl TestServer {
     /// Stops the server and reads its journal: every persisted sequence of `client_name`.
     pub fn persisted(&self, client_name: &str) -> Vec<u64> {
         self.handle.stop();
-        let journal = actix_amps::server::journal::Journal::read(self.dir.path()).expect("journal");
+        let journal = actix_amps::server::Journal::read(self.dir.path()).expect("journal");
         journal
             .client(client_name)
             .map(|c| c.sequences.clone())

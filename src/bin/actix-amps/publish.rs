@@ -171,10 +171,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
     let config = client_config(&args.client_name, &args.uri, &args.tls_ca)?
         .store(store)
         // Without a server, give up when the flush would time out anyway.
-        .reconnect(ReconnectPolicy {
-            max_retry_time: Some(timeout),
-            ..ReconnectPolicy::default()
-        });
+        .reconnect(ReconnectPolicy::new().max_retry_time(Some(timeout)));
     let opts = Options {
         topic: args.topic,
         timeout,
@@ -283,7 +280,7 @@ async fn publish_lines(
     // Without a store a write made before the logon would be refused, not kept: wait for it.
     if storeless
         && !client
-            .send(WaitLoggedOn { timeout })
+            .send(WaitLoggedOn::new(timeout))
             .await
             .map_err(|e| e.to_string())?
     {

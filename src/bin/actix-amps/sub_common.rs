@@ -184,10 +184,8 @@ impl Handler<Deliveries> for Printer {
                 _ => {}
             }
         }
-        let discard = (self.discard && !printed.is_empty()).then(|| DiscardBookmarks {
-            sub_id: batch.sub_id.to_string(),
-            local_seqs: printed,
-        });
+        let discard = (self.discard && !printed.is_empty())
+            .then(|| DiscardBookmarks::new(batch.sub_id.to_string(), printed));
         let client = self.client.clone();
         let tx = self.notes.clone();
         Box::pin(async move {

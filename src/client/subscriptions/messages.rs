@@ -51,6 +51,7 @@ pub const DEFAULT_SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct Deliveries {
     /// The subscription (or query) these events are for.
     pub sub_id: Arc<str>,
@@ -111,6 +112,7 @@ pub enum SubscriptionEnd {
 
 /// The counts of a completed query (from its `completed` or `stats` ack).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueryStats {
     /// Records returned.
     pub records_returned: Option<u64>,
@@ -522,6 +524,7 @@ pub struct CancelAllSubscriptions;
 /// [`DiscardMode::Explicit`].
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct DiscardBookmarks {
     /// The subscription.
     pub sub_id: String,
@@ -530,6 +533,14 @@ pub struct DiscardBookmarks {
 }
 
 impl DiscardBookmarks {
+    /// Discards the deliveries numbered `local_seqs` of subscription `sub_id`.
+    pub fn new(sub_id: impl Into<String>, local_seqs: Vec<u64>) -> DiscardBookmarks {
+        DiscardBookmarks {
+            sub_id: sub_id.into(),
+            local_seqs,
+        }
+    }
+
     /// Discards one delivery.
     pub fn of(d: &Delivery) -> DiscardBookmarks {
         DiscardBookmarks {
@@ -543,13 +554,22 @@ impl DiscardBookmarks {
 /// nothing is waiting to be persisted) and report its version.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<PingReply, PingError>")]
+#[non_exhaustive]
 pub struct Ping {
     /// How long to wait.
     pub timeout: Duration,
 }
 
+impl Ping {
+    /// Waits at most `timeout` for the round trip.
+    pub fn new(timeout: Duration) -> Ping {
+        Ping { timeout }
+    }
+}
+
 /// What [`Ping`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PingReply {
     /// The server's version from its logon ack, if it sent one.
     pub server_version: Option<String>,
