@@ -97,7 +97,15 @@ async fn do_send_refusals_are_reported_as_local_failures() {
     }
     assert_eq!(reasons, ["empty", "large"]);
     flush(&client).await;
-    assert_eq!(client.send(GetStats).await.unwrap().published, 1);
+    assert_eq!(
+        client
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running")
+            .published,
+        1
+    );
     assert_eq!(server.persisted("dosend").len(), 1);
 }
 
@@ -381,7 +389,15 @@ async fn an_oversized_body_is_a_failed_write_and_the_connection_stays() {
     assert_eq!(report.sequences, [big]);
     let f = events.next_failed().await;
     assert_eq!(f.reason, Reason::MessageTooLarge);
-    assert_eq!(client.send(GetStats).await.unwrap().reconnects, 0);
+    assert_eq!(
+        client
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running")
+            .reconnects,
+        0
+    );
     assert_eq!(server.persisted("huge"), [after]);
     System::current().stop();
 }

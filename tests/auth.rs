@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_amps::client::{
     Backoff, ClientConfig, ConnectionEvent, Publish, PublishFlush, ReconnectPolicy,
 };
-use actix_amps::error::{ConnectError, FlushError, ProtocolError, TlsError};
+use actix_amps::error::{ConnectError, FlushError, GiveUpReason, ProtocolError, TlsError};
 use actix_amps::protocol::{parse_uri, Command, Header, Password, Reason};
 use actix_amps::server::ServerConfig;
 use support::{Event, Events, TestServer, WAIT};
@@ -114,14 +114,21 @@ async fn auth_failure_with_stop_gives_up_and_fails_pending_flushes() {
     let Some(ConnectionEvent::GaveUp { reason }) = seen.last() else {
         unreachable!()
     };
-    assert!(reason.contains("auth failure"), "{reason}");
+    let GiveUpReason::AuthFailure(refusal) = reason else {
+        panic!("expected an auth failure, got {reason:?}");
+    };
+    assert!(
+        matches!(&**refusal, ConnectError::LogonRefused { reason, .. } if *reason == Reason::AuthFailure),
+        "{refusal:?}"
+    );
     match flush.await.unwrap() {
         Err(FlushError::GaveUp {
             unacknowledged,
             reason,
         }) => {
             assert_eq!(unacknowledged, 3);
-            assert!(reason.contains("auth failure"), "{reason}");
+            assert!(matches!(reason, GiveUpReason::AuthFailure(_)), "{reason:?}");
+            assert!(reason.to_string().contains("auth failure"), "{reason}");
         }
         other => panic!("expected FlushError::GaveUp, got {other:?}"),
     }

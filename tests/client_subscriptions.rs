@@ -945,7 +945,8 @@ async fn a_broken_delivery_closes_the_connection_and_the_subscription_resumes() 
     client
         .send(SubscribeConnectionEvents(events.addr.clone().recipient()))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("client running");
     let mut sub = Sub::new();
     subscribe(&client, Subscribe::new("t", sub.recipient()).sub_id("A")).await;
     let e = events

@@ -459,7 +459,11 @@ async fn a_hostile_flood_neither_locks_out_nor_exhausts_the_server() {
         .unwrap();
     let flush_wait = flush_started.elapsed();
     let (mut probe_waits, probe_retries) = probes.await.unwrap();
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     client.send(Shutdown).await.unwrap();
     flood_thread.join().expect("flood thread");
 

@@ -109,7 +109,11 @@ async fn assert_recovered(
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!(
         (
             stats.published,
@@ -281,7 +285,11 @@ async fn a_logon_last_sequence_at_u64_max_is_refused_without_panicking() {
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!((stats.persisted, stats.unacknowledged), (N as u64, 0));
     assert_eq!(peer.connections(), 2);
     assert_eq!(peer.sequences(1), seqs);
@@ -318,7 +326,11 @@ async fn a_logon_ack_without_bm_or_s_means_last_sequence_zero_and_replays_everyt
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!((stats.persisted, stats.unacknowledged), (N as u64, 0));
     assert_eq!(peer.sequences(0), seqs, "first connection got everything");
     assert_eq!(peer.sequences(1), seqs, "and all of it was replayed");
@@ -352,7 +364,11 @@ async fn an_unknown_command_goes_to_last_chance_without_a_reconnect() {
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!(
         (stats.persisted, stats.unacknowledged, stats.reconnects),
         (N as u64, 0, 0)
@@ -415,7 +431,11 @@ async fn an_ack_with_whitespace_and_valid_escapes_is_accepted() {
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!(
         (stats.persisted, stats.unacknowledged, stats.reconnects),
         (N as u64, 0, 0)

@@ -45,7 +45,11 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
         (stats.matches, stats.records_deleted, stats.topic_matches),
         (10, 10, 10)
     );
-    let s = client.send(GetStats).await.unwrap();
+    let s = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!((s.published, s.unacknowledged), (11, 0));
     // Store-less writes carry no sequence, so the journal has none for this client.
     assert!(server.persisted("nostore").is_empty());

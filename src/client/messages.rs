@@ -219,22 +219,22 @@ pub struct SubscriptionId(pub u64);
 
 /// Subscribes an actor to [`FailedWrite`] events.
 #[derive(Message)]
-#[rtype(result = "SubscriptionId")]
+#[rtype(result = "Result<SubscriptionId, crate::error::ClientStopped>")]
 pub struct SubscribeFailedWrites(pub Recipient<FailedWrite>);
 
 /// Subscribes an actor to [`UnexpectedMessage`] events (the last-chance handler).
 #[derive(Message)]
-#[rtype(result = "SubscriptionId")]
+#[rtype(result = "Result<SubscriptionId, crate::error::ClientStopped>")]
 pub struct SubscribeUnexpected(pub Recipient<UnexpectedMessage>);
 
 /// Subscribes an actor to [`ConnectionEvent`]s.
 #[derive(Message)]
-#[rtype(result = "SubscriptionId")]
+#[rtype(result = "Result<SubscriptionId, crate::error::ClientStopped>")]
 pub struct SubscribeConnectionEvents(pub Recipient<ConnectionEvent>);
 
 /// Removes a subscription of any kind; resolves to whether it existed.
 #[derive(Clone, Copy, Debug, Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Result<bool, crate::error::ClientStopped>")]
 pub struct Unsubscribe(pub SubscriptionId);
 
 /// Resolves `true` once the client is logged on (at once if it already is), `false` if
@@ -257,7 +257,7 @@ impl WaitLoggedOn {
 
 /// Asks for the client's counters.
 #[derive(Clone, Copy, Debug, Message)]
-#[rtype(result = "ClientStats")]
+#[rtype(result = "Result<ClientStats, crate::error::ClientStopped>")]
 pub struct GetStats;
 
 /// The client's counters since it started.
@@ -460,8 +460,8 @@ pub enum ConnectionEvent {
     },
     /// The client gave up reconnecting (max retry time, refused credentials, publish gap).
     GaveUp {
-        /// Why, in words.
-        reason: String,
+        /// Why (typed; its `Display` says it in words).
+        reason: crate::error::GiveUpReason,
     },
     /// Another connection logged on with this client name: the client stopped for good (it
     /// does not fight for the name). Every write it had not had acknowledged is reported as a

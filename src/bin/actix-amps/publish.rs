@@ -272,10 +272,12 @@ async fn publish_lines(
     client
         .send(SubscribeFailedWrites(printer.clone().recipient()))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     client
         .send(SubscribeConnectionEvents(printer.clone().recipient()))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     // Without a store a write made before the logon would be refused, not kept: wait for it.
     if storeless
@@ -336,7 +338,11 @@ async fn publish_lines(
     // answer counts all of them.
     let (failed, predecessor_failed, name_lost) =
         printer.send(Printed).await.map_err(|e| e.to_string())?;
-    let stats = client.send(GetStats).await.map_err(|e| e.to_string())?;
+    let stats = client
+        .send(GetStats)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     if flushed.is_ok() {
         // Proves to the server that the failures were read (bounded), so the next run with
         // this client name is not told them again.

@@ -226,7 +226,7 @@ impl Handler<ConnectionEvent> for LastError {
     fn handle(&mut self, e: ConnectionEvent, _: &mut Context<Self>) {
         let text = match e {
             ConnectionEvent::AttemptFailed { error } => error.to_string(),
-            ConnectionEvent::GaveUp { reason } => reason,
+            ConnectionEvent::GaveUp { reason } => reason.to_string(),
             _ => return,
         };
         if let Ok(mut last) = self.0.lock() {
