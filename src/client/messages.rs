@@ -129,6 +129,34 @@ pub struct SowDelete {
 /// With a store, the delete is also stored and sequenced: if the connection drops before the
 /// stats arrive, it is replayed under the same command id and this call still completes within
 /// its timeout. Without a store it fails with [`SowDeleteError::Disconnected`] instead.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let server = actix_amps::server::Server::start(
+/// #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+/// # )?;
+/// # actix::System::new().block_on(async {
+/// # let client = ClientConfig::new("sow-delete-doc").uri(&server.uri())?.start()?;
+/// use actix_amps::client::{SowDeleteAndWait, SowDeleteSelector};
+///
+/// for id in 1..=3 {
+///     client.send(Publish::new("orders", format!(r#"{{"id":{id}}}"#))).await??;
+/// }
+/// let stats = client
+///     .send(SowDeleteAndWait::new(
+///         "orders",
+///         SowDeleteSelector::Filter("/id > 1".into()),
+///         Duration::from_secs(10),
+///     ))
+///     .await??;
+/// assert_eq!(stats.records_deleted, 2);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<SowDeleteStats, SowDeleteError>")]
 #[non_exhaustive]

@@ -22,21 +22,56 @@
 //!
 //! # Example
 //!
-//! ```no_run
-//! use actix::prelude::*;
-//! use actix_amps::client::{ClientConfig, Publish, PublishFlush};
-//! use std::time::Duration;
+//! A publisher that hears about every failed write: the server here refuses writes to
+//! `secret.*` (`not entitled`), so the second message fails after it was stored, and its
+//! failure arrives as a [`FailedWrite`] carrying the stored message.
 //!
-//! #[actix::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let client = ClientConfig::new("pub-1")
-//!         .uri("tcp://127.0.0.1:9007/amps/json")?
-//!         .start()?;
-//!     let seq = client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
-//!     println!("stored as {seq:?}");
-//!     client.send(PublishFlush { timeout: Duration::from_secs(5) }).await??;
-//!     Ok(())
+//! ```
+//! use std::time::Duration;
+//! use actix::prelude::*;
+//! use actix_amps::client::{
+//!     ClientConfig, FailedWrite, Publish, PublishFlush, SubscribeFailedWrites, WaitLoggedOn,
+//! };
+//! use actix_amps::server::{Server, ServerConfig};
+//! use tokio::sync::mpsc;
+//!
+//! /// Forwards every failed write to a channel.
+//! struct OnFailure(mpsc::UnboundedSender<FailedWrite>);
+//! impl Actor for OnFailure {
+//!     type Context = Context<Self>;
 //! }
+//! impl Handler<FailedWrite> for OnFailure {
+//!     type Result = ();
+//!     fn handle(&mut self, failed: FailedWrite, _: &mut Context<Self>) {
+//!         let _ = self.0.send(failed);
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let server = Server::start(ServerConfig::new(dir.path()).deny_write("^secret"))?;
+//!
+//! actix::System::new().block_on(async {
+//!     let client = ClientConfig::new("pub-1").uri(&server.uri())?.start()?;
+//!     let (tx, mut failures) = mpsc::unbounded_channel();
+//!     client.send(SubscribeFailedWrites(OnFailure(tx).start().recipient())).await??;
+//!     assert!(client.send(WaitLoggedOn::new(Duration::from_secs(10))).await?);
+//!
+//!     let ok = client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+//!     let refused = client.send(Publish::new("secret.orders", r#"{"id":2}"#)).await??;
+//!     let report = client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+//!     println!("stored {ok:?} and {refused:?}; flush: {report:?}");
+//!
+//!     let failed = tokio::time::timeout(Duration::from_secs(10), failures.recv())
+//!         .await?
+//!         .expect("a failed write");
+//!     assert_eq!(Some(failed.sequence), refused);
+//!     assert_eq!(failed.reason.to_string(), "not entitled");
+//!     let message = failed.message.expect("the stored message");
+//!     assert_eq!((&*message.topic, &message.data[..]), ("secret.orders", &br#"{"id":2}"#[..]));
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(()) }
 //! ```
 //!
 //! Inside a plain tokio runtime, start the client within a `tokio::task::LocalSet` (actix actors
@@ -95,7 +130,40 @@ pub struct ClientActor {
 
 impl ClientConfig {
     /// Opens the store and starts the client's actors on the current actix arbiter (inside an
-    /// actix `System`, or a tokio `LocalSet`). Connecting starts at once, in the background.
+    /// actix `System`, or a tokio `LocalSet`). Connecting starts at once, in the background:
+    /// writes made before the logon are kept in the store and sent once logged on.
+    ///
+    /// Fails at once with [`StartError::NoUri`] without a server, and with
+    /// [`StartError::Store`] when the file store cannot be opened (another client holds it, or
+    /// its files are damaged).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let server = actix_amps::server::Server::start(
+    /// #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+    /// # )?;
+    /// # actix::System::new().block_on(async {
+    /// use actix_amps::client::{GetStats, StoreKind, WaitLoggedOn};
+    /// use actix_amps::error::StartError;
+    ///
+    /// assert!(matches!(ClientConfig::new("no-server").start(), Err(StartError::NoUri)));
+    ///
+    /// let store = tempfile::tempdir()?;
+    /// let client = ClientConfig::new("durable-pub")
+    ///     .uri(&server.uri())?
+    ///     .store(StoreKind::file(store.path())) // survives a crash of this process
+    ///     .start()?;
+    /// client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+    /// assert!(client.send(WaitLoggedOn::new(Duration::from_secs(10))).await?);
+    /// client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+    /// assert_eq!(client.send(GetStats).await??.persisted, 1);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(()) }
+    /// ```
     pub fn start(self) -> Result<Addr<ClientActor>, StartError> {
         self.start_here()
     }

@@ -39,6 +39,22 @@ impl std::str::FromStr for LogFsyncPolicy {
 
 /// How to run a [`Server`](super::Server). Build with [`ServerConfig::new`] and the chained
 /// setters; every field is public for inspection.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_amps::server::{LogFsyncPolicy, Retention, ServerConfig};
+///
+/// let config = ServerConfig::new("/var/lib/amps-test")
+///     .sow("^orders$", &["/id"]) // keyed by the JSON field `id`
+///     .deny_write("^audit\\.") // writes to `audit.*` are refused `not entitled`
+///     .user("alice", "secret")
+///     .ack_conflation(Duration::from_millis(5))
+///     .fsync(LogFsyncPolicy::Batch)
+///     .retain(Retention::Bytes(1 << 30))
+///     .max_connections(100);
+/// assert_eq!(config.listen.ip().to_string(), "127.0.0.1");
+/// assert_eq!(config.listen.port(), 0); // a free port, chosen when the server starts
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {

@@ -60,12 +60,31 @@
 //! thread, including async ones. The handle carries fault hooks for tests: drop connections,
 //! stall acks, freeze the whole server, stop and restart on the same port and data directory.
 //!
-//! ```no_run
-//! use actix_amps::server::{Server, ServerConfig};
-//! let dir = std::env::temp_dir().join("amps-demo");
-//! let server = Server::start(ServerConfig::new(&dir).sow("orders", &["/id"]))?;
+//! A server on a free port of `127.0.0.1`, a client that writes to it, and the journal of
+//! what the server persisted, read from its data directory once it has stopped:
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+//! use actix_amps::server::{Journal, Server, ServerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let server = Server::start(ServerConfig::new(dir.path()).sow("orders", &["/id"]))?;
 //! println!("connect to {}", server.uri());
-//! # Ok::<(), actix_amps::error::ServerError>(())
+//! actix::System::new().block_on(async {
+//!     let client = ClientConfig::new("journal-doc").uri(&server.uri())?.start()?;
+//!     for id in 0..3 {
+//!         client.send(Publish::new("orders", format!(r#"{{"id":{id}}}"#))).await??;
+//!     }
+//!     client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! assert_eq!(server.stats().logons_accepted, 1);
+//! server.stop();
+//! let journal = Journal::read(dir.path())?;
+//! assert_eq!(journal.client("journal-doc").map(|c| c.count), Some(3));
+//! # Ok(()) }
 //! ```
 //!
 //! # TLS and users
@@ -193,6 +212,22 @@ impl Server {
     ///
     /// Fails with [`ServerError::BadRegex`] for a bad topic pattern, [`ServerError::Locked`] if
     /// another server uses the data directory, [`ServerError::Bind`] if the address is taken.
+    ///
+    /// ```
+    /// use actix_amps::error::ServerError;
+    /// use actix_amps::server::{Server, ServerConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let server = Server::start(ServerConfig::new(dir.path()))?;
+    /// let port = server.addr().port();
+    /// // One server per data directory.
+    /// let second = Server::start(ServerConfig::new(dir.path()));
+    /// assert!(matches!(second, Err(ServerError::Locked { .. })));
+    /// // Stopped and started again: same port, same data.
+    /// server.restart()?;
+    /// assert_eq!(server.addr().port(), port);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         let settings = Arc::new(Settings::compile(&config)?);
         let handle = ServerHandle {

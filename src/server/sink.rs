@@ -29,7 +29,7 @@
 //! [`Instant`] the sink last wrote a persisted ack, for measuring flush latency in the same
 //! process.
 //!
-//! ```no_run
+//! ```
 //! use actix_amps::server::Sink;
 //! let sink = Sink::start()?;
 //! println!("publish to {}", sink.uri());
