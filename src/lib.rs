@@ -88,7 +88,9 @@
 //! - `info`: the life of a connection and a server: `starting client` (with the client name),
 //!   `connected` and `logged on` (with the server), `logged on; replayed the publish store`
 //!   (with `server_last`, the server's last sequence for this client name, and `replayed`, how
-//!   many stored messages were re-sent because the server did not have them), `listening`,
+//!   many stored messages were sent at logon because the server did not have them yet: after
+//!   a reconnect those lost with the connection, on a first logon every write made before the
+//!   connection was up), `listening`,
 //!   `server stopped`;
 //! - `debug`: per-attempt and per-connection detail.
 //!
