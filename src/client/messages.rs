@@ -241,9 +241,9 @@ impl FlushReport {
     }
 }
 
-/// Identifies a subscription, for unsubscribing.
+/// Identifies a subscription, for unsubscribing. Only the client hands them out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(pub u64);
+pub struct SubscriptionId(pub(crate) u64);
 
 /// Subscribes an actor to [`FailedWrite`] events.
 #[derive(Message)]
