@@ -511,6 +511,7 @@ async fn memory_child(count: u64) -> Result<(), String> {
     let stats = client
         .send(actix_amps::client::GetStats)
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     if stats.unacknowledged != count {
         return Err(format!("expected {count} unacknowledged, got {stats:?}"));

@@ -163,10 +163,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let reporter = FailedWriteReporter::default().start();
     client
         .send(SubscribeFailedWrites(reporter.clone().recipient()))
-        .await?;
+        .await??;
     client
         .send(SubscribeUnexpected(LastChance.start().recipient()))
-        .await?;
+        .await??;
 
     // A subscriber to what this client is about to publish: resolves once the server acked it.
     let watcher = OrderWatcher::default().start();
@@ -192,11 +192,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .await??;
     }
     let deleted = client
-        .send(SowDeleteAndWait {
-            topic: "orders".into(),
-            selector: SowDeleteSelector::Filter("/id < 100".into()),
-            timeout: Duration::from_secs(30),
-        })
+        .send(SowDeleteAndWait::new(
+            "orders",
+            SowDeleteSelector::Filter("/id < 100".into()),
+            Duration::from_secs(30),
+        ))
         .await?;
     match deleted {
         Ok(s) => println!(
@@ -212,7 +212,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .await??;
     let elapsed = started.elapsed();
 
-    let stats = client.send(GetStats).await?;
+    let stats = client.send(GetStats).await??;
     // The failure events travel store -> registry -> reporter; wait (bounded) until all arrived.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while reporter.send(Seen).await? < stats.failed as usize {

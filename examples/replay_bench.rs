@@ -59,7 +59,7 @@ async fn run_once(
     let (tx, mut rx) = mpsc::unbounded_channel();
     client
         .send(SubscribeConnectionEvents(Forward(tx).start().recipient()))
-        .await?;
+        .await??;
     client
         .send(PublishFlush {
             timeout: Duration::from_secs(30),
@@ -77,7 +77,7 @@ async fn run_once(
     // Everything is on the server (durable) but unacknowledged at the client.
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.last_sequence("replay-bench").unwrap_or(0) == 0
-        || client.send(GetStats).await?.unacknowledged < count
+        || client.send(GetStats).await??.unacknowledged < count
     {
         if Instant::now() > deadline {
             return Err("messages never reached the server".into());

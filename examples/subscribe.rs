@@ -172,9 +172,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "2. stop the subscriber, publish 25, start a new subscriber on the same bookmark file"
     );
     client
-        .send(SyncBookmarks {
-            timeout: Duration::from_secs(5),
-        })
+        .send(SyncBookmarks::new(Duration::from_secs(5)))
         .await?;
     client.send(Shutdown).await?;
     publish(&publisher, 100..125).await?;

@@ -681,9 +681,7 @@ async fn latency(args: &Args, rows: &mut Rows) {
             .start_in(&arbiter.handle())
             .expect("publisher");
         assert!(publisher
-            .send(WaitLoggedOn {
-                timeout: Duration::from_secs(10)
-            })
+            .send(WaitLoggedOn::new(Duration::from_secs(10)))
             .await
             .unwrap_or(false));
         let p = publisher.clone();

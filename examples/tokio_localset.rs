@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 timeout: Duration::from_secs(10),
             })
             .await??;
-        let stats = client.send(GetStats).await?;
+        let stats = client.send(GetStats).await??;
         println!(
             "published={} persisted={}",
             stats.published, stats.persisted

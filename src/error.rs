@@ -269,12 +269,17 @@ pub enum PublishError {
         /// Byte limit.
         max_bytes: usize,
     },
-    /// The message alone is larger than the store's byte capacity or the maximum frame size.
-    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    /// The message alone is larger than the maximum frame size or the store's byte capacity:
+    /// it could never be sent or stored. Nothing was stored.
+    #[error("message of {size} bytes exceeds the {limit} of {max} bytes")]
     TooLarge {
-        /// The message's size.
+        /// Which limit it exceeds.
+        limit: SizeLimit,
+        /// The message's size as counted for that limit: for [`SizeLimit::MaxFrame`] the
+        /// topic, body and options plus an allowance for the header; for
+        /// [`SizeLimit::StoreBytes`] its weight in the store (topic, body and options).
         size: usize,
-        /// The limit it exceeds.
+        /// The limit's value.
         max: usize,
     },
     /// The topic is empty.
@@ -290,7 +295,7 @@ pub enum PublishError {
     #[error("client gave up reconnecting: {reason}")]
     GaveUp {
         /// Why it gave up.
-        reason: String,
+        reason: GiveUpReason,
     },
     /// The client has stopped (or is stopping) and takes no more writes.
     #[error("client is stopped")]
@@ -314,6 +319,98 @@ pub enum PublishError {
     NameInUse,
 }
 
+/// Which size limit a [`PublishError::TooLarge`] message exceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SizeLimit {
+    /// The largest frame the client sends
+    /// ([`ClientConfig::max_frame`](crate::client::ClientConfig::max_frame)).
+    MaxFrame,
+    /// The publish store's byte capacity
+    /// ([`ClientConfig::max_bytes`](crate::client::ClientConfig::max_bytes)).
+    StoreBytes,
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SizeLimit::MaxFrame => "maximum frame size (ClientConfig::max_frame)",
+            SizeLimit::StoreBytes => "publish store's byte capacity (ClientConfig::max_bytes)",
+        })
+    }
+}
+
+/// Why the client stopped reconnecting for good
+/// ([`ConnectionEvent::GaveUp`](crate::client::ConnectionEvent::GaveUp),
+/// [`FlushError::GaveUp`], [`PublishError::GaveUp`]). Once it gave up, the client takes no
+/// more writes; it must be restarted (with a corrected configuration).
+///
+/// Errors compare by variant and by their messages (the inner errors carry I/O errors, which
+/// have no equality of their own).
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// No logon within
+    /// [`ReconnectPolicy::max_retry_time`](crate::client::ReconnectPolicy::max_retry_time).
+    #[error("no logon within the maximum retry time of {max:?}{}", match last_attempt { Some(e) => format!("; last attempt: {e}"), None => String::new() })]
+    MaxRetryTime {
+        /// The maximum retry time.
+        max: std::time::Duration,
+        /// How the last attempt failed, if one failed.
+        last_attempt: Option<std::sync::Arc<ConnectError>>,
+    },
+    /// A server refused the credentials (`auth failure`, a [`ConnectError::LogonRefused`])
+    /// and [`ReconnectPolicy::stop_on_auth_failure`](crate::client::ReconnectPolicy::stop_on_auth_failure)
+    /// is set.
+    #[error("{0}")]
+    AuthFailure(std::sync::Arc<ConnectError>),
+    /// The server's last sequence for this client name is below what the store already
+    /// discarded as persisted, and
+    /// [`ClientConfig::error_on_publish_gap`](crate::client::ClientConfig::error_on_publish_gap)
+    /// is set: messages were lost server-side (a failover to a replica that was behind).
+    #[error("publish gap: the server's last sequence is {server_last} but the store already discarded up to {discarded}")]
+    PublishGap {
+        /// The server's last persisted sequence for this client name.
+        server_last: u64,
+        /// The highest sequence the store had discarded as acknowledged.
+        discarded: u64,
+    },
+    /// The publish store refused the logon for another reason.
+    #[error("{0}")]
+    LogonRejected(std::sync::Arc<ConnectError>),
+}
+
+impl GiveUpReason {
+    /// The reason for a logon the publish store refused (`error` from its logon check).
+    pub(crate) fn store_refused(error: ConnectError) -> GiveUpReason {
+        match error {
+            ConnectError::PublishGap {
+                server_last,
+                discarded,
+            } => GiveUpReason::PublishGap {
+                server_last,
+                discarded,
+            },
+            other => GiveUpReason::LogonRejected(std::sync::Arc::new(other)),
+        }
+    }
+}
+
+impl PartialEq for GiveUpReason {
+    fn eq(&self, other: &GiveUpReason) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+            && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for GiveUpReason {}
+
+/// The client has stopped (after [`Shutdown`](crate::client::Shutdown), or because one of its
+/// actors is gone): a request that needs it running gets this instead of a made-up answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
+#[error("the client has stopped")]
+pub struct ClientStopped;
+
 /// A [`PublishFlush`](crate::client::PublishFlush) that did not complete.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -334,7 +431,7 @@ pub enum FlushError {
     )]
     GaveUp {
         /// Why it gave up.
-        reason: String,
+        reason: GiveUpReason,
         /// Messages still unacknowledged.
         unacknowledged: usize,
     },

@@ -87,13 +87,39 @@ pub(crate) fn parse_key(pem: &[u8], origin: &str) -> Result<PrivateKeyDer<'stati
 
 /// The client side of `tcps://`: which certificate authorities to trust.
 ///
-/// ```no_run
-/// use actix_amps::client::ClientConfig;
+/// Here a throwaway certificate authority (made with `rcgen`) signs the embedded server's
+/// certificate for `127.0.0.1`; the client trusts that authority and nothing else. A real
+/// deployment loads its CA with [`TlsClientConfig::from_pem_file`].
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+/// use actix_amps::server::{Server, ServerConfig};
 /// use actix_amps::tls::TlsClientConfig;
-/// let config = ClientConfig::new("pub-1")
-///     .uri("tcps://amps.example.com:9443/amps/json")?
-///     .tls(TlsClientConfig::from_pem_file("ca.pem")?);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+/// # let ca_key = KeyPair::generate()?;
+/// # let mut ca = CertificateParams::new(Vec::<String>::new())?;
+/// # ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+/// # ca.distinguished_name.push(DnType::CommonName, "doc CA");
+/// # let ca = ca.self_signed(&ca_key)?;
+/// # let key = KeyPair::generate()?;
+/// # let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &ca, &ca_key)?;
+/// # let (ca_pem, cert_pem, key_pem) = (ca.pem(), cert.pem(), key.serialize_pem());
+/// let dir = tempfile::tempdir()?;
+/// let server = Server::start(ServerConfig::new(dir.path()).tls_pem(cert_pem, key_pem))?;
+/// assert!(server.uri().starts_with("tcps://"));
+/// actix::System::new().block_on(async {
+///     let client = ClientConfig::new("tls-doc")
+///         .uri(&server.uri())?
+///         .tls(TlsClientConfig::from_pem(ca_pem.as_bytes())?)
+///         .start()?;
+///     client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+///     client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })?;
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct TlsClientConfig {

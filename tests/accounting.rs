@@ -97,7 +97,15 @@ async fn do_send_refusals_are_reported_as_local_failures() {
     }
     assert_eq!(reasons, ["empty", "large"]);
     flush(&client).await;
-    assert_eq!(client.send(GetStats).await.unwrap().published, 1);
+    assert_eq!(
+        client
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running")
+            .published,
+        1
+    );
     assert_eq!(server.persisted("dosend").len(), 1);
 }
 
@@ -175,7 +183,7 @@ async fn failures_reach_a_successor_only_when_nobody_read_them() {
 
     // 2. Never read (acks stalled): the process stops without it.
     let second = config("heir", &server).start().unwrap();
-    assert!(second.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(second.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     server.handle.stall_acks();
     let lost = second
         .send(Publish::new("denied.t", "2"))
@@ -237,7 +245,7 @@ async fn a_file_store_successor_reports_a_restored_write_with_its_message() {
         .store(StoreKind::file(dir.path()))
         .start()
         .unwrap();
-    assert!(first.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(first.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     server.handle.stall_acks();
     let ok = first
         .send(Publish::new("t", "ok"))
@@ -292,7 +300,7 @@ async fn a_client_that_loses_its_name_reports_every_unacknowledged_write() {
     let mut a_events = Events::new();
     a_events.subscribe_failed(&a).await;
     a_events.subscribe_connection(&a).await;
-    assert!(a.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(a.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     let mut a_ok: Vec<u64> = Vec::new();
     for round in 0..20u64 {
         let batch = (0..500)
@@ -309,7 +317,7 @@ async fn a_client_that_loses_its_name_reports_every_unacknowledged_write() {
     let b = config("twin", &server).start().unwrap();
     let mut b_events = Events::new();
     b_events.subscribe_failed(&b).await;
-    assert!(b.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(b.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     a_events
         .until_connection(|e| matches!(e, ConnectionEvent::NameInUse { .. }))
         .await;
@@ -381,7 +389,15 @@ async fn an_oversized_body_is_a_failed_write_and_the_connection_stays() {
     assert_eq!(report.sequences, [big]);
     let f = events.next_failed().await;
     assert_eq!(f.reason, Reason::MessageTooLarge);
-    assert_eq!(client.send(GetStats).await.unwrap().reconnects, 0);
+    assert_eq!(
+        client
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running")
+            .reconnects,
+        0
+    );
     assert_eq!(server.persisted("huge"), [after]);
     System::current().stop();
 }

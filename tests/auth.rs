@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_amps::client::{
     Backoff, ClientConfig, ConnectionEvent, Publish, PublishFlush, ReconnectPolicy,
 };
-use actix_amps::error::{ConnectError, FlushError, ProtocolError, TlsError};
+use actix_amps::error::{ConnectError, FlushError, GiveUpReason, ProtocolError, TlsError};
 use actix_amps::protocol::{parse_uri, Command, Header, Password, Reason};
 use actix_amps::server::ServerConfig;
 use support::{Event, Events, TestServer, WAIT};
@@ -114,14 +114,21 @@ async fn auth_failure_with_stop_gives_up_and_fails_pending_flushes() {
     let Some(ConnectionEvent::GaveUp { reason }) = seen.last() else {
         unreachable!()
     };
-    assert!(reason.contains("auth failure"), "{reason}");
+    let GiveUpReason::AuthFailure(refusal) = reason else {
+        panic!("expected an auth failure, got {reason:?}");
+    };
+    assert!(
+        matches!(&**refusal, ConnectError::LogonRefused { reason, .. } if *reason == Reason::AuthFailure),
+        "{refusal:?}"
+    );
     match flush.await.unwrap() {
         Err(FlushError::GaveUp {
             unacknowledged,
             reason,
         }) => {
             assert_eq!(unacknowledged, 3);
-            assert!(reason.contains("auth failure"), "{reason}");
+            assert!(matches!(reason, GiveUpReason::AuthFailure(_)), "{reason:?}");
+            assert!(reason.to_string().contains("auth failure"), "{reason}");
         }
         other => panic!("expected FlushError::GaveUp, got {other:?}"),
     }
@@ -141,15 +148,14 @@ async fn auth_failure_with_stop_gives_up_and_fails_pending_flushes() {
 #[actix_rt::test]
 async fn auth_failure_with_retry_backs_off_instead_of_hammering() {
     let server = TestServer::start(with_user);
-    let policy = ReconnectPolicy {
-        backoff: Backoff::Exponential {
+    let policy = ReconnectPolicy::new()
+        .backoff(Backoff::Exponential {
             initial: Duration::from_millis(50),
             max: Duration::from_secs(10),
             jitter: 0.0,
-        },
-        max_retry_time: None,
-        stop_on_auth_failure: false,
-    };
+        })
+        .max_retry_time(None)
+        .stop_on_auth_failure(false);
     let client = client("auth-retry", &uri_with(&server, "Wrong-Pw-2"))
         .reconnect(policy)
         .start()
@@ -319,11 +325,12 @@ async fn passwords_never_appear_in_client_or_server_logs() {
     let mut seen = events_until(&mut events, |e| matches!(e, ConnectionEvent::GaveUp { .. })).await;
     // ... and from the URI (retries).
     let retry = client("log-retry", &uri_with(&server, URI_PW))
-        .reconnect(ReconnectPolicy {
-            backoff: Backoff::Fixed(Duration::from_millis(20)),
-            max_retry_time: None,
-            stop_on_auth_failure: false,
-        })
+        .reconnect(
+            ReconnectPolicy::new()
+                .backoff(Backoff::Fixed(Duration::from_millis(20)))
+                .max_retry_time(None)
+                .stop_on_auth_failure(false),
+        )
         .start()
         .unwrap();
     let mut events = Events::new();

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use actix_amps::client::{FullPolicy, GetStats, Publish, PublishBatch};
-use actix_amps::error::PublishError;
+use actix_amps::error::{PublishError, SizeLimit};
 use support::{config, TestServer, WAIT};
 
 #[actix_rt::test]
@@ -64,8 +64,10 @@ async fn byte_capacity_and_oversized_messages() {
         .unwrap()
     {
         Err(PublishError::TooLarge {
+            limit: SizeLimit::StoreBytes,
             size: 201,
             max: 100,
+            ..
         }) => {}
         other => panic!("expected TooLarge, got {other:?}"),
     }
@@ -144,7 +146,11 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
     // Bounded check that they are really held: the stats see them waiting.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let s = client.send(GetStats).await.unwrap();
+        let s = client
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running");
         if s.unacknowledged == 7 {
             assert_eq!(s.published, 3, "only three are in the store");
             break;
@@ -173,4 +179,38 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
     support::flush(&client).await;
     let persisted = server.persisted("cap-wait");
     assert_eq!(persisted, (seqs[0]..=b2).collect::<Vec<_>>());
+}
+
+#[actix_rt::test]
+async fn a_message_over_the_maximum_frame_names_that_limit() {
+    let server = TestServer::start(|c| c);
+    let client = config("cap-frame", &server)
+        .max_frame(4096)
+        .start()
+        .unwrap();
+    let err = client
+        .send(Publish::new("t", vec![b'x'; 8192]))
+        .await
+        .unwrap()
+        .expect_err("over the maximum frame");
+    let PublishError::TooLarge {
+        limit, size, max, ..
+    } = &err
+    else {
+        panic!("expected TooLarge, got {err:?}");
+    };
+    assert_eq!(*limit, SizeLimit::MaxFrame);
+    assert_eq!(*max, 4096);
+    assert!(
+        *size > 8192,
+        "counts the topic and the header allowance: {size}"
+    );
+    assert!(err.to_string().contains("max_frame"), "{err}");
+    // Nothing was stored: the next write is the first sequence.
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
+    assert_eq!(stats.unacknowledged, 0, "{stats:?}");
 }

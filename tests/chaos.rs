@@ -340,7 +340,7 @@ async fn run_seed(seed: u64) -> Figures {
                     server.handle.resume_acks();
                     stalled = false;
                 }
-                let logged_on = proc.client.send(WaitLoggedOn { timeout: WAIT }).await;
+                let logged_on = proc.client.send(WaitLoggedOn::new(WAIT)).await;
                 assert!(
                     logged_on.unwrap(),
                     "seed {seed}: logged on before the takeover"

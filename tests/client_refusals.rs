@@ -23,11 +23,7 @@ fn bin() -> Process {
 }
 
 fn quick_retry() -> ReconnectPolicy {
-    ReconnectPolicy {
-        backoff: Backoff::Fixed(Duration::from_millis(20)),
-        max_retry_time: None,
-        stop_on_auth_failure: true,
-    }
+    ReconnectPolicy::new().backoff(Backoff::Fixed(Duration::from_millis(20)))
 }
 
 fn refused_with(e: &ConnectionEvent, want: &Reason) -> bool {

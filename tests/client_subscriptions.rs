@@ -168,7 +168,7 @@ async fn each_refusal_is_typed_with_the_servers_reason() {
 async fn a_subscribe_without_an_answer_times_out_and_is_forgotten() {
     let server = TestServer::start(|c| c);
     let client = client("sub-timeout", &server);
-    assert!(client.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(client.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     server.handle.freeze();
     let sub = Sub::new();
     let r = client
@@ -441,20 +441,14 @@ async fn cancelled_subscriptions_end_and_get_nothing_more() {
 async fn ping_reports_the_version_and_a_round_trip() {
     let server = TestServer::start(|c| c);
     let client = client("sub-ping", &server);
-    assert!(client.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
-    let reply = client
-        .send(Ping { timeout: WAIT })
-        .await
-        .unwrap()
-        .expect("pong");
+    assert!(client.send(WaitLoggedOn::new(WAIT)).await.unwrap());
+    let reply = client.send(Ping::new(WAIT)).await.unwrap().expect("pong");
     assert!(reply.server_version.is_some());
     assert!(reply.round_trip < WAIT);
     server.handle.stop();
     // Down: either refused at once or cut off; never a hang.
     let r = client
-        .send(Ping {
-            timeout: Duration::from_secs(2),
-        })
+        .send(Ping::new(Duration::from_secs(2)))
         .await
         .unwrap();
     assert!(
@@ -569,10 +563,11 @@ async fn after_a_drop_plain_subscriptions_warn_and_bookmark_ones_resume() {
     let server = TestServer::start(|c| c);
     let publisher = client("sub-drop-pub", &server);
     let client = support::config("sub-drop", &server)
-        .reconnect(ReconnectPolicy {
-            backoff: actix_amps::client::Backoff::Fixed(Duration::from_millis(300)),
-            ..ReconnectPolicy::default()
-        })
+        .reconnect(
+            ReconnectPolicy::new().backoff(actix_amps::client::Backoff::Fixed(
+                Duration::from_millis(300),
+            )),
+        )
         .start()
         .unwrap();
     let mut plain = Sub::new();
@@ -651,10 +646,11 @@ async fn after_a_drop_plain_subscriptions_warn_and_bookmark_ones_resume() {
 async fn a_bookmark_subscription_survives_a_server_restart() {
     let server = TestServer::start(|c| c);
     let client = support::config("sub-restart", &server)
-        .reconnect(ReconnectPolicy {
-            backoff: actix_amps::client::Backoff::Fixed(Duration::from_millis(50)),
-            ..ReconnectPolicy::default()
-        })
+        .reconnect(
+            ReconnectPolicy::new().backoff(actix_amps::client::Backoff::Fixed(
+                Duration::from_millis(50),
+            )),
+        )
         .start()
         .unwrap();
     let mut sub = Sub::new();
@@ -766,13 +762,7 @@ async fn explicit_discards_decide_what_a_resume_repeats() {
         .filter(|d| matches!(id_of(d), 0..=3 | 6 | 8))
         .map(|d| d.local_seq())
         .collect();
-    client
-        .send(DiscardBookmarks {
-            sub_id: "x".into(),
-            local_seqs: done,
-        })
-        .await
-        .unwrap();
+    client.send(DiscardBookmarks::new("x", done)).await.unwrap();
     // A round trip through the client proves the discards were applied before the drop.
     client.send(GetSubscriptionStats).await.unwrap();
     assert!(server.handle.drop_connection("sub-explicit"));
@@ -955,7 +945,8 @@ async fn a_broken_delivery_closes_the_connection_and_the_subscription_resumes() 
     client
         .send(SubscribeConnectionEvents(events.addr.clone().recipient()))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("client running");
     let mut sub = Sub::new();
     subscribe(&client, Subscribe::new("t", sub.recipient()).sub_id("A")).await;
     let e = events

@@ -24,7 +24,11 @@ async fn finish(
     last: u64,
 ) {
     support::flush(client).await;
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!(
         (stats.published, stats.failed, stats.unacknowledged),
         (N, 0, 0),

@@ -75,7 +75,11 @@ async fn every_failed_write_subscriber_gets_the_enriched_failure() {
     a.assert_quiet(Duration::from_millis(100)).await;
     last_chance.assert_quiet(Duration::from_millis(100)).await;
 
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!(
         (
             stats.published,
@@ -114,7 +118,15 @@ async fn without_failed_write_subscribers_the_raw_ack_goes_to_last_chance() {
             "only the ack: no store information"
         );
     }
-    assert_eq!(client.send(GetStats).await.unwrap().failed, 1);
+    assert_eq!(
+        client
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running")
+            .failed,
+        1
+    );
 }
 
 #[actix_rt::test]
@@ -127,7 +139,11 @@ async fn with_no_subscriber_at_all_the_failure_is_counted_and_logged() {
         .unwrap()
         .unwrap();
     client.send(FLUSH).await.unwrap().unwrap();
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!((stats.failed, stats.unacknowledged), (1, 0));
 }
 
@@ -166,9 +182,17 @@ async fn a_stopped_subscriber_does_not_disturb_the_others_and_unsubscribe_falls_
     assert_eq!(live.next_failed().await.sequence, s1);
 
     // Once the last live subscriber unsubscribes, failures fall through to last chance.
-    assert!(client.send(Unsubscribe(live_id)).await.unwrap());
+    assert!(client
+        .send(Unsubscribe(live_id))
+        .await
+        .unwrap()
+        .expect("client running"));
     assert!(
-        !client.send(Unsubscribe(live_id)).await.unwrap(),
+        !client
+            .send(Unsubscribe(live_id))
+            .await
+            .unwrap()
+            .expect("client running"),
         "already gone"
     );
     let s2 = client
@@ -338,7 +362,11 @@ async fn a_failure_ack_lost_with_its_connection_is_still_reported_once_and_enric
     assert_eq!(f.topic(), Some("denied.lost"));
     assert_eq!(f.correlation_id(), Some("c-lost"));
     fw.assert_quiet(Duration::from_millis(100)).await;
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!(
         (
             stats.published,

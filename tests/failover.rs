@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_amps::client::{
     ClientConfig, ConnectionEvent, GetStats, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
 };
-use actix_amps::error::FlushError;
+use actix_amps::error::{FlushError, GiveUpReason};
 use support::{wait_stats, Events, TestServer, WAIT};
 
 fn two_server_config(name: &str, a: &TestServer, b: &TestServer) -> ClientConfig {
@@ -40,7 +40,11 @@ async fn the_client_moves_to_the_second_server_and_continues() {
     a.handle.stop();
     let (_, last) = publish_n(&client, 5_000).await;
     support::flush(&client).await;
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!((stats.unacknowledged, stats.failed), (0, 0));
     assert!(stats.reconnects >= 1);
     let on_a = a.persisted("failover");
@@ -74,12 +78,17 @@ async fn publish_gap_is_a_typed_logon_error_when_enabled() {
     let ConnectionEvent::GaveUp { reason } = gave_up else {
         unreachable!()
     };
-    assert!(reason.contains("publish gap"), "{reason}");
-    assert!(reason.contains("server's last sequence is 0"), "{reason}");
-    assert!(
-        reason.contains(&last.to_string()),
+    assert_eq!(
+        reason,
+        GiveUpReason::PublishGap {
+            server_last: 0,
+            discarded: last
+        },
         "names both numbers: {reason}"
     );
+    let text = reason.to_string();
+    assert!(text.contains("publish gap"), "{text}");
+    assert!(text.contains("server's last sequence is 0"), "{text}");
     let err = client.send(PublishFlush { timeout: WAIT }).await.unwrap();
     assert!(matches!(err, Err(FlushError::GaveUp { .. })), "{err:?}");
 }
@@ -107,10 +116,7 @@ async fn after_the_maximum_retry_time_pending_flushes_fail() {
     let client = ClientConfig::new("no-server")
         .uri(&format!("tcp://127.0.0.1:{port}/amps/json"))
         .unwrap()
-        .reconnect(ReconnectPolicy {
-            max_retry_time: Some(Duration::from_millis(300)),
-            ..ReconnectPolicy::default()
-        })
+        .reconnect(ReconnectPolicy::new().max_retry_time(Some(Duration::from_millis(300))))
         .start()
         .unwrap();
     client.send(Publish::new("t", "x")).await.unwrap().unwrap();
@@ -120,7 +126,14 @@ async fn after_the_maximum_retry_time_pending_flushes_fail() {
             unacknowledged: 1,
             reason,
         }) => {
-            assert!(reason.contains("maximum retry time"), "{reason}")
+            assert!(
+                matches!(reason, GiveUpReason::MaxRetryTime { max, .. } if max == Duration::from_millis(300)),
+                "{reason:?}"
+            );
+            assert!(
+                reason.to_string().contains("maximum retry time"),
+                "{reason}"
+            )
         }
         other => panic!("expected GaveUp, got {other:?}"),
     }

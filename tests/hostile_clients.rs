@@ -404,11 +404,12 @@ async fn a_hostile_flood_neither_locks_out_nor_exhausts_the_server() {
         .uri(&uri)
         .unwrap()
         .heartbeat(None)
-        .reconnect(ReconnectPolicy {
-            backoff: Backoff::Fixed(Duration::from_millis(50)),
-            max_retry_time: None,
-            stop_on_auth_failure: true,
-        })
+        .reconnect(
+            ReconnectPolicy::new()
+                .backoff(Backoff::Fixed(Duration::from_millis(50)))
+                .max_retry_time(None)
+                .stop_on_auth_failure(true),
+        )
         .start()
         .unwrap();
     let mut events = Events::new();
@@ -458,7 +459,11 @@ async fn a_hostile_flood_neither_locks_out_nor_exhausts_the_server() {
         .unwrap();
     let flush_wait = flush_started.elapsed();
     let (mut probe_waits, probe_retries) = probes.await.unwrap();
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     client.send(Shutdown).await.unwrap();
     flood_thread.join().expect("flood thread");
 

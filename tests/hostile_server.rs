@@ -33,10 +33,7 @@ fn client_config(name: &str, peer: &HostilePeer) -> ClientConfig {
         .heartbeat(None)
         .max_frame(MAX_FRAME)
         .logon_timeout(Duration::from_secs(5))
-        .reconnect(ReconnectPolicy {
-            backoff: Backoff::Fixed(Duration::from_millis(20)),
-            ..ReconnectPolicy::default()
-        })
+        .reconnect(ReconnectPolicy::new().backoff(Backoff::Fixed(Duration::from_millis(20))))
 }
 
 fn script(act: fn(&[u64]) -> Vec<u8>, after: After) -> Script {
@@ -112,7 +109,11 @@ async fn assert_recovered(
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!(
         (
             stats.published,
@@ -284,7 +285,11 @@ async fn a_logon_last_sequence_at_u64_max_is_refused_without_panicking() {
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!((stats.persisted, stats.unacknowledged), (N as u64, 0));
     assert_eq!(peer.connections(), 2);
     assert_eq!(peer.sequences(1), seqs);
@@ -321,7 +326,11 @@ async fn a_logon_ack_without_bm_or_s_means_last_sequence_zero_and_replays_everyt
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!((stats.persisted, stats.unacknowledged), (N as u64, 0));
     assert_eq!(peer.sequences(0), seqs, "first connection got everything");
     assert_eq!(peer.sequences(1), seqs, "and all of it was replayed");
@@ -355,7 +364,11 @@ async fn an_unknown_command_goes_to_last_chance_without_a_reconnect() {
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!(
         (stats.persisted, stats.unacknowledged, stats.reconnects),
         (N as u64, 0, 0)
@@ -418,7 +431,11 @@ async fn an_ack_with_whitespace_and_valid_escapes_is_accepted() {
         .await
         .expect("client alive")
         .expect("flush completes");
-    let stats = client.send(GetStats).await.expect("client alive");
+    let stats = client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running");
     assert_eq!(
         (stats.persisted, stats.unacknowledged, stats.reconnects),
         (N as u64, 0, 0)

@@ -18,7 +18,7 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
         .start()
         .unwrap();
     // Wait until logged on: a store-less publish while disconnected is refused, not kept.
-    assert!(client.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(client.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     let first = client
         .send(Publish::new("orders", r#"{"id":0}"#))
         .await
@@ -33,11 +33,11 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
     }
     support::flush(&client).await;
     let stats = client
-        .send(SowDeleteAndWait {
-            topic: "orders".into(),
-            selector: SowDeleteSelector::Filter("1=1".into()),
-            timeout: WAIT,
-        })
+        .send(SowDeleteAndWait::new(
+            "orders",
+            SowDeleteSelector::Filter("1=1".into()),
+            WAIT,
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -45,7 +45,11 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
         (stats.matches, stats.records_deleted, stats.topic_matches),
         (10, 10, 10)
     );
-    let s = client.send(GetStats).await.unwrap();
+    let s = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!((s.published, s.unacknowledged), (11, 0));
     // Store-less writes carry no sequence, so the journal has none for this client.
     assert!(server.persisted("nostore").is_empty());
@@ -90,9 +94,7 @@ async fn wait_logged_on_times_out_without_a_server_and_resolves_with_one() {
         .unwrap();
     let started = tokio::time::Instant::now();
     assert!(!client
-        .send(WaitLoggedOn {
-            timeout: Duration::from_millis(200)
-        })
+        .send(WaitLoggedOn::new(Duration::from_millis(200)))
         .await
         .unwrap());
     assert!(started.elapsed() >= Duration::from_millis(200));
@@ -102,12 +104,10 @@ async fn wait_logged_on_times_out_without_a_server_and_resolves_with_one() {
         .store(StoreKind::None)
         .start()
         .unwrap();
-    assert!(client.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(client.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     // Already logged on: answered from the current state.
     assert!(client
-        .send(WaitLoggedOn {
-            timeout: Duration::from_secs(1)
-        })
+        .send(WaitLoggedOn::new(Duration::from_secs(1)))
         .await
         .unwrap());
 }

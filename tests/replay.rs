@@ -30,7 +30,11 @@ async fn dropped_connections_mid_stream_lose_and_duplicate_nothing() {
     server.handle.drop_connections();
     let (_, last) = publish_range(&client, N / 2, N).await;
     support::flush(&client).await;
-    let stats = client.send(GetStats).await.unwrap();
+    let stats = client
+        .send(GetStats)
+        .await
+        .unwrap()
+        .expect("client running");
     assert_eq!(
         (
             stats.published,
@@ -100,7 +104,15 @@ async fn a_restarted_client_continues_after_the_servers_last_sequence() {
         .unwrap();
     assert!(s2 > s1);
     support::flush(&again).await;
-    assert_eq!(again.send(GetStats).await.unwrap().failed, 0);
+    assert_eq!(
+        again
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running")
+            .failed,
+        0
+    );
     assert_eq!(server.persisted("replay-renumber"), vec![s1, s2]);
 }
 

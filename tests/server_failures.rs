@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use actix_amps::protocol::{AckTypes, Frame, Reason, Status};
-use actix_amps::server::journal::Journal;
+use actix_amps::server::Journal;
 use common::*;
 
 /// Waits (bounded) until the server has logged `seq` as the last sequence of `name`.

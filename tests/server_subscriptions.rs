@@ -1,6 +1,7 @@
 //! Subscriptions over raw frames: acks and failures, deliveries routed by `sids` (one frame
 //! per connection), regex topics, unsubscribe, deltas, oof, deny-read and slow subscribers.
-//! Frames are sent exactly as the official Python client writes them (SUBSCRIBE.md).
+//! Frames are sent exactly as the official Python client writes them (`docs/PROTOCOL.md`
+//! section 12.4).
 
 mod common;
 

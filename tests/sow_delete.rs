@@ -10,11 +10,7 @@ use actix_amps::protocol::Reason;
 use support::{config, TestServer, WAIT};
 
 fn wait(topic: &str, selector: SowDeleteSelector) -> SowDeleteAndWait {
-    SowDeleteAndWait {
-        topic: topic.into(),
-        selector,
-        timeout: WAIT,
-    }
+    SowDeleteAndWait::new(topic, selector, WAIT)
 }
 
 #[actix_rt::test]

@@ -78,10 +78,9 @@ fn tls_server(pki: &Pki, more: impl FnOnce(ServerConfig) -> ServerConfig) -> Tes
 
 /// Quick retries so failures repeat within a test, and never give up on their own.
 fn fast_retry() -> ReconnectPolicy {
-    ReconnectPolicy {
-        backoff: actix_amps::client::Backoff::Fixed(Duration::from_millis(50)),
-        ..ReconnectPolicy::default()
-    }
+    ReconnectPolicy::new().backoff(actix_amps::client::Backoff::Fixed(Duration::from_millis(
+        50,
+    )))
 }
 
 /// The next `AttemptFailed` error (skipping other connection events); panics on a logon.

@@ -136,7 +136,7 @@ pub async fn client_rate(
 ) -> Result<f64, String> {
     let client = start_client(uri, name, store, count as usize + 1000).await?;
     let elapsed = publish(&client, body, count, mode).await?;
-    let stats = client.send(GetStats).await.map_err(err)?;
+    let stats = client.send(GetStats).await.map_err(err)?.map_err(err)?;
     stop_client(client).await;
     if stats.unacknowledged != 0 || stats.failed != 0 {
         return Err(format!("client run ended with {stats:?}"));
@@ -224,6 +224,7 @@ pub async fn failure_latencies(
     client
         .send(SubscribeFailedWrites(recorder.clone().recipient()))
         .await
+        .map_err(err)?
         .map_err(err)?;
     flush(&client).await?;
     if loaded {

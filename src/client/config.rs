@@ -52,6 +52,7 @@ impl StoreKind {
 
 /// What a publish does when the store is at capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FullPolicy {
     /// The publish resolves once acknowledgements free room (backpressure); publishes stay in
     /// order.
@@ -63,6 +64,7 @@ pub enum FullPolicy {
 
 /// How the connection waits between attempts.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Backoff {
     /// First attempt to a server immediately, then `initial` doubling up to `max`, each delay
     /// with up to `jitter` (a fraction, 0.0..=1.0) randomly added or removed.
@@ -90,6 +92,7 @@ impl Default for Backoff {
 
 /// Reconnect behaviour.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct ReconnectPolicy {
     /// Delay schedule.
     pub backoff: Backoff,
@@ -112,6 +115,41 @@ pub struct ReconnectPolicy {
     pub stop_on_auth_failure: bool,
 }
 
+impl ReconnectPolicy {
+    /// The default policy ([`ReconnectPolicy::default`]), to adjust with the setters.
+    ///
+    /// ```
+    /// use actix_amps::client::{Backoff, ReconnectPolicy};
+    /// use std::time::Duration;
+    /// let policy = ReconnectPolicy::new()
+    ///     .backoff(Backoff::Fixed(Duration::from_millis(100)))
+    ///     .max_retry_time(Some(Duration::from_secs(30)))
+    ///     .stop_on_auth_failure(false);
+    /// assert_eq!(policy.max_retry_time, Some(Duration::from_secs(30)));
+    /// ```
+    pub fn new() -> ReconnectPolicy {
+        ReconnectPolicy::default()
+    }
+
+    /// Sets [`ReconnectPolicy::backoff`].
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets [`ReconnectPolicy::max_retry_time`] (`None`: retry forever).
+    pub fn max_retry_time(mut self, max: Option<Duration>) -> Self {
+        self.max_retry_time = max;
+        self
+    }
+
+    /// Sets [`ReconnectPolicy::stop_on_auth_failure`].
+    pub fn stop_on_auth_failure(mut self, stop: bool) -> Self {
+        self.stop_on_auth_failure = stop;
+        self
+    }
+}
+
 impl Default for ReconnectPolicy {
     /// The default [`Backoff`], no maximum retry time, stop on `auth failure`.
     fn default() -> ReconnectPolicy {
@@ -125,6 +163,7 @@ impl Default for ReconnectPolicy {
 
 /// Everything the client needs to run.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Client name: must be stable across restarts for a durable store (the server tracks the
     /// last sequence per name).

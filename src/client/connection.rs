@@ -69,7 +69,7 @@ use crate::client::internal::{
 use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
 use crate::client::subscriptions::actor::{InboundBatch, SubsLoggedOn, SubscriptionActor};
-use crate::error::{ConnectError, ProtocolError, TlsError};
+use crate::error::{ConnectError, GiveUpReason, ProtocolError, TlsError};
 use crate::protocol::{
     closing_reason, decode_frame, AckTypes, AmpsUri, Command, Frame, Header, Reason, Status,
 };
@@ -117,7 +117,7 @@ pub struct ConnectionActor {
     stopping: bool,
     gave_up: bool,
     /// The last failed attempt's error, for the reason of giving up.
-    last_error: Option<String>,
+    last_error: Option<Arc<ConnectError>>,
     /// Callers of `WaitLoggedOn` waiting for the next logon.
     logon_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -205,13 +205,10 @@ impl ConnectionActor {
         }
         if let Some(max) = self.config.reconnect.max_retry_time {
             if self.down_since.elapsed() >= max {
-                let last = match &self.last_error {
-                    Some(e) => format!("; last attempt: {e}"),
-                    None => String::new(),
-                };
-                self.give_up(format!(
-                    "no logon within the maximum retry time of {max:?}{last}"
-                ));
+                self.give_up(GiveUpReason::MaxRetryTime {
+                    max,
+                    last_attempt: self.last_error.clone(),
+                });
                 return;
             }
         }
@@ -254,7 +251,7 @@ impl ConnectionActor {
             .do_send(ConnectionEvent::NameInUse { client_name });
     }
 
-    fn give_up(&mut self, reason: String) {
+    fn give_up(&mut self, reason: GiveUpReason) {
         tracing::error!(%reason, "giving up on connecting");
         self.gave_up = true;
         self.registry.do_send(ConnectionEvent::GaveUp {
@@ -430,11 +427,11 @@ impl ConnectionActor {
     /// An attempt (connect or logon) failed: move to the next server and back off.
     fn attempt_failed(&mut self, err: ConnectError, ctx: &mut Context<Self>) {
         tracing::warn!(error = %err, "connection attempt failed");
-        self.last_error = Some(err.to_string());
         let was_connected = !matches!(self.state, State::Down);
         self.close(ctx);
         let reason = err.to_string();
         let err = Arc::new(err);
+        self.last_error = Some(err.clone());
         self.registry
             .do_send(ConnectionEvent::AttemptFailed { error: err.clone() });
         if was_connected {
@@ -539,11 +536,10 @@ impl ConnectionActor {
             if auth && self.config.reconnect.stop_on_auth_failure {
                 tracing::error!(error = %err, "logon refused");
                 self.close(ctx);
-                let reason = err.to_string();
-                self.registry.do_send(ConnectionEvent::AttemptFailed {
-                    error: Arc::new(err),
-                });
-                self.give_up(reason);
+                let err = Arc::new(err);
+                self.registry
+                    .do_send(ConnectionEvent::AttemptFailed { error: err.clone() });
+                self.give_up(GiveUpReason::AuthFailure(err));
                 return;
             }
             self.attempt_failed(err, ctx);
@@ -595,7 +591,7 @@ impl ConnectionActor {
                         if act.epoch == epoch {
                             act.close(ctx);
                         }
-                        act.give_up(err.to_string());
+                        act.give_up(GiveUpReason::store_refused(err));
                     }
                     Err(_) => {}
                 },

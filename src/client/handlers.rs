@@ -136,7 +136,7 @@ impl Handler<SubscribeFailedWrites> for HandlerRegistry {
     fn handle(&mut self, msg: SubscribeFailedWrites, _: &mut Context<Self>) -> Self::Result {
         let id = self.id();
         self.failed_writes.push((id, msg.0));
-        MessageResult(id)
+        MessageResult(Ok(id))
     }
 }
 
@@ -146,7 +146,7 @@ impl Handler<SubscribeUnexpected> for HandlerRegistry {
     fn handle(&mut self, msg: SubscribeUnexpected, _: &mut Context<Self>) -> Self::Result {
         let id = self.id();
         self.last_chance.push((id, msg.0));
-        MessageResult(id)
+        MessageResult(Ok(id))
     }
 }
 
@@ -156,20 +156,21 @@ impl Handler<SubscribeConnectionEvents> for HandlerRegistry {
     fn handle(&mut self, msg: SubscribeConnectionEvents, _: &mut Context<Self>) -> Self::Result {
         let id = self.id();
         self.connection_events.push((id, msg.0));
-        MessageResult(id)
+        MessageResult(Ok(id))
     }
 }
 
 impl Handler<Unsubscribe> for HandlerRegistry {
-    type Result = bool;
+    type Result = Result<bool, crate::error::ClientStopped>;
 
-    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) -> bool {
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) -> Self::Result {
         let before =
             self.failed_writes.len() + self.last_chance.len() + self.connection_events.len();
         self.failed_writes.retain(|(i, _)| *i != id);
         self.last_chance.retain(|(i, _)| *i != id);
         self.connection_events.retain(|(i, _)| *i != id);
-        before != self.failed_writes.len() + self.last_chance.len() + self.connection_events.len()
+        Ok(before
+            != self.failed_writes.len() + self.last_chance.len() + self.connection_events.len())
     }
 }
 

@@ -70,7 +70,7 @@ pub(crate) struct ConnectionLost {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub(crate) struct GaveUp {
-    pub reason: String,
+    pub reason: crate::error::GiveUpReason,
 }
 
 /// A frame from the server (everything but logon acks and heartbeats).

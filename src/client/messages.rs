@@ -103,6 +103,7 @@ impl PublishBatch {
 
 /// What a sow_delete removes. The three selectors are mutually exclusive on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SowDeleteSelector {
     /// Records matching a content filter, e.g. `/id = 1`.
     Filter(String),
@@ -128,8 +129,37 @@ pub struct SowDelete {
 /// With a store, the delete is also stored and sequenced: if the connection drops before the
 /// stats arrive, it is replayed under the same command id and this call still completes within
 /// its timeout. Without a store it fails with [`SowDeleteError::Disconnected`] instead.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let server = actix_amps::server::Server::start(
+/// #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+/// # )?;
+/// # actix::System::new().block_on(async {
+/// # let client = ClientConfig::new("sow-delete-doc").uri(&server.uri())?.start()?;
+/// use actix_amps::client::{SowDeleteAndWait, SowDeleteSelector};
+///
+/// for id in 1..=3 {
+///     client.send(Publish::new("orders", format!(r#"{{"id":{id}}}"#))).await??;
+/// }
+/// let stats = client
+///     .send(SowDeleteAndWait::new(
+///         "orders",
+///         SowDeleteSelector::Filter("/id > 1".into()),
+///         Duration::from_secs(10),
+///     ))
+///     .await??;
+/// assert_eq!(stats.records_deleted, 2);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<SowDeleteStats, SowDeleteError>")]
+#[non_exhaustive]
 pub struct SowDeleteAndWait {
     /// Topic.
     pub topic: String,
@@ -139,8 +169,24 @@ pub struct SowDeleteAndWait {
     pub timeout: Duration,
 }
 
+impl SowDeleteAndWait {
+    /// Deletes what `selector` names from `topic`, waiting at most `timeout` for the stats.
+    pub fn new(
+        topic: impl Into<String>,
+        selector: SowDeleteSelector,
+        timeout: Duration,
+    ) -> SowDeleteAndWait {
+        SowDeleteAndWait {
+            topic: topic.into(),
+            selector,
+            timeout,
+        }
+    }
+}
+
 /// The server's counters for a sow_delete.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SowDeleteStats {
     /// Records the selector matched.
     pub matches: u64,
@@ -177,6 +223,7 @@ pub struct PublishFlush {
 /// assert!(report.all_persisted());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FlushReport {
     /// How many writes before the flush failed (this process's and predecessors').
     pub failed: u64,
@@ -194,28 +241,28 @@ impl FlushReport {
     }
 }
 
-/// Identifies a subscription, for unsubscribing.
+/// Identifies a subscription, for unsubscribing. Only the client hands them out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(pub u64);
+pub struct SubscriptionId(pub(crate) u64);
 
 /// Subscribes an actor to [`FailedWrite`] events.
 #[derive(Message)]
-#[rtype(result = "SubscriptionId")]
+#[rtype(result = "Result<SubscriptionId, crate::error::ClientStopped>")]
 pub struct SubscribeFailedWrites(pub Recipient<FailedWrite>);
 
 /// Subscribes an actor to [`UnexpectedMessage`] events (the last-chance handler).
 #[derive(Message)]
-#[rtype(result = "SubscriptionId")]
+#[rtype(result = "Result<SubscriptionId, crate::error::ClientStopped>")]
 pub struct SubscribeUnexpected(pub Recipient<UnexpectedMessage>);
 
 /// Subscribes an actor to [`ConnectionEvent`]s.
 #[derive(Message)]
-#[rtype(result = "SubscriptionId")]
+#[rtype(result = "Result<SubscriptionId, crate::error::ClientStopped>")]
 pub struct SubscribeConnectionEvents(pub Recipient<ConnectionEvent>);
 
 /// Removes a subscription of any kind; resolves to whether it existed.
 #[derive(Clone, Copy, Debug, Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Result<bool, crate::error::ClientStopped>")]
 pub struct Unsubscribe(pub SubscriptionId);
 
 /// Resolves `true` once the client is logged on (at once if it already is), `false` if
@@ -223,18 +270,27 @@ pub struct Unsubscribe(pub SubscriptionId);
 /// refused rather than kept.
 #[derive(Clone, Copy, Debug, Message)]
 #[rtype(result = "bool")]
+#[non_exhaustive]
 pub struct WaitLoggedOn {
     /// How long to wait.
     pub timeout: Duration,
 }
 
+impl WaitLoggedOn {
+    /// Waits at most `timeout`.
+    pub fn new(timeout: Duration) -> WaitLoggedOn {
+        WaitLoggedOn { timeout }
+    }
+}
+
 /// Asks for the client's counters.
 #[derive(Clone, Copy, Debug, Message)]
-#[rtype(result = "ClientStats")]
+#[rtype(result = "Result<ClientStats, crate::error::ClientStopped>")]
 pub struct GetStats;
 
 /// The client's counters since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientStats {
     /// Writes stored (publish, delta_publish, sow_delete).
     pub published: u64,
@@ -266,6 +322,7 @@ pub struct Shutdown;
 /// A write the server refused, with the stored message it refers to.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct FailedWrite {
     /// The sequence number the failure ack names.
     pub sequence: u64,
@@ -376,6 +433,7 @@ pub enum UnexpectedKind {
 /// information.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct UnexpectedMessage {
     /// Why it is here.
     pub kind: UnexpectedKind,
@@ -430,8 +488,8 @@ pub enum ConnectionEvent {
     },
     /// The client gave up reconnecting (max retry time, refused credentials, publish gap).
     GaveUp {
-        /// Why, in words.
-        reason: String,
+        /// Why (typed; its `Display` says it in words).
+        reason: crate::error::GiveUpReason,
     },
     /// Another connection logged on with this client name: the client stopped for good (it
     /// does not fight for the name). Every write it had not had acknowledged is reported as a

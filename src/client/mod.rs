@@ -9,7 +9,7 @@
 //! - the **publish store actor** numbers every write, keeps it until the server acknowledges
 //!   it, sends it, replays it after a reconnect, answers flushes and applies backpressure;
 //! - the **connection actor** owns the socket: connect, logon, heartbeats, reconnect;
-//! - the **ack actor** ([`AckRouter`]) classifies every frame from the
+//! - the **ack actor** classifies every frame from the
 //!   server: persisted acks go to the store as `AckReceived`, acks for waited-on commands
 //!   complete them, the rest is unclaimed;
 //! - the **handler registry** delivers failed writes to failed-write subscribers, or with none
@@ -22,34 +22,73 @@
 //!
 //! # Example
 //!
-//! ```no_run
-//! use actix::prelude::*;
-//! use actix_amps::client::{ClientConfig, Publish, PublishFlush};
-//! use std::time::Duration;
+//! A publisher that hears about every failed write: the server here refuses writes to
+//! `secret.*` (`not entitled`), so the second message fails after it was stored, and its
+//! failure arrives as a [`FailedWrite`] carrying the stored message.
 //!
-//! #[actix::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let client = ClientConfig::new("pub-1")
-//!         .uri("tcp://127.0.0.1:9007/amps/json")?
-//!         .start()?;
-//!     let seq = client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
-//!     println!("stored as {seq:?}");
-//!     client.send(PublishFlush { timeout: Duration::from_secs(5) }).await??;
-//!     Ok(())
+//! ```
+//! use std::time::Duration;
+//! use actix::prelude::*;
+//! use actix_amps::client::{
+//!     ClientConfig, FailedWrite, Publish, PublishFlush, SubscribeFailedWrites, WaitLoggedOn,
+//! };
+//! use actix_amps::server::{Server, ServerConfig};
+//! use tokio::sync::mpsc;
+//!
+//! /// Forwards every failed write to a channel.
+//! struct OnFailure(mpsc::UnboundedSender<FailedWrite>);
+//! impl Actor for OnFailure {
+//!     type Context = Context<Self>;
 //! }
+//! impl Handler<FailedWrite> for OnFailure {
+//!     type Result = ();
+//!     fn handle(&mut self, failed: FailedWrite, _: &mut Context<Self>) {
+//!         let _ = self.0.send(failed);
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let server = Server::start(ServerConfig::new(dir.path()).deny_write("^secret"))?;
+//!
+//! actix::System::new().block_on(async {
+//!     let client = ClientConfig::new("pub-1").uri(&server.uri())?.start()?;
+//!     let (tx, mut failures) = mpsc::unbounded_channel();
+//!     client.send(SubscribeFailedWrites(OnFailure(tx).start().recipient())).await??;
+//!     assert!(client.send(WaitLoggedOn::new(Duration::from_secs(10))).await?);
+//!
+//!     let ok = client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+//!     let refused = client.send(Publish::new("secret.orders", r#"{"id":2}"#)).await??;
+//!     let report = client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+//!     println!("stored {ok:?} and {refused:?}; flush: {report:?}");
+//!
+//!     let failed = tokio::time::timeout(Duration::from_secs(10), failures.recv())
+//!         .await?
+//!         .expect("a failed write");
+//!     assert_eq!(Some(failed.sequence), refused);
+//!     assert_eq!(failed.reason.to_string(), "not entitled");
+//!     let message = failed.message.expect("the stored message");
+//!     assert_eq!((&*message.topic, &message.data[..]), ("secret.orders", &br#"{"id":2}"#[..]));
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(()) }
 //! ```
 //!
 //! Inside a plain tokio runtime, start the client within a `tokio::task::LocalSet` (actix actors
 //! run on the current thread); `examples/tokio_localset.rs` shows it.
 
-pub mod ack_router;
+mod ack_router;
 mod backoff;
-pub mod config;
-pub mod connection;
-pub mod handlers;
+mod config;
+mod connection;
+mod handlers;
 mod inbound;
 mod internal;
-pub mod messages;
+mod messages;
+// The store is not pluggable: `Store` and the two stores are reachable for the command-line
+// tool (`actix-amps store --verify/--repair`) and the tests, not part of the documented API.
+// Users pick a store with [`StoreKind`].
+#[doc(hidden)]
 pub mod store;
 pub mod subscriptions;
 
@@ -64,7 +103,7 @@ pub use messages::*;
 pub use store::{FsyncPolicy, MessageOptions, Operation, StoredMessage};
 pub use subscriptions::*;
 
-use crate::error::{FlushError, PublishError, SowDeleteError, StartError};
+use crate::error::{ClientStopped, FlushError, PublishError, SowDeleteError, StartError};
 use crate::protocol::{AckType, Status};
 use ack_router::AckRouter;
 use connection::ConnectionActor;
@@ -91,35 +130,87 @@ pub struct ClientActor {
 
 impl ClientConfig {
     /// Opens the store and starts the client's actors on the current actix arbiter (inside an
-    /// actix `System`, or a tokio `LocalSet`). Connecting starts at once, in the background.
+    /// actix `System`, or a tokio `LocalSet`). Connecting starts at once, in the background:
+    /// writes made before the logon are kept in the store and sent once logged on.
+    ///
+    /// Fails at once with [`StartError::NoUri`] without a server, and with
+    /// [`StartError::Store`] when the file store cannot be opened (another client holds it, or
+    /// its files are damaged).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let server = actix_amps::server::Server::start(
+    /// #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+    /// # )?;
+    /// # actix::System::new().block_on(async {
+    /// use actix_amps::client::{GetStats, StoreKind, WaitLoggedOn};
+    /// use actix_amps::error::StartError;
+    ///
+    /// assert!(matches!(ClientConfig::new("no-server").start(), Err(StartError::NoUri)));
+    ///
+    /// let store = tempfile::tempdir()?;
+    /// let client = ClientConfig::new("durable-pub")
+    ///     .uri(&server.uri())?
+    ///     .store(StoreKind::file(store.path())) // survives a crash of this process
+    ///     .start()?;
+    /// client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+    /// assert!(client.send(WaitLoggedOn::new(Duration::from_secs(10))).await?);
+    /// client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+    /// assert_eq!(client.send(GetStats).await??.persisted, 1);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(()) }
+    /// ```
     pub fn start(self) -> Result<Addr<ClientActor>, StartError> {
         self.start_here()
     }
 
     /// Like [`ClientConfig::start`], but runs the client's actors on `arbiter` (another
     /// thread), so that the application's own work on the calling thread never delays acks and
-    /// failure notifications. Blocks until the actors exist on that arbiter.
+    /// failure notifications.
     ///
-    /// ```no_run
-    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let arbiter = actix::Arbiter::new();
-    /// let client = actix_amps::client::ClientConfig::new("pub-1")
-    ///     .uri("tcp://127.0.0.1:9007/amps/json")?
-    ///     .start_in(&arbiter.handle())?;
-    /// # Ok(()) }
+    /// The stores are opened on the calling thread (so their errors are returned here); the
+    /// actors are then created on `arbiter`, and the returned address queues messages until
+    /// they run. It never waits for the arbiter, so `arbiter` may also be the current one
+    /// (that is the same as [`ClientConfig::start`]).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let server = actix_amps::server::Server::start(actix_amps::server::ServerConfig::new(dir.path()))?;
+    /// actix::System::new().block_on(async {
+    ///     let arbiter = actix::Arbiter::new();
+    ///     let client = ClientConfig::new("start-in-doc")
+    ///         .uri(&server.uri())?
+    ///         .start_in(&arbiter.handle())?;
+    ///     client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+    ///     client.send(PublishFlush { timeout: Duration::from_secs(5) }).await??;
+    ///     arbiter.stop();
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn start_in(self, arbiter: &actix::ArbiterHandle) -> Result<Addr<ClientActor>, StartError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = arbiter.spawn_fn(move || {
-            let _ = tx.send(self.start_here());
-        });
-        if !spawned {
+        let opened = self.open()?;
+        // A stopped arbiter drops what it is given: find out before handing it the client.
+        if !arbiter.spawn_fn(|| {}) {
             return Err(StartError::ArbiterStopped);
         }
-        rx.recv().unwrap_or(Err(StartError::ArbiterStopped))
+        Ok(ClientActor::start_in_arbiter(arbiter, move |_| {
+            opened.into_actor()
+        }))
     }
 
     fn start_here(self) -> Result<Addr<ClientActor>, StartError> {
+        Ok(self.open()?.into_actor().start())
+    }
+
+    /// Everything that can fail: the configuration's checks and the stores' files.
+    fn open(self) -> Result<Opened, StartError> {
         if self.uris.is_empty() {
             return Err(StartError::NoUri);
         }
@@ -132,17 +223,42 @@ impl ClientConfig {
                 Some(Box::new(FileStore::open(cfg)?))
             }
         };
+        let bookmarks = subscriptions::bookmark_store_open(&self.bookmark_store)?;
+        Ok(Opened {
+            config: self,
+            store,
+            bookmarks,
+        })
+    }
+}
+
+/// A configuration whose stores are open: what [`ClientConfig::start`] and
+/// [`ClientConfig::start_in`] turn into actors on the arbiter they run on.
+struct Opened {
+    config: ClientConfig,
+    store: Option<Box<dyn Store>>,
+    bookmarks: subscriptions::bookmark_store::BookmarkStore,
+}
+
+impl Opened {
+    /// Starts the client's actors on the current arbiter and returns the facade (not yet
+    /// started: the caller starts it here or in another arbiter's closure).
+    fn into_actor(self) -> ClientActor {
+        let Opened {
+            config,
+            store,
+            bookmarks,
+        } = self;
         let limits = Limits {
-            max_messages: self.max_messages,
-            max_bytes: self.max_bytes,
-            when_full: self.when_full,
-            max_frame: self.max_frame,
-            error_on_publish_gap: self.error_on_publish_gap,
+            max_messages: config.max_messages,
+            max_bytes: config.max_bytes,
+            when_full: config.when_full,
+            max_frame: config.max_frame,
+            error_on_publish_gap: config.error_on_publish_gap,
         };
         let config_has_store = store.is_some();
-        let close_timeout = self.close_timeout;
-        let bookmarks = subscriptions::bookmark_store_open(&self.bookmark_store)?;
-        let config = Arc::new(self);
+        let close_timeout = config.close_timeout;
+        let config = Arc::new(config);
         tracing::info!(
             client_name = %config.client_name,
             servers = %config.uris.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -183,7 +299,7 @@ impl ClientConfig {
             subs.clone(),
             gate,
         ));
-        Ok(ClientActor {
+        ClientActor {
             store: store_addr,
             connection,
             router,
@@ -193,7 +309,6 @@ impl ClientConfig {
             has_store: config_has_store,
             close_timeout,
         }
-        .start())
     }
 }
 
@@ -423,51 +538,51 @@ impl Handler<PublishFlush> for ClientActor {
 }
 
 impl Handler<SubscribeFailedWrites> for ClientActor {
-    type Result = ResponseFuture<SubscriptionId>;
+    type Result = ResponseFuture<Result<SubscriptionId, ClientStopped>>;
 
     fn handle(&mut self, msg: SubscribeFailedWrites, _: &mut Context<Self>) -> Self::Result {
         let req = self.registry.send(msg);
-        Box::pin(async move { req.await.unwrap_or(SubscriptionId(0)) })
+        Box::pin(async move { req.await.unwrap_or(Err(ClientStopped)) })
     }
 }
 
 impl Handler<SubscribeUnexpected> for ClientActor {
-    type Result = ResponseFuture<SubscriptionId>;
+    type Result = ResponseFuture<Result<SubscriptionId, ClientStopped>>;
 
     fn handle(&mut self, msg: SubscribeUnexpected, _: &mut Context<Self>) -> Self::Result {
         let req = self.registry.send(msg);
-        Box::pin(async move { req.await.unwrap_or(SubscriptionId(0)) })
+        Box::pin(async move { req.await.unwrap_or(Err(ClientStopped)) })
     }
 }
 
 impl Handler<SubscribeConnectionEvents> for ClientActor {
-    type Result = ResponseFuture<SubscriptionId>;
+    type Result = ResponseFuture<Result<SubscriptionId, ClientStopped>>;
 
     fn handle(&mut self, msg: SubscribeConnectionEvents, _: &mut Context<Self>) -> Self::Result {
         let req = self.registry.send(msg);
-        Box::pin(async move { req.await.unwrap_or(SubscriptionId(0)) })
+        Box::pin(async move { req.await.unwrap_or(Err(ClientStopped)) })
     }
 }
 
 impl Handler<Unsubscribe> for ClientActor {
-    type Result = ResponseFuture<bool>;
+    type Result = ResponseFuture<Result<bool, ClientStopped>>;
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
         let req = self.registry.send(msg);
-        Box::pin(async move { req.await.unwrap_or(false) })
+        Box::pin(async move { req.await.unwrap_or(Err(ClientStopped)) })
     }
 }
 
 impl Handler<GetStats> for ClientActor {
-    type Result = ResponseFuture<ClientStats>;
+    type Result = ResponseFuture<Result<ClientStats, ClientStopped>>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let stats = self.store.send(StoreStats);
         let reconnects = self.connection.send(ReconnectCount);
         Box::pin(async move {
-            let mut s = stats.await.unwrap_or_default();
-            s.reconnects = reconnects.await.unwrap_or(0);
-            s
+            let mut s = stats.await.map_err(|_| ClientStopped)?;
+            s.reconnects = reconnects.await.map_err(|_| ClientStopped)?;
+            Ok(s)
         })
     }
 }

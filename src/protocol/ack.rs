@@ -12,6 +12,7 @@ use std::fmt;
 /// One ack type. The discriminant is the bit in [`AckTypes`]; declaration order is the wire order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum AckType {
     /// The server received the command.
     Received = 1,
@@ -143,6 +144,7 @@ impl fmt::Display for AckTypes {
 
 /// The `status` of an ack.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// The command succeeded (also the meaning of an ack without `status`).
     #[default]

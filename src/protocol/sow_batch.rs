@@ -24,6 +24,7 @@ use crate::error::ProtocolError;
 
 /// One record of a `sow` batch frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SowRecord {
     /// The per-record header: `k` (SOW key), `l` (data length) and, where known, `x`
     /// (correlation id) and `ts` (timestamp).

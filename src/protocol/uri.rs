@@ -40,6 +40,7 @@ impl fmt::Display for Password {
 
 /// One parsed server URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AmpsUri {
     /// `tcps://`: the connection must use TLS (never falls back to plaintext).
     pub tls: bool,

@@ -9,9 +9,13 @@ use super::txlog::{Retention, DEFAULT_RETENTION, DEFAULT_SEGMENT_BYTES, DEFAULT_
 use crate::protocol::{Password, DEFAULT_MAX_FRAME};
 use crate::tls::TlsIdentity;
 
-/// When the transaction log writer calls `fsync` (`File::sync_data`).
+/// When the server's transaction log writer calls `fsync` (`File::sync_data`).
+///
+/// Not to be confused with the client's [`FsyncPolicy`](crate::client::FsyncPolicy), which
+/// says when the client's file *publish store* is forced to disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FsyncPolicy {
+#[non_exhaustive]
+pub enum LogFsyncPolicy {
     /// After every group-commit batch, before acking it `persisted` (the default).
     #[default]
     Batch,
@@ -19,13 +23,13 @@ pub enum FsyncPolicy {
     Never,
 }
 
-impl std::str::FromStr for FsyncPolicy {
+impl std::str::FromStr for LogFsyncPolicy {
     type Err = String;
 
-    fn from_str(s: &str) -> Result<FsyncPolicy, String> {
+    fn from_str(s: &str) -> Result<LogFsyncPolicy, String> {
         match s {
-            "batch" => Ok(FsyncPolicy::Batch),
-            "never" => Ok(FsyncPolicy::Never),
+            "batch" => Ok(LogFsyncPolicy::Batch),
+            "never" => Ok(LogFsyncPolicy::Never),
             other => Err(format!(
                 "unknown fsync policy {other:?} (expected batch or never)"
             )),
@@ -35,7 +39,24 @@ impl std::str::FromStr for FsyncPolicy {
 
 /// How to run a [`Server`](super::Server). Build with [`ServerConfig::new`] and the chained
 /// setters; every field is public for inspection.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_amps::server::{LogFsyncPolicy, Retention, ServerConfig};
+///
+/// let config = ServerConfig::new("/var/lib/amps-test")
+///     .sow("^orders$", &["/id"]) // keyed by the JSON field `id`
+///     .deny_write("^audit\\.") // writes to `audit.*` are refused `not entitled`
+///     .user("alice", "secret")
+///     .ack_conflation(Duration::from_millis(5))
+///     .fsync(LogFsyncPolicy::Batch)
+///     .retain(Retention::Bytes(1 << 30))
+///     .max_connections(100);
+/// assert_eq!(config.listen.ip().to_string(), "127.0.0.1");
+/// assert_eq!(config.listen.port(), 0); // a free port, chosen when the server starts
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Directory holding the transaction log and the `LOCK` file (created if missing).
     pub data_dir: PathBuf,
@@ -52,7 +73,7 @@ pub struct ServerConfig {
     /// Default interval between conflated persisted acks (a logon may ask for another).
     pub ack_conflation: Duration,
     /// fsync policy of the transaction log.
-    pub fsync: FsyncPolicy,
+    pub fsync: LogFsyncPolicy,
     /// Largest accepted message body; larger writes fail with `message too large`.
     pub max_message_size: usize,
     /// Most connections open at once; one more is closed as soon as it is accepted (with a
@@ -94,8 +115,10 @@ pub struct ServerConfig {
     /// A snapshot of the SOW and of every client name's last sequence is written each time this
     /// many bytes have been logged since the last one; start-up replays at most about this much.
     pub snapshot_every: u64,
-    /// The most bytes the SOW may hold (see [`sow`](super::sow#memory-bound)); `None`: no
-    /// limit. Writes that would grow it further fail with `sow store full: ...`.
+    /// The most bytes the SOW may hold (each record counts its key, its body and a fixed
+    /// overhead; each topic its name and an overhead); `None`: no limit. Writes that would grow
+    /// it further fail with `sow store full: ...` and change nothing; replacing a record by one
+    /// no larger, and deletes, always work (`docs/STORAGE.md`).
     pub max_sow_bytes: Option<usize>,
 }
 
@@ -137,7 +160,7 @@ impl ServerConfig {
             sow: Vec::new(),
             users: Vec::new(),
             ack_conflation: Duration::from_millis(5),
-            fsync: FsyncPolicy::Batch,
+            fsync: LogFsyncPolicy::Batch,
             max_message_size: DEFAULT_MAX_FRAME,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
@@ -249,7 +272,7 @@ impl ServerConfig {
     }
 
     /// Sets the fsync policy.
-    pub fn fsync(mut self, p: FsyncPolicy) -> Self {
+    pub fn fsync(mut self, p: LogFsyncPolicy) -> Self {
         self.fsync = p;
         self
     }

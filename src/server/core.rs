@@ -8,7 +8,7 @@
 //! always agree on order.
 //!
 //! The writer is a plain thread: it swaps the buffer out under the lock, writes it with one
-//! positional write into space reserved ahead ([`LogWriter`]), fsyncs per [`FsyncPolicy`], and
+//! positional write into space reserved ahead ([`LogWriter`]), fsyncs per [`LogFsyncPolicy`], and
 //! publishes the durable LSN on a watch channel. Sessions turn "durable LSN >= my write's LSN"
 //! into persisted acks.
 //!
@@ -30,7 +30,7 @@ use regex::{Regex, RegexSet};
 use tokio::sync::{watch, Notify};
 
 use super::bookmark::{bookmark_of, BookmarkIndex};
-use super::config::{FsyncPolicy, ServerConfig};
+use super::config::{LogFsyncPolicy, ServerConfig};
 use super::failures::Unread;
 use super::sow::{DeleteStats, RecordMeta, Sow, SowTopicConfig};
 use super::subscriptions::feed::{Committed, Feed};
@@ -82,7 +82,7 @@ pub(crate) struct Settings {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub tls_handshake_timeout: Duration,
     pub ack_conflation: Duration,
-    pub fsync: FsyncPolicy,
+    pub fsync: LogFsyncPolicy,
     pub log_segment_bytes: u64,
     pub retain: super::txlog::Retention,
     pub snapshot_every: u64,

@@ -24,6 +24,7 @@ use crate::error::ServerError;
 
 /// What one client name persisted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientJournal {
     /// Number of persisted sequenced writes.
     pub count: u64,

@@ -10,7 +10,7 @@
 //! Every accepted write (publish, delta_publish, sow_delete) is applied to the SOW (the
 //! per-topic keyed store of topics declared with [`ServerConfig::sow`]) and appended to a
 //! **transaction log** on disk, in one order. A group-commit writer thread writes what has
-//! accumulated, fsyncs it ([`FsyncPolicy`]) and publishes how far the log is durable. Only then
+//! accumulated, fsyncs it ([`LogFsyncPolicy`]) and publishes how far the log is durable. Only then
 //! is a write acked `persisted`. Persisted acks are **conflated** per connection: one
 //! cumulative `{"c":"ack","a":"persisted","status":"success","s":N}` per interval, split around
 //! failures so that acks always come out in the order of the writes they cover.
@@ -60,12 +60,31 @@
 //! thread, including async ones. The handle carries fault hooks for tests: drop connections,
 //! stall acks, freeze the whole server, stop and restart on the same port and data directory.
 //!
-//! ```no_run
-//! use actix_amps::server::{Server, ServerConfig};
-//! let dir = std::env::temp_dir().join("amps-demo");
-//! let server = Server::start(ServerConfig::new(&dir).sow("orders", &["/id"]))?;
+//! A server on a free port of `127.0.0.1`, a client that writes to it, and the journal of
+//! what the server persisted, read from its data directory once it has stopped:
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+//! use actix_amps::server::{Journal, Server, ServerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let server = Server::start(ServerConfig::new(dir.path()).sow("orders", &["/id"]))?;
 //! println!("connect to {}", server.uri());
-//! # Ok::<(), actix_amps::error::ServerError>(())
+//! actix::System::new().block_on(async {
+//!     let client = ClientConfig::new("journal-doc").uri(&server.uri())?.start()?;
+//!     for id in 0..3 {
+//!         client.send(Publish::new("orders", format!(r#"{{"id":{id}}}"#))).await??;
+//!     }
+//!     client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! assert_eq!(server.stats().logons_accepted, 1);
+//! server.stop();
+//! let journal = Journal::read(dir.path())?;
+//! assert_eq!(journal.client("journal-doc").map(|c| c.count), Some(3));
+//! # Ok(()) }
 //! ```
 //!
 //! # TLS and users
@@ -88,8 +107,8 @@ mod closing;
 mod config;
 mod core;
 mod failures;
-pub mod filter;
-pub mod journal;
+mod filter;
+mod journal;
 mod maintenance;
 mod oversize;
 mod query;
@@ -97,8 +116,11 @@ mod raw_writer;
 mod refusal;
 mod session;
 mod sink;
-pub mod sow;
+mod sow;
 pub(crate) mod subscriptions;
+// The transaction log's reader, files and repair are reachable for the command-line tool and
+// the tests (which check every write against the log), not part of the documented API.
+#[doc(hidden)]
 pub mod txlog;
 
 use std::fs::{File, OpenOptions};
@@ -112,8 +134,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+/// The name this type had before it was told apart from the client store's
+/// [`FsyncPolicy`](crate::client::FsyncPolicy); kept for existing code.
+#[doc(hidden)]
+pub use self::config::LogFsyncPolicy as FsyncPolicy;
 pub use self::config::{
-    FsyncPolicy, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
+    LogFsyncPolicy, ServerConfig, DEFAULT_FRAME_TIMEOUT, DEFAULT_LOGON_TIMEOUT,
     DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LOGON_FRAME,
     DEFAULT_MAX_PENDING_LOGONS, DEFAULT_MAX_UNSENT_BYTES,
 };
@@ -121,13 +147,13 @@ pub use self::journal::{ClientJournal, Journal};
 pub use self::raw_writer::{RawRun, RawWriter};
 pub use self::session::SERVER_VERSION;
 pub use self::sink::{Sink, SinkConfig, SinkHandle};
+pub use self::txlog::{LogHolds, RepairReport, Retention};
 pub use crate::error::ServerError;
 
 use self::admission::{Admit, RefusalSlot, Ticket};
 use self::core::{Counters, Settings, Shared, State};
 use self::txlog::retention::SegmentTable;
 use self::txlog::writer::{Faults, LogWriter};
-use self::txlog::LogHolds;
 
 /// The name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -186,6 +212,22 @@ impl Server {
     ///
     /// Fails with [`ServerError::BadRegex`] for a bad topic pattern, [`ServerError::Locked`] if
     /// another server uses the data directory, [`ServerError::Bind`] if the address is taken.
+    ///
+    /// ```
+    /// use actix_amps::error::ServerError;
+    /// use actix_amps::server::{Server, ServerConfig};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let server = Server::start(ServerConfig::new(dir.path()))?;
+    /// let port = server.addr().port();
+    /// // One server per data directory.
+    /// let second = Server::start(ServerConfig::new(dir.path()));
+    /// assert!(matches!(second, Err(ServerError::Locked { .. })));
+    /// // Stopped and started again: same port, same data.
+    /// server.restart()?;
+    /// assert_eq!(server.addr().port(), port);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         let settings = Arc::new(Settings::compile(&config)?);
         let handle = ServerHandle {
@@ -206,7 +248,7 @@ impl Server {
 /// to `quarantine/`, every intact record is kept, and the report says exactly what was lost.
 /// A healthy log is left as it is (the report is empty). Fails with [`ServerError::Locked`]
 /// while a server runs there. See [`txlog::repair`].
-pub fn repair(data_dir: &Path) -> Result<txlog::RepairReport, ServerError> {
+pub fn repair(data_dir: &Path) -> Result<RepairReport, ServerError> {
     let lock = lock_data_dir(data_dir)?;
     let report = txlog::repair::repair_log(data_dir);
     drop(lock);
@@ -520,8 +562,8 @@ impl ServerHandle {
     }
 
     /// The registry of what still needs old log history (retention never removes a segment
-    /// at or after a held LSN); `None` while stopped. See [`txlog::LogHolds`].
-    pub fn log_holds(&self) -> Option<txlog::LogHolds> {
+    /// at or after a held LSN); `None` while stopped. See [`LogHolds`].
+    pub fn log_holds(&self) -> Option<LogHolds> {
         self.shared().map(|s| s.log_holds.clone())
     }
 

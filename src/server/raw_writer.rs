@@ -19,6 +19,7 @@ use crate::protocol::{encode_parts, AckType, AckTypes, AmpsCodec, Command, Heade
 
 /// The result of one [`RawWriter::run`].
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct RawRun {
     /// From the first publish written to the flush ack received.
     pub elapsed: Duration,

@@ -29,7 +29,7 @@
 //! [`Instant`] the sink last wrote a persisted ack, for measuring flush latency in the same
 //! process.
 //!
-//! ```no_run
+//! ```
 //! use actix_amps::server::Sink;
 //! let sink = Sink::start()?;
 //! println!("publish to {}", sink.uri());
@@ -58,6 +58,7 @@ use crate::protocol::{
 
 /// How a [`Sink`] acks. Build with [`SinkConfig::default`] and the chained setters.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SinkConfig {
     /// Listening address (default `127.0.0.1:0`).
     pub listen: SocketAddr,

@@ -180,6 +180,7 @@ impl Sow {
         }
     }
 
+    #[cfg(test)] // used by the unit tests only
     /// Bytes the records hold, as counted for the limit (module docs).
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -248,6 +249,7 @@ impl Sow {
         }
     }
 
+    #[cfg(test)] // used by the unit tests only
     /// Stores `body` as the record of its key (replacing any previous one). A no-op for a topic
     /// that is not a SOW topic; [`Reason::BadSowKey`] if the key cannot be derived, in which
     /// case nothing changes.
@@ -284,6 +286,7 @@ impl Sow {
         }))
     }
 
+    #[cfg(test)] // used by the unit tests only
     /// Merges the body's top-level JSON fields into the record of its key, or inserts the body
     /// when there is none; the result is stored as compact JSON. A no-op for a topic that is
     /// not a SOW topic. Fails, changing nothing, with [`Reason::Other`]`("invalid delta")`
@@ -430,11 +433,6 @@ impl Sow {
         self.topics.get(topic)?.get(key).map(|r| &r.body)
     }
 
-    /// What is known about the write that stored a record.
-    pub fn record_meta(&self, topic: &str, key: &str) -> Option<&RecordMeta> {
-        self.topics.get(topic)?.get(key).map(|r| &r.meta)
-    }
-
     /// The topics that hold records (in no particular order).
     pub fn topic_names(&self) -> impl Iterator<Item = &str> + '_ {
         self.topics.keys().map(String::as_str)
@@ -451,11 +449,13 @@ impl Sow {
             .flat_map(|records| records.iter().map(|(k, r)| (k.as_str(), &r.body, &r.meta)))
     }
 
+    #[cfg(test)] // used by the unit tests only
     /// How many records `topic` holds (0 for a topic that is not a SOW topic).
     pub fn topic_len(&self, topic: &str) -> usize {
         self.topics.get(topic).map_or(0, BTreeMap::len)
     }
 
+    #[cfg(test)] // used by the unit tests only
     /// The records of `topic` as `(key, body)`, in key order (empty for a topic that is not a
     /// SOW topic).
     pub fn records(&self, topic: &str) -> impl Iterator<Item = (&str, &Bytes)> + '_ {

@@ -38,7 +38,7 @@ impl TestServer {
     /// Stops the server and reads its journal: every persisted sequence of `client_name`.
     pub fn persisted(&self, client_name: &str) -> Vec<u64> {
         self.handle.stop();
-        let journal = actix_amps::server::journal::Journal::read(self.dir.path()).expect("journal");
+        let journal = actix_amps::server::Journal::read(self.dir.path()).expect("journal");
         journal
             .client(client_name)
             .map(|c| c.sequences.clone())
@@ -123,6 +123,7 @@ impl Events {
             .send(SubscribeFailedWrites(self.addr.clone().recipient()))
             .await
             .unwrap()
+            .expect("client running")
     }
 
     pub async fn subscribe_unexpected(&self, client: &Addr<ClientActor>) -> SubscriptionId {
@@ -130,6 +131,7 @@ impl Events {
             .send(SubscribeUnexpected(self.addr.clone().recipient()))
             .await
             .unwrap()
+            .expect("client running")
     }
 
     pub async fn subscribe_connection(&self, client: &Addr<ClientActor>) -> SubscriptionId {
@@ -137,6 +139,7 @@ impl Events {
             .send(SubscribeConnectionEvents(self.addr.clone().recipient()))
             .await
             .unwrap()
+            .expect("client running")
     }
 
     /// Every failed write already in the collector's mailbox or channel (use after something
@@ -215,7 +218,11 @@ pub async fn wait_stats(
 ) -> actix_amps::client::ClientStats {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let s = client.send(GetStats).await.unwrap();
+        let s = client
+            .send(GetStats)
+            .await
+            .unwrap()
+            .expect("client running");
         if pred(&s) {
             return s;
         }

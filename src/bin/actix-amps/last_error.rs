@@ -45,6 +45,7 @@ pub async fn watch(client: &Addr<ClientActor>) -> Result<Addr<ConnectionWatch>, 
     client
         .send(SubscribeConnectionEvents(watch.clone().recipient()))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     Ok(watch)
 }

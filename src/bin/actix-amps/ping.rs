@@ -46,9 +46,7 @@ pub fn run(args: PingArgs) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
         let errors = watch_errors(&client).await;
         let on = client
-            .send(WaitLoggedOn {
-                timeout: args.timeout,
-            })
+            .send(WaitLoggedOn::new(args.timeout))
             .await
             .map_err(|e| e.to_string())?;
         if !on {
@@ -61,7 +59,7 @@ pub fn run(args: PingArgs) -> Result<ExitCode, String> {
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_millis(1));
         let reply = client
-            .send(Ping { timeout: left })
+            .send(Ping::new(left))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| with_last_error(e.to_string(), &errors))?;

@@ -171,10 +171,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
     let config = client_config(&args.client_name, &args.uri, &args.tls_ca)?
         .store(store)
         // Without a server, give up when the flush would time out anyway.
-        .reconnect(ReconnectPolicy {
-            max_retry_time: Some(timeout),
-            ..ReconnectPolicy::default()
-        });
+        .reconnect(ReconnectPolicy::new().max_retry_time(Some(timeout)));
     let opts = Options {
         topic: args.topic,
         timeout,
@@ -275,15 +272,17 @@ async fn publish_lines(
     client
         .send(SubscribeFailedWrites(printer.clone().recipient()))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     client
         .send(SubscribeConnectionEvents(printer.clone().recipient()))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     // Without a store a write made before the logon would be refused, not kept: wait for it.
     if storeless
         && !client
-            .send(WaitLoggedOn { timeout })
+            .send(WaitLoggedOn::new(timeout))
             .await
             .map_err(|e| e.to_string())?
     {
@@ -339,7 +338,11 @@ async fn publish_lines(
     // answer counts all of them.
     let (failed, predecessor_failed, name_lost) =
         printer.send(Printed).await.map_err(|e| e.to_string())?;
-    let stats = client.send(GetStats).await.map_err(|e| e.to_string())?;
+    let stats = client
+        .send(GetStats)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     if flushed.is_ok() {
         // Proves to the server that the failures were read (bounded), so the next run with
         // this client name is not told them again.

@@ -48,10 +48,7 @@ pub fn run(args: SowDeleteArgs) -> Result<ExitCode, String> {
     };
     let timeout = Duration::from_millis(args.timeout);
     let config = crate::publish::client_config(&args.client_name, &args.uri, &args.tls_ca)?
-        .reconnect(ReconnectPolicy {
-            max_retry_time: Some(timeout),
-            ..ReconnectPolicy::default()
-        });
+        .reconnect(ReconnectPolicy::new().max_retry_time(Some(timeout)));
     let topic = args.topic;
     System::new().block_on(async move {
         let client = config.start().map_err(|e| e.to_string())?;
@@ -71,11 +68,7 @@ async fn delete(
     timeout: Duration,
 ) -> Result<ExitCode, String> {
     let stats = client
-        .send(SowDeleteAndWait {
-            topic,
-            selector,
-            timeout,
-        })
+        .send(SowDeleteAndWait::new(topic, selector, timeout))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

@@ -184,10 +184,8 @@ impl Handler<Deliveries> for Printer {
                 _ => {}
             }
         }
-        let discard = (self.discard && !printed.is_empty()).then(|| DiscardBookmarks {
-            sub_id: batch.sub_id.to_string(),
-            local_seqs: printed,
-        });
+        let discard = (self.discard && !printed.is_empty())
+            .then(|| DiscardBookmarks::new(batch.sub_id.to_string(), printed));
         let client = self.client.clone();
         let tx = self.notes.clone();
         Box::pin(async move {
@@ -228,7 +226,7 @@ impl Handler<ConnectionEvent> for LastError {
     fn handle(&mut self, e: ConnectionEvent, _: &mut Context<Self>) {
         let text = match e {
             ConnectionEvent::AttemptFailed { error } => error.to_string(),
-            ConnectionEvent::GaveUp { reason } => reason,
+            ConnectionEvent::GaveUp { reason } => reason.to_string(),
             _ => return,
         };
         if let Ok(mut last) = self.0.lock() {

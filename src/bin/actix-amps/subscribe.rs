@@ -217,9 +217,7 @@ async fn subscribe(args: SubscribeArgs, query: Option<QueryPart>) -> Result<Exit
     let outcome = wait_for_end(&mut notes, deadline, false).await;
     // What was printed is recorded before the process ends.
     let _ = client
-        .send(SyncBookmarks {
-            timeout: Duration::from_secs(5),
-        })
+        .send(SyncBookmarks::new(Duration::from_secs(5)))
         .await;
     outcome.map(|()| ExitCode::SUCCESS)
 }

@@ -32,7 +32,7 @@ use super::state::{
 use super::StoredMessage;
 use crate::client::config::FullPolicy;
 use crate::client::internal::NewWrite;
-use crate::error::{PublishError, StoreError};
+use crate::error::{PublishError, SizeLimit, StoreError};
 
 /// Most writes admitted per turn by a memory store.
 const ADMIT_SLICE: usize = 64;
@@ -134,12 +134,14 @@ impl<W, F> PublishState<W, F> {
         let size = weight + HEADER_ALLOWANCE;
         if size > self.limits.max_frame {
             return Err(PublishError::TooLarge {
+                limit: SizeLimit::MaxFrame,
                 size,
                 max: self.limits.max_frame,
             });
         }
         if self.store.is_some() && weight > self.limits.max_bytes {
             return Err(PublishError::TooLarge {
+                limit: SizeLimit::StoreBytes,
                 size: weight,
                 max: self.limits.max_bytes,
             });

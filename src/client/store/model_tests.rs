@@ -864,7 +864,11 @@ impl World {
         }
         self.disconnect();
         let now = self.tick();
-        self.proc.state.gave_up("test".into(), now);
+        let reason = crate::error::GiveUpReason::MaxRetryTime {
+            max: std::time::Duration::ZERO,
+            last_attempt: None,
+        };
+        self.proc.state.gave_up(reason, now);
         self.effects();
         self.proc.dead = true;
     }

@@ -126,7 +126,7 @@ pub(crate) enum Effect<W, F> {
 /// Why the store takes no more writes.
 #[derive(Debug, Clone)]
 pub(super) enum Stopped {
-    GaveUp(String),
+    GaveUp(crate::error::GiveUpReason),
     NameLost,
 }
 

@@ -31,7 +31,7 @@ impl<W, F> PublishState<W, F> {
 
     /// The connection will not be retried any more: pending flushes and writes waiting for room
     /// fail; stored writes stay in the store (a file store keeps them for the next process).
-    pub fn gave_up(&mut self, reason: String, now: Instant) {
+    pub fn gave_up(&mut self, reason: crate::error::GiveUpReason, now: Instant) {
         self.live = None;
         self.clear_outbound();
         self.flushes.connection_lost();

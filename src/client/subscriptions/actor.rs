@@ -67,9 +67,17 @@ pub(crate) struct SubsLoggedOn {
 /// Resolve once every bookmark change so far is in the store's file (at once in memory).
 #[derive(Debug, Message)]
 #[rtype(result = "bool")]
+#[non_exhaustive]
 pub struct SyncBookmarks {
     /// How long to wait.
     pub timeout: Duration,
+}
+
+impl SyncBookmarks {
+    /// Waits at most `timeout`.
+    pub fn new(timeout: Duration) -> SyncBookmarks {
+        SyncBookmarks { timeout }
+    }
 }
 
 /// Counters of the subscription side.
@@ -79,6 +87,7 @@ pub struct GetSubscriptionStats;
 
 /// What [`GetSubscriptionStats`] reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, MessageResponse)]
+#[non_exhaustive]
 pub struct SubscriptionStats {
     /// Subscriptions and queries currently registered.
     pub active: usize,

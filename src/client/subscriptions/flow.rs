@@ -55,6 +55,7 @@ pub enum BehindPolicy {
 /// assert_eq!(flow.max_queued, 10_000);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FlowControl {
     /// Deliveries waiting for the subscriber, at most (default 65,536).
     pub max_queued: usize,

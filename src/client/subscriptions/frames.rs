@@ -1,7 +1,7 @@
 //! The frames the client sends for subscriptions and queries, byte for byte.
 //!
-//! Every frame is compact JSON with the keys in the official client's order (PROTOCOL.md
-//! section 12.1, observed in `SUBSCRIBE.md` section 1):
+//! Every frame is compact JSON with the keys in the official client's order
+//! (`docs/PROTOCOL.md` section 12.1; the reference frames are in section 12.4):
 //!
 //! ```text
 //! c, t, cid, filter, a, sub_id, query_id, batch_size, top_n, orderby, bookmark, x, o
@@ -203,7 +203,7 @@ mod tests {
         String::from_utf8(b[4..].to_vec()).expect("utf8")
     }
 
-    /// The frames of SUBSCRIBE.md section 1, byte for byte.
+    /// The official client's frames (`docs/PROTOCOL.md` section 12.4), byte for byte.
     #[test]
     fn the_official_clients_frames() {
         let mut s = spec(CommandKind::Subscribe, "orders");

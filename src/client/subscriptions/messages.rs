@@ -51,6 +51,7 @@ pub const DEFAULT_SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct Deliveries {
     /// The subscription (or query) these events are for.
     pub sub_id: Arc<str>,
@@ -111,6 +112,7 @@ pub enum SubscriptionEnd {
 
 /// The counts of a completed query (from its `completed` or `stats` ack).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueryStats {
     /// Records returned.
     pub records_returned: Option<u64>,
@@ -177,14 +179,36 @@ pub enum DiscardMode {
 /// Resolves with the sub id once the server's processed ack arrives; deliveries go to the
 /// recipient as [`Deliveries`].
 ///
-/// ```no_run
-/// # use actix::prelude::*;
-/// # use actix_amps::client::subscriptions::*;
-/// # async fn demo(client: Addr<actix_amps::client::ClientActor>, me: Recipient<Deliveries>) -> Result<(), Box<dyn std::error::Error>> {
+/// Here the subscriber is a [`SubscriptionStream`](super::SubscriptionStream) (any actor's `Recipient<Deliveries>` will
+/// do); `.bookmark(BookmarkStart::MostRecent)` would make it resume where it left off.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let server = actix_amps::server::Server::start(
+/// #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+/// # )?;
+/// # actix::System::new().block_on(async {
+/// # let client = ClientConfig::new("subscribe-doc").uri(&server.uri())?.start()?;
+/// use actix_amps::client::subscriptions::{Subscribe, SubscriptionEvent, SubscriptionStream};
+/// use futures_util::StreamExt;
+///
+/// let (me, mut events) = SubscriptionStream::channel(16);
 /// let sub_id = client
-///     .send(Subscribe::new("orders", me).filter("/qty > 10").sub_id("big-orders")
-///         .bookmark(BookmarkStart::MostRecent))
+///     .send(Subscribe::new("orders", me).filter("/qty > 10").sub_id("big-orders"))
 ///     .await??;
+/// assert_eq!(sub_id, "big-orders");
+/// client.send(Publish::new("orders", r#"{"id":1,"qty":5}"#)).await??;
+/// client.send(Publish::new("orders", r#"{"id":2,"qty":50}"#)).await??;
+/// // Only the second matches the filter.
+/// match tokio::time::timeout(Duration::from_secs(10), events.next()).await? {
+///     Some(SubscriptionEvent::Message(m)) => assert_eq!(m.data_slice(), br#"{"id":2,"qty":50}"#),
+///     other => panic!("expected a message, got {other:?}"),
+/// }
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
 /// # Ok(()) }
 /// ```
 #[derive(Message)]
@@ -393,13 +417,30 @@ impl SowQuery {
 /// More than `max_records` (default 100,000) fails with [`QueryError::TooManyRecords`]; the
 /// timeout covers the whole query.
 ///
-/// ```no_run
-/// # use actix_amps::client::subscriptions::*;
-/// # async fn demo(client: actix::Addr<actix_amps::client::ClientActor>) -> Result<(), Box<dyn std::error::Error>> {
-/// let records = client.send(SowCollect::new("orders").filter("/qty > 10").top_n(5)).await??;
-/// for r in &records {
-///     println!("{:?} {}", r.sow_key(), String::from_utf8_lossy(r.data_slice()));
+/// ```
+/// # use std::time::Duration;
+/// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let server = actix_amps::server::Server::start(
+/// #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+/// # )?;
+/// # actix::System::new().block_on(async {
+/// # let client = ClientConfig::new("sow-collect-doc").uri(&server.uri())?.start()?;
+/// use actix_amps::client::subscriptions::SowCollect;
+///
+/// for (id, qty) in [(1, 5), (2, 50), (3, 20)] {
+///     client.send(Publish::new("orders", format!(r#"{{"id":{id},"qty":{qty}}}"#))).await??;
 /// }
+/// // The SOW holds what the server persisted: wait for that first.
+/// client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+/// let records = client
+///     .send(SowCollect::new("orders").filter("/qty > 10").order_by("/qty DESC"))
+///     .await??;
+/// let bodies: Vec<&[u8]> = records.iter().map(|r| r.data_slice()).collect();
+/// assert_eq!(bodies, [&br#"{"id":2,"qty":50}"#[..], br#"{"id":3,"qty":20}"#]);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
 /// # Ok(()) }
 /// ```
 #[derive(Message)]
@@ -430,6 +471,39 @@ impl SowCollect {
 /// A SOW query followed by a subscription on the same topic and filter
 /// (`sow_and_subscribe`, or `sow_and_delta_subscribe` with `.delta()`): the records, then
 /// live messages, all to the recipient. Resolves with the sub id once processed.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let server = actix_amps::server::Server::start(
+/// #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+/// # )?;
+/// # actix::System::new().block_on(async {
+/// # let client = ClientConfig::new("sow-and-subscribe-doc").uri(&server.uri())?.start()?;
+/// use actix_amps::client::subscriptions::{SowAndSubscribe, SubscriptionEvent, SubscriptionStream};
+/// use futures_util::StreamExt;
+///
+/// client.send(Publish::new("orders", r#"{"id":1,"qty":5}"#)).await??;
+/// client.send(PublishFlush { timeout: Duration::from_secs(10) }).await??;
+/// let (me, mut events) = SubscriptionStream::channel(16);
+/// client.send(SowAndSubscribe::new("orders", me)).await??;
+/// client.send(Publish::new("orders", r#"{"id":2,"qty":7}"#)).await??;
+/// // The record that was there, between the group markers, then the live message.
+/// let mut bodies = Vec::new();
+/// while bodies.len() < 2 {
+///     match tokio::time::timeout(Duration::from_secs(10), events.next()).await? {
+///         Some(SubscriptionEvent::Message(m)) => bodies.push(m.data_slice().to_vec()),
+///         Some(SubscriptionEvent::GroupBegin | SubscriptionEvent::GroupEnd) => {}
+///         other => panic!("unexpected {other:?}"),
+///     }
+/// }
+/// assert_eq!(bodies, [br#"{"id":1,"qty":5}"#.to_vec(), br#"{"id":2,"qty":7}"#.to_vec()]);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok(()) }
+/// ```
 #[derive(Message)]
 #[rtype(result = "Result<String, SubscribeError>")]
 pub struct SowAndSubscribe {
@@ -522,6 +596,7 @@ pub struct CancelAllSubscriptions;
 /// [`DiscardMode::Explicit`].
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub struct DiscardBookmarks {
     /// The subscription.
     pub sub_id: String,
@@ -530,6 +605,14 @@ pub struct DiscardBookmarks {
 }
 
 impl DiscardBookmarks {
+    /// Discards the deliveries numbered `local_seqs` of subscription `sub_id`.
+    pub fn new(sub_id: impl Into<String>, local_seqs: Vec<u64>) -> DiscardBookmarks {
+        DiscardBookmarks {
+            sub_id: sub_id.into(),
+            local_seqs,
+        }
+    }
+
     /// Discards one delivery.
     pub fn of(d: &Delivery) -> DiscardBookmarks {
         DiscardBookmarks {
@@ -543,13 +626,22 @@ impl DiscardBookmarks {
 /// nothing is waiting to be persisted) and report its version.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<PingReply, PingError>")]
+#[non_exhaustive]
 pub struct Ping {
     /// How long to wait.
     pub timeout: Duration,
 }
 
+impl Ping {
+    /// Waits at most `timeout` for the round trip.
+    pub fn new(timeout: Duration) -> Ping {
+        Ping { timeout }
+    }
+}
+
 /// What [`Ping`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PingReply {
     /// The server's version from its logon ack, if it sent one.
     pub server_version: Option<String>,

@@ -53,7 +53,7 @@
 
 pub(crate) mod actor;
 mod bookmark_book;
-mod bookmark_store;
+pub(crate) mod bookmark_store;
 mod client_api;
 mod delivery;
 mod errors;

@@ -8,17 +8,31 @@
 //! actor. Dropping the stream stops the actor; the subscription then ends (the client
 //! unsubscribes when it finds the subscriber gone).
 //!
-//! ```no_run
-//! # use actix_amps::client::subscriptions::*;
-//! # async fn demo(client: actix::Addr<actix_amps::client::ClientActor>) -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # use std::time::Duration;
+//! # use actix_amps::client::{ClientConfig, Publish, PublishFlush};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let server = actix_amps::server::Server::start(
+//! #     actix_amps::server::ServerConfig::new(dir.path()).sow("orders", &["/id"]),
+//! # )?;
+//! # actix::System::new().block_on(async {
+//! # let client = ClientConfig::new("stream-doc").uri(&server.uri())?.start()?;
+//! use actix_amps::client::subscriptions::{Subscribe, SubscriptionEvent, SubscriptionStream};
 //! use futures_util::StreamExt;
+//!
 //! let (recipient, mut events) = SubscriptionStream::channel(16);
 //! client.send(Subscribe::new("orders", recipient)).await??;
-//! while let Some(event) = events.next().await {
+//! client.send(Publish::new("orders", r#"{"id":1}"#)).await??;
+//! // Every wait is bounded: a stream with nothing to deliver waits forever.
+//! while let Some(event) = tokio::time::timeout(Duration::from_secs(10), events.next()).await? {
 //!     if let SubscriptionEvent::Message(m) = event {
 //!         println!("{}", String::from_utf8_lossy(m.data_slice()));
+//!         break;
 //!     }
 //! }
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # })?;
 //! # Ok(()) }
 //! ```
 

@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn official_client_frames_parse() {
-        // SUBSCRIBE.md section 1, as the official Python client writes them.
+        // As the official Python client writes them (`docs/PROTOCOL.md` section 12.4).
         let r = req(r#"{"c":"subscribe","t":"orders","cid":"auto1","filter":"/id > 1","a":"processed","sub_id":"auto1"}"#).unwrap();
         assert_eq!(r.kind, Kind::Subscribe);
         assert_eq!(r.sub_id.as_deref(), Some("auto1"));

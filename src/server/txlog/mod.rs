@@ -14,7 +14,7 @@
 //!
 //! **Writing** ([`writer`]): the group-commit writer thread writes whole batches of records
 //! at the end of the active segment's data and fsyncs them (per
-//! [`FsyncPolicy`](crate::server::FsyncPolicy)) before any of them is acknowledged. Disk space
+//! [`LogFsyncPolicy`](crate::server::LogFsyncPolicy)) before any of them is acknowledged. Disk space
 //! is reserved ahead of the data, so a full disk is noticed when reserving, while the room
 //! already reserved still takes writes; the server then refuses the writes that do not fit with
 //! a failure ack ("tx store failure: server disk full ...") instead of accepting what it cannot

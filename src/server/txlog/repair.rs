@@ -31,6 +31,7 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// A damaged snapshot and what repair did with it.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SnapshotRepair {
     /// What was found.
     pub check: SnapshotCheck,
@@ -44,6 +45,7 @@ pub struct SnapshotRepair {
 
 /// What [`repair_log`] did.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct RepairReport {
     /// Damaged snapshots.
     pub snapshots: Vec<SnapshotRepair>,

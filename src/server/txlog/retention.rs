@@ -116,6 +116,7 @@ impl SegmentTable {
 
 /// How much history the log keeps beyond what recovery and holds need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Retention {
     /// Remove the oldest finished segments while the log is above this many bytes.
     Bytes(u64),

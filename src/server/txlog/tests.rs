@@ -14,7 +14,7 @@ use super::retention::SegmentTable;
 use super::writer::{Faults, LogWriter};
 use super::LogPosition;
 use crate::error::ServerError;
-use crate::server::FsyncPolicy;
+use crate::server::LogFsyncPolicy;
 
 const BODY: &[u8] = b"{\"id\":1,\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}";
 
@@ -40,7 +40,7 @@ fn write_log(dir: &Path, from: u64, to: u64, segment_bytes: u64) {
         rec.active,
         from,
         segment_bytes,
-        FsyncPolicy::Never,
+        LogFsyncPolicy::Never,
         table,
         Arc::new(Faults::default()),
     )

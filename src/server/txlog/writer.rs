@@ -23,7 +23,7 @@ use super::files::{reserve, segment_name, sync_dir, write_all_at};
 use super::format::{now_us, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::retention::{SegmentInfo, SegmentTable};
 use crate::error::ServerError;
-use crate::server::FsyncPolicy;
+use crate::server::LogFsyncPolicy;
 
 /// Faults injected by tests (the [`ServerHandle`](crate::server::ServerHandle) hooks).
 #[derive(Debug, Default)]
@@ -56,7 +56,7 @@ pub struct LogWriter {
     dir: PathBuf,
     segment_bytes: u64,
     reserve_ahead: u64,
-    fsync: FsyncPolicy,
+    fsync: LogFsyncPolicy,
     active: Active,
     table: Arc<SegmentTable>,
     faults: Arc<Faults>,
@@ -83,7 +83,7 @@ impl LogWriter {
         active: Option<(u64, PathBuf, u64)>,
         next_lsn: u64,
         segment_bytes: u64,
-        fsync: FsyncPolicy,
+        fsync: LogFsyncPolicy,
         table: Arc<SegmentTable>,
         faults: Arc<Faults>,
     ) -> Result<LogWriter, ServerError> {
@@ -191,7 +191,7 @@ impl LogWriter {
             }
         }
         write_all_at(&self.active.file, buf, self.active.pos).map_err(WriteFailure::Io)?;
-        if self.fsync == FsyncPolicy::Batch {
+        if self.fsync == LogFsyncPolicy::Batch {
             self.active.file.sync_data().map_err(WriteFailure::Io)?;
         }
         self.active.pos = end;
@@ -242,7 +242,7 @@ fn create_segment(
     dir: &Path,
     first_lsn: u64,
     reserve_bytes: u64,
-    fsync: FsyncPolicy,
+    fsync: LogFsyncPolicy,
     faults: &Faults,
 ) -> io::Result<(Active, bool)> {
     let path = dir.join(segment_name(first_lsn));
@@ -265,7 +265,7 @@ fn create_segment(
         };
         reserve(&file, SEGMENT_HEADER_LEN + reserve_bytes)?;
         write_all_at(&file, &header.encode(), 0)?;
-        if fsync == FsyncPolicy::Batch {
+        if fsync == LogFsyncPolicy::Batch {
             file.sync_all()?;
             sync_dir(dir).map_err(|e| match e {
                 ServerError::Io { source, .. } => source,
