@@ -32,6 +32,7 @@
 
 pub mod client;
 pub mod error;
+pub mod metrics;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;

@@ -141,6 +141,7 @@ impl ClientConfig {
         };
         let config_has_store = store.is_some();
         let close_timeout = self.close_timeout;
+        let client_name = self.client_name.clone();
         let bookmarks = subscriptions::bookmark_store_open(&self.bookmark_store)?;
         let config = Arc::new(self);
         tracing::info!(
@@ -183,7 +184,7 @@ impl ClientConfig {
             subs.clone(),
             gate,
         ));
-        Ok(ClientActor {
+        let client = ClientActor {
             store: store_addr,
             connection,
             router,
@@ -193,7 +194,9 @@ impl ClientConfig {
             has_store: config_has_store,
             close_timeout,
         }
-        .start())
+        .start();
+        crate::metrics::watch_client(&client, &client_name);
+        Ok(client)
     }
 }
 
