@@ -61,8 +61,16 @@ fn closed_port_uri() -> String {
 /// The JSON lines of `subscribe --bookmark epoch --count n` on `topic`.
 fn replay(uri: &str, topic: &str, n: usize) -> Vec<serde_json::Value> {
     let mut cmd = bin();
-    cmd.args(["subscribe", "--uri", uri, "--topic", topic, "--bookmark", "epoch"])
-        .args(["--count", &n.to_string(), "--timeout", "15"]);
+    cmd.args([
+        "subscribe",
+        "--uri",
+        uri,
+        "--topic",
+        topic,
+        "--bookmark",
+        "epoch",
+    ])
+    .args(["--count", &n.to_string(), "--timeout", "15"]);
     let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
@@ -141,7 +149,15 @@ fn a_wrong_password_fails_every_client_command_at_once() {
 fn an_unreachable_server_fails_within_the_connect_timeout_with_the_cause() {
     let uri = closed_port_uri();
     let mut cmd = bin();
-    cmd.args(["publish", "--uri", &uri, "--topic", "t", "--connect-timeout", "0.5"]);
+    cmd.args([
+        "publish",
+        "--uri",
+        &uri,
+        "--topic",
+        "t",
+        "--connect-timeout",
+        "0.5",
+    ]);
     let out = run(cmd, b"x\n");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -158,11 +174,23 @@ fn an_unreachable_server_fails_within_the_connect_timeout_with_the_cause() {
 fn configuration_errors_fail_before_connecting() {
     let uri = closed_port_uri();
     let cases: [(&[&str], &str); 5] = [
-        (&["publish", "--topic", "t", "--client-name", ""], "--client-name must not be empty"),
-        (&["publish", "--topic", "t", "--delimiter", "ab"], "--delimiter"),
+        (
+            &["publish", "--topic", "t", "--client-name", ""],
+            "--client-name must not be empty",
+        ),
+        (
+            &["publish", "--topic", "t", "--delimiter", "ab"],
+            "--delimiter",
+        ),
         (&["publish", "--topic", "t", "--rate", "0"], "--rate"),
-        (&["publish", "--topic", "t", "--correlation-id", "a b"], "--correlation-id"),
-        (&["ping", "--uri", "tcps://127.0.0.1:1/amps/json"], "--tls-ca"),
+        (
+            &["publish", "--topic", "t", "--correlation-id", "a b"],
+            "--correlation-id",
+        ),
+        (
+            &["ping", "--uri", "tcps://127.0.0.1:1/amps/json"],
+            "--tls-ca",
+        ),
     ];
     for (args, expected) in cases {
         let mut cmd = bin();
@@ -176,7 +204,10 @@ fn configuration_errors_fail_before_connecting() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(expected), "{args:?}: {err}");
         // No connection attempt: nothing listens there, and a retry would take 200 ms.
-        assert!(!err.contains("connection attempt failed"), "{args:?}: {err}");
+        assert!(
+            !err.contains("connection attempt failed"),
+            "{args:?}: {err}"
+        );
         assert!(started.elapsed() < Duration::from_secs(5), "{args:?}");
     }
     let out = run(
@@ -196,15 +227,24 @@ fn amps_uri_is_the_default_uri_and_its_password_is_never_shown() {
     let server = TestServer::start(|c| c.user("alice", "s3cret"));
     let uri = server.uri().replace("tcp://", "tcp://alice:s3cret@");
     let mut cmd = bin();
-    cmd.env("AMPS_URI", &uri).args(["publish", "--topic", "env", "--client-name", "env-1"]);
+    cmd.env("AMPS_URI", &uri)
+        .args(["publish", "--topic", "env", "--client-name", "env-1"]);
     let out = run(cmd, b"a\nb\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("published=2 persisted=2 failed=0"));
     let mut help = bin();
     help.env("AMPS_URI", &uri).args(["publish", "--help"]);
     let help = run(help, b"");
-    assert!(text(&help.stdout).contains("AMPS_URI"), "{}", text(&help.stdout));
-    assert!(!text(&help.stdout).contains("s3cret"), "{}", text(&help.stdout));
+    assert!(
+        text(&help.stdout).contains("AMPS_URI"),
+        "{}",
+        text(&help.stdout)
+    );
+    assert!(
+        !text(&help.stdout).contains("s3cret"),
+        "{}",
+        text(&help.stdout)
+    );
     assert_eq!(server.persisted("env-1").len(), 2);
 }
 
@@ -213,26 +253,54 @@ fn records_from_a_file_are_published_as_bytes_and_printed_back_exactly() {
     let server = TestServer::start(|c| c);
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("records");
-    let records: [&[u8]; 4] = [b"{\"id\":1}", b"\xff\xfe binary \x00 tail", b"", b"line\nwith newline"];
+    let records: [&[u8]; 4] = [
+        b"{\"id\":1}",
+        b"\xff\xfe binary \x00 tail",
+        b"",
+        b"line\nwith newline",
+    ];
     std::fs::write(&file, records.join(&b'|')).expect("write");
     let mut cmd = bin();
     cmd.args(["publish", "--uri", &server.uri(), "--topic", "bytes"])
-        .args(["--file", file.to_str().expect("utf-8 path"), "--delimiter", "|"]);
+        .args([
+            "--file",
+            file.to_str().expect("utf-8 path"),
+            "--delimiter",
+            "|",
+        ]);
     let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("published=4 persisted=4"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("published=4 persisted=4"),
+        "{}",
+        text(&out.stderr)
+    );
     let lines = replay(&server.uri(), "bytes", 4);
     let got: Vec<Vec<u8>> = lines.iter().map(body).collect();
     assert_eq!(got, records.map(<[u8]>::to_vec));
-    assert!(lines[0].get("data_base64").is_none(), "text needs no base64");
+    assert!(
+        lines[0].get("data_base64").is_none(),
+        "text needs no base64"
+    );
 
     // An unreadable file: a clear error before connecting.
     let mut cmd = bin();
-    cmd.args(["publish", "--uri", &server.uri(), "--topic", "bytes", "--file"])
-        .arg(dir.path().join("absent"));
+    cmd.args([
+        "publish",
+        "--uri",
+        &server.uri(),
+        "--topic",
+        "bytes",
+        "--file",
+    ])
+    .arg(dir.path().join("absent"));
     let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--file"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -251,8 +319,14 @@ fn correlation_id_sow_key_expiration_and_delta_reach_the_server() {
     publish(b"{\"id\":9}\n", &["--sow-key", "custom-key"]);
     // The SOW records, with every field (the log itself keeps no correlation ids).
     let mut cmd = bin();
-    cmd.args(["sow-and-subscribe", "--uri", &server.uri(), "--topic", "orders"])
-        .args(["--order-by", "/id", "--count", "3", "--timeout", "15"]);
+    cmd.args([
+        "sow-and-subscribe",
+        "--uri",
+        &server.uri(),
+        "--topic",
+        "orders",
+    ])
+    .args(["--order-by", "/id", "--count", "3", "--timeout", "15"]);
     let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let records: Vec<serde_json::Value> = text(&out.stdout)
@@ -264,7 +338,10 @@ fn correlation_id_sow_key_expiration_and_delta_reach_the_server() {
         serde_json::from_str(r["data"].as_str().expect("data")).expect("JSON body")
     };
     // The delta merged into the first record.
-    assert_eq!(data(&records[0]), serde_json::json!({"id": 1, "a": 1, "b": 2}));
+    assert_eq!(
+        data(&records[0]),
+        serde_json::json!({"id": 1, "a": 1, "b": 2})
+    );
     assert_eq!(records[1]["correlation_id"], "Y29ycg==", "{records:?}");
     // The keyed record is stored under the key given, not one derived from its body.
     assert_eq!(records[2]["sow_key"], "custom-key", "{records:?}");
@@ -287,8 +364,14 @@ fn rate_paces_the_records_and_progress_goes_to_stderr_without_colour() {
     // Not a terminal: log lines (no bar), with counts and rate, and no escape codes.
     let progress: Vec<&str> = err.lines().filter(|l| l.contains("progress")).collect();
     assert!(!progress.is_empty(), "{err}");
-    assert!(progress[0].contains("published") && progress[0].contains("/s"), "{err}");
-    assert!(!err.contains('\x1b'), "colour codes in redirected output: {err:?}");
+    assert!(
+        progress[0].contains("published") && progress[0].contains("/s"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "colour codes in redirected output: {err:?}"
+    );
     assert!(text(&out.stdout).is_empty());
 }
 
@@ -304,7 +387,8 @@ fn journal_shows_a_restart_as_a_new_incarnation_and_a_real_gap_as_missing() {
     }
     server.handle.stop();
     let mut cmd = bin();
-    cmd.args(["journal", "--json", "--data"]).arg(server.dir.path());
+    cmd.args(["journal", "--json", "--data"])
+        .arg(server.dir.path());
     let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -328,23 +412,50 @@ fn error_on_publish_gap_stops_at_a_server_that_lost_acknowledged_writes() {
     let store = format!("file:{}", dir.path().join("store").display());
     let first = TestServer::start(|c| c);
     let mut cmd = bin();
-    cmd.args(["publish", "--uri", &first.uri(), "--topic", "t", "--client-name", "gap"])
-        .args(["--store", &store]);
+    cmd.args([
+        "publish",
+        "--uri",
+        &first.uri(),
+        "--topic",
+        "t",
+        "--client-name",
+        "gap",
+    ])
+    .args(["--store", &store]);
     let out = run(cmd, b"a\nb\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // A server that never saw them (a replica that was behind, a lost data directory).
     let second = TestServer::start(|c| c);
     let mut cmd = bin();
-    cmd.args(["publish", "--uri", &second.uri(), "--topic", "t", "--client-name", "gap"])
-        .args(["--store", &store, "--error-on-publish-gap"]);
+    cmd.args([
+        "publish",
+        "--uri",
+        &second.uri(),
+        "--topic",
+        "t",
+        "--client-name",
+        "gap",
+    ])
+    .args(["--store", &store, "--error-on-publish-gap"]);
     let out = run(cmd, b"c\n");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.lines().last().unwrap_or("").contains("publish gap"), "{err}");
+    assert!(
+        err.lines().last().unwrap_or("").contains("publish gap"),
+        "{err}"
+    );
     // Without the flag the same publish goes on, as AMPS clients do.
     let mut cmd = bin();
-    cmd.args(["publish", "--uri", &second.uri(), "--topic", "t", "--client-name", "gap"])
-        .args(["--store", &store]);
+    cmd.args([
+        "publish",
+        "--uri",
+        &second.uri(),
+        "--topic",
+        "t",
+        "--client-name",
+        "gap",
+    ])
+    .args(["--store", &store]);
     let out = run(cmd, b"c\n");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }

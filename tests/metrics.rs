@@ -111,7 +111,9 @@ impl Handler<Deliveries> for Count {
 async fn client_and_server_counters_reach_the_installed_recorder() {
     let rec = recorder();
     let server = TestServer::start(|c| c.deny_write("^denied"));
-    let client = support::config("metrics-1", &server).start().expect("start");
+    let client = support::config("metrics-1", &server)
+        .start()
+        .expect("start");
     let received = Arc::new(AtomicU64::new(0));
     let counter = Count(received.clone()).start();
     client

@@ -47,11 +47,14 @@ impl ConnectArgs {
     /// A client configuration for these servers, after checking what a server would refuse.
     pub fn config(&self, client_name: &str) -> Result<ClientConfig, String> {
         check_client_name(client_name)?;
-        let mut config = self.uri.iter().try_fold(ClientConfig::new(client_name), |cfg, u| {
-            parse_uri(u)
-                .map(|uri| cfg.parsed_uri(uri))
-                .map_err(|e| format!("--uri {:?}: {e}", redact_uri(u)))
-        })?;
+        let mut config = self
+            .uri
+            .iter()
+            .try_fold(ClientConfig::new(client_name), |cfg, u| {
+                parse_uri(u)
+                    .map(|uri| cfg.parsed_uri(uri))
+                    .map_err(|e| format!("--uri {:?}: {e}", redact_uri(u)))
+            })?;
         if !self.tls_ca.is_empty() {
             let tls = TlsClientConfig::from_pem_files(&self.tls_ca)
                 .map_err(|e| format!("--tls-ca: {e}"))?;
@@ -73,9 +76,7 @@ pub fn check_client_name(name: &str) -> Result<(), String> {
         return Err("--client-name must not be empty".into());
     }
     if name.chars().any(char::is_control) {
-        return Err(format!(
-            "--client-name {name:?} holds a control character"
-        ));
+        return Err(format!("--client-name {name:?} holds a control character"));
     }
     Ok(())
 }

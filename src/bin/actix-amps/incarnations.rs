@@ -60,8 +60,8 @@ pub fn split(persisted: &[u64], refused: &[u64]) -> Vec<Incarnation> {
     let mut sorted_persisted = persisted.to_vec();
     sorted_persisted.sort_unstable();
     let count_in = |a: u64, b: u64| {
-        (sorted_persisted.partition_point(|&s| s <= b) - sorted_persisted.partition_point(|&s| s < a))
-            as u64
+        (sorted_persisted.partition_point(|&s| s <= b)
+            - sorted_persisted.partition_point(|&s| s < a)) as u64
     };
     let mut out: Vec<Incarnation> = Vec::new();
     let mut current: Option<Incarnation> = None;

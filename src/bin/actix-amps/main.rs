@@ -118,7 +118,10 @@ fn install_logging(default_filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR")))
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .try_init();
 }
 

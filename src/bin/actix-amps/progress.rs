@@ -101,10 +101,7 @@ impl Reporter {
                 }
             }
         });
-        Some(Reporter {
-            handle,
-            bar,
-        })
+        Some(Reporter { handle, bar })
     }
 
     /// Stops reporting and erases the bar.
@@ -192,7 +189,7 @@ pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -230,7 +227,13 @@ mod tests {
             fraction: Some(0.5),
         };
         let line = bar_line(&s, 750.0, Duration::from_secs(65), "publish");
-        assert!(line.starts_with("[##########----------]  50% published 1,500"), "{line}");
-        assert!(line.contains("persisted 1,000 unacked 500 failed 0, 750/s  1:05"), "{line}");
+        assert!(
+            line.starts_with("[##########----------]  50% published 1,500"),
+            "{line}"
+        );
+        assert!(
+            line.contains("persisted 1,000 unacked 500 failed 0, 750/s  1:05"),
+            "{line}"
+        );
     }
 }

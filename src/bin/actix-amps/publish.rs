@@ -215,7 +215,9 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
     }
     let rate = match args.rate {
         Some(r) if !(r.is_finite() && r > 0.0) => {
-            return Err(format!("--rate {r}: give a positive number of records per second"))
+            return Err(format!(
+                "--rate {r}: give a positive number of records per second"
+            ))
         }
         r => r,
     };
@@ -371,7 +373,12 @@ async fn publish(config: ClientConfig, opts: Options) -> Result<ExitCode, String
             let f = tokio::fs::File::open(path)
                 .await
                 .map_err(|e| format!("--file {}: {e}", path.display()))?;
-            let size = f.metadata().await.ok().filter(|m| m.is_file()).map(|m| m.len());
+            let size = f
+                .metadata()
+                .await
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
             (Box::new(f), size)
         }
         None => (Box::new(tokio::io::stdin()), None),

@@ -61,11 +61,14 @@ pub fn base64_unless_utf8(bytes: &[u8]) -> Option<String> {
     if std::str::from_utf8(bytes).is_ok() {
         return None;
     }
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -313,6 +316,9 @@ mod tests {
         assert_eq!(base64_unless_utf8(b"\xff").as_deref(), Some("/w=="));
         assert_eq!(base64_unless_utf8(b"\xff\xfe").as_deref(), Some("//4="));
         assert_eq!(base64_unless_utf8(b"\xff\xfe\xfd").as_deref(), Some("//79"));
-        assert_eq!(base64_unless_utf8(b"a\xffbc\x00").as_deref(), Some("Yf9iYwA="));
+        assert_eq!(
+            base64_unless_utf8(b"a\xffbc\x00").as_deref(),
+            Some("Yf9iYwA=")
+        );
     }
 }

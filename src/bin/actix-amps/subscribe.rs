@@ -215,15 +215,19 @@ async fn subscribe(args: SubscribeArgs, query: Option<QueryPart>) -> Result<Exit
         .map_err(|e| e.to_string())?
         .map_err(|e| with_last_error(e.to_string(), &errors))?;
     eprintln!("actix-amps: subscribed {sub_id}");
-    let reporter = Reporter::start(Mode::detect(args.progress_interval), "subscribe", move || {
-        let done = printed.load(std::sync::atomic::Ordering::Relaxed);
-        async move {
-            Some(Sample {
-                done,
-                ..Sample::default()
-            })
-        }
-    });
+    let reporter = Reporter::start(
+        Mode::detect(args.progress_interval),
+        "subscribe",
+        move || {
+            let done = printed.load(std::sync::atomic::Ordering::Relaxed);
+            async move {
+                Some(Sample {
+                    done,
+                    ..Sample::default()
+                })
+            }
+        },
+    );
     let outcome = wait_for_end(&mut notes, deadline, false).await;
     if let Some(r) = reporter {
         r.stop();
