@@ -12,6 +12,15 @@
 //! AMPS_URI=tcp://user:pw@amps-host:9007/amps/json cargo run --release --example quickstart
 //! ```
 //! With `AMPS_URI` set it targets that server instead (which decides itself what is denied).
+//!
+//! The log (stderr; `RUST_LOG` changes the filter, colours only on a terminal) has two lines
+//! that say `replayed`. The server's `transaction log recovered ... replayed=0` counts log
+//! records read back at its start (none: a new directory). The client's `logged on; replayed
+//! the publish store ... replayed=N` counts messages that were in the publish store when the
+//! logon completed and were sent right after it: messages stored while no connection was up,
+//! sent for the first time, never anything lost or sent twice. It is 0 here because the
+//! quickstart subscribes (which waits for the logon) before it publishes; a program that
+//! publishes straight after `start()` sees its first messages counted there.
 
 use std::time::Duration;
 
@@ -134,6 +143,10 @@ async fn main() {
                 .unwrap_or_else(|_| "warn,actix_amps=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     if let Err(e) = run().await {
         eprintln!("quickstart failed: {e}");

@@ -114,6 +114,7 @@ pub use bytes::Bytes;
 
 pub mod client;
 pub mod error;
+pub mod metrics;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;

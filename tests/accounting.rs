@@ -411,7 +411,7 @@ async fn a_successor_numbers_above_the_last_sequence_its_predecessor_saw() {
     let server = TestServer::start(|c| c.deny_write("^denied"));
     // A memory-store process leaves an unread refusal below its last write.
     let first = config("marked", &server).start().unwrap();
-    assert!(first.send(WaitLoggedOn { timeout: WAIT }).await.unwrap());
+    assert!(first.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     server.handle.stall_acks();
     let refused = first
         .send(Publish::new("denied.t", "r"))

@@ -200,13 +200,19 @@ impl ClientConfig {
         if !arbiter.spawn_fn(|| {}) {
             return Err(StartError::ArbiterStopped);
         }
-        Ok(ClientActor::start_in_arbiter(arbiter, move |_| {
+        let client_name = opened.config.client_name.clone();
+        Ok(ClientActor::start_in_arbiter(arbiter, move |ctx| {
+            crate::metrics::watch_client(&ctx.address(), &client_name);
             opened.into_actor()
         }))
     }
 
     fn start_here(self) -> Result<Addr<ClientActor>, StartError> {
-        Ok(self.open()?.into_actor().start())
+        let opened = self.open()?;
+        let client_name = opened.config.client_name.clone();
+        let client = opened.into_actor().start();
+        crate::metrics::watch_client(&client, &client_name);
+        Ok(client)
     }
 
     /// Everything that can fail: the configuration's checks and the stores' files.

@@ -302,6 +302,7 @@ impl State {
             self.feed.push(ev);
         }
         self.log_room = self.log_room.saturating_sub(need);
+        crate::metrics::server::write_accepted();
         if let Some(seq) = w.seq {
             match self.last_seq.get_mut(w.client) {
                 Some(last) => *last = seq,
@@ -318,6 +319,7 @@ impl State {
     /// room reserved for it): the ack then goes out at once and the refusal lives in memory
     /// only, re-sent after later logons until read, but lost if the server stops first.
     pub fn refuse(&mut self, client: &str, seq: u64, reason: &Reason) -> Option<u64> {
+        crate::metrics::server::write_refused();
         self.unread.insert(client, seq, reason.clone());
         self.log_bookkeeping(&Record {
             kind: RecordKind::Refusal,
@@ -593,6 +595,7 @@ pub(crate) fn writer_loop(shared: Arc<Shared>, mut log: LogWriter) {
                 Ok(()) => {
                     shared.durable.send_replace(lsn);
                     shared.subs.durable_advanced(lsn);
+                    crate::metrics::server::durable(lsn);
                     if matches!(trouble, Some(LogTrouble::Io(_))) {
                         tracing::info!("transaction log: writing works again; taking writes");
                         trouble = None;

@@ -1,6 +1,12 @@
 //! `actix-amps journal`: what each client name persisted in a stopped server's data directory
 //! (and which writes were refused, with the failures no connection has read yet), and with
 //! `--verify` whether the log is intact (exit 2 and every damaged range if not).
+//!
+//! Sequences are grouped by publisher incarnation (`incarnations.rs`): a client name run by
+//! several processes without a durable store numbers each run from the clock, and the
+//! distance between two runs is a restart, not a loss. `missing` lists only the sequences
+//! missing inside an incarnation (neither persisted nor refused), and `incarnations` each
+//! run's first and last sequence, count and gaps.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -10,6 +16,8 @@ use std::process::ExitCode;
 use actix_amps::server::txlog::{ClientRange, LossReport};
 use actix_amps::server::Journal;
 use clap::Args;
+
+use crate::incarnations::{self, Incarnation};
 
 /// Arguments of `journal`.
 #[derive(Args, Debug)]
@@ -161,16 +169,31 @@ pub fn loss_text(loss: &LossReport) -> String {
     s
 }
 
+/// The gaps of all incarnations, in order.
+fn real_gaps(incarnations: &[Incarnation]) -> Vec<(u64, u64)> {
+    incarnations
+        .iter()
+        .flat_map(|i| i.missing.iter().copied())
+        .collect()
+}
+
 fn to_json(j: &Journal) -> String {
     let clients: serde_json::Map<String, serde_json::Value> = j
         .clients()
         .map(|(name, c)| {
+            let incarnations = incarnations::split(&c.sequences, &c.refused);
             let v = serde_json::json!({
                 "count": c.count,
                 "first": c.first,
                 "last": c.last,
                 "duplicates": c.duplicates,
-                "missing": c.missing.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+                "missing": real_gaps(&incarnations).iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+                "incarnations": incarnations.iter().map(|i| serde_json::json!({
+                    "first": i.first,
+                    "last": i.last,
+                    "count": i.count,
+                    "missing": i.missing.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
                 "refused": c.refused,
                 "unread": c.unread,
             });
@@ -240,9 +263,13 @@ fn to_text(j: &Journal) -> String {
         if !c.duplicates.is_empty() {
             let _ = write!(s, " duplicates={:?}", c.duplicates);
         }
-        if !c.missing.is_empty() {
-            let list: Vec<String> = c
-                .missing
+        let incarnations = incarnations::split(&c.sequences, &c.refused);
+        let missing = real_gaps(&incarnations);
+        if incarnations.len() > 1 {
+            let _ = write!(s, " incarnations={}", incarnations.len());
+        }
+        if !missing.is_empty() {
+            let list: Vec<String> = missing
                 .iter()
                 .map(|(a, b)| {
                     if a == b {
@@ -267,6 +294,27 @@ fn to_text(j: &Journal) -> String {
             }
         }
         s.push('\n');
+        if incarnations.len() > 1 {
+            const SHOWN: usize = 10;
+            let skipped = incarnations.len().saturating_sub(SHOWN);
+            if skipped > 0 {
+                let _ = writeln!(s, "  ... {skipped} older incarnation(s)");
+            }
+            for i in &incarnations[skipped..] {
+                let _ = writeln!(
+                    s,
+                    "  incarnation seq {}..={}: count={}{}",
+                    i.first,
+                    i.last,
+                    i.count,
+                    if i.missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" missing={}", i.missing.len())
+                    }
+                );
+            }
+        }
     }
     s.trim_end().to_string()
 }

@@ -2,10 +2,14 @@
 //!
 //! One file per command; this file only parses arguments and dispatches.
 
+mod connect;
+mod incarnations;
 mod journal;
 mod last_error;
 mod ping;
+mod progress;
 mod publish;
+mod records;
 mod serve;
 mod sow;
 mod sow_delete;
@@ -13,6 +17,7 @@ mod store;
 mod sub_common;
 mod subscribe;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use actix_amps::protocol::mask_credentials;
@@ -33,7 +38,8 @@ enum Cmd {
     /// Summarise what each client name persisted in a stopped server's data directory;
     /// `--verify` checks the log (exit 2 on damage).
     Journal(journal::JournalArgs),
-    /// Publish one message per stdin line; print failed writes as JSON lines (exit 2 if any).
+    /// Publish one message per input record (stdin lines, or --file with --delimiter); print
+    /// failed writes as JSON lines (exit 2 if any).
     Publish(publish::PublishArgs),
     /// Delete SOW records by filter, keys or data and print the server's stats.
     SowDelete(sow_delete::SowDeleteArgs),
@@ -97,21 +103,43 @@ fn main() -> ExitCode {
 
 /// Installs the stderr log subscriber (RUST_LOG honoured, `info` by default).
 fn init_logging() {
+    install_logging("info");
+}
+
+/// Logging for the client commands: warnings and the periodic progress line (`progress.rs`)
+/// only, unless RUST_LOG says otherwise, so stdout and stderr stay readable in scripts.
+fn init_logging_quiet() {
+    install_logging("warn,progress=info");
+}
+
+fn install_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .try_init();
 }
 
-/// Logging for the client commands: warnings only unless RUST_LOG says otherwise, so stdout
-/// and stderr stay readable in scripts.
-fn init_logging_quiet() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (<https://no-color.org>): logs redirected to a file carry no escape codes.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 }

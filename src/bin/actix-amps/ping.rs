@@ -5,12 +5,11 @@
 //! nothing of this connection waits to be persisted. Exit status: 0, or 1 when the logon or
 //! the round trip does not happen within `--timeout`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_amps::client::{Ping, WaitLoggedOn};
+use actix_amps::client::Ping;
 use clap::Args;
 
 use crate::sub_common::{client_config, default_name, parse_secs, watch_errors, with_last_error};
@@ -18,18 +17,14 @@ use crate::sub_common::{client_config, default_name, parse_secs, watch_errors, w
 /// Arguments of `ping`.
 #[derive(Args, Debug)]
 pub struct PingArgs {
-    /// Server URI.
-    #[arg(long, required = true)]
-    uri: Vec<String>,
+    #[command(flatten)]
+    conn: crate::connect::ConnectArgs,
     /// Give up after this many seconds.
     #[arg(long, value_parser = parse_secs, default_value = "10")]
     timeout: Duration,
     /// Client name (default: actix-amps-ping-<pid>).
     #[arg(long)]
     client_name: Option<String>,
-    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Vec<PathBuf>,
 }
 
 /// Runs the command.
@@ -41,20 +36,11 @@ pub fn run(args: PingArgs) -> Result<ExitCode, String> {
             .client_name
             .clone()
             .unwrap_or_else(|| default_name("ping"));
-        let client = client_config(&name, &args.uri, &args.tls_ca, None)?
+        let client = client_config(&name, &args.conn, None)?
             .start()
             .map_err(|e| e.to_string())?;
         let errors = watch_errors(&client).await;
-        let on = client
-            .send(WaitLoggedOn::new(args.timeout))
-            .await
-            .map_err(|e| e.to_string())?;
-        if !on {
-            return Err(with_last_error(
-                format!("not logged on within {:?}", args.timeout),
-                &errors,
-            ));
-        }
+        crate::connect::logged_on(&client, args.conn.connect_timeout.min(args.timeout)).await?;
         let left = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_millis(1));

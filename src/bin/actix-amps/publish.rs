@@ -1,10 +1,20 @@
-//! `actix-amps publish`: one message per stdin line, failed writes as JSON lines on stdout.
+//! `actix-amps publish`: one message per input record (a stdin line by default), failed writes
+//! as JSON lines on stdout.
 //!
-//! Lines are **streamed**: each is stored and sent as soon as it is read; only lines already
+//! Input: stdin, or `--file PATH`; records end at `--delimiter` (a newline by default) and are
+//! published **as bytes**, UTF-8 or not (`records.rs` says exactly what is cut). Every record
+//! gets the same `--correlation-id`, `--sow-key` and `--expiration` when given, and goes as a
+//! `delta_publish` with `--delta`; `--rate N` publishes at most N records a second. Before
+//! reading anything the command logs on (`connect.rs`): a refused password or an unreachable
+//! server ends it within `--connect-timeout` with the reason, before any input is consumed.
+//! Progress goes to stderr on long runs (`progress.rs`).
+//!
+//! Records are **streamed**: each is stored and sent as soon as it is read; only records already
 //! buffered when one is read go with it in one batch (at most `--batch`). At the end of input,
 //! or on SIGINT / SIGTERM (reading stops at once), the command flushes within
 //! `--flush-timeout`, prints every failed write as one JSON line on stdout, then on stderr the
-//! summary `published=N persisted=P failed=F predecessor_failed=K`, and exits with:
+//! summary `published=N persisted=P failed=F predecessor_failed=K seconds=S per_second=R`, and
+//! exits with:
 //!
 //! | code | meaning |
 //! |---|---|
@@ -15,31 +25,41 @@
 //!
 //! An error wins over failures, and failures over an interrupt. `failed` counts this run's
 //! writes; `predecessor_failed` the failures the server still owed an earlier process with the
-//! same client name (printed with `"predecessor":true`). A clean exit proves to the server that
+//! same client name (printed with `"predecessor":true`). A failed write's `data` is its body as
+//! text; a body that is not UTF-8 also comes exactly as `data_base64`. A clean exit proves to the server that
 //! every failure was read, so the next run with this client name does not print them again.
 
+use std::cell::Cell;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use actix_amps::client::{
     ClientConfig, ConnectionEvent, FailedWrite, FailureSource, GetStats, LocalReason, Publish,
     PublishBatch, PublishFlush, ReconnectPolicy, Shutdown, StoreKind, SubscribeConnectionEvents,
-    SubscribeFailedWrites, WaitLoggedOn,
+    SubscribeFailedWrites,
 };
 use actix_amps::error::PublishError;
-use actix_amps::protocol::{parse_uri, redact_uri};
-use actix_amps::tls::TlsClientConfig;
+use bytes::Bytes;
 use clap::Args;
 use futures_util::FutureExt;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncRead;
+
+use crate::connect::ConnectArgs;
+use crate::progress::{Mode, Reporter, Sample};
+use crate::records::{parse_delimiter, Records};
+use crate::sub_common::parse_secs;
+
+/// The longest record (the client's default largest frame, less room for the header).
+const MAX_RECORD: usize = 64 * 1024 * 1024 - 64 * 1024;
 
 /// Arguments of `publish`.
 #[derive(Args, Debug)]
 pub struct PublishArgs {
-    /// Server URI, e.g. tcp://127.0.0.1:9007/amps/json; repeat for failover.
-    #[arg(long, required = true)]
-    uri: Vec<String>,
+    #[command(flatten)]
+    conn: ConnectArgs,
     /// Topic to publish to.
     #[arg(long)]
     topic: String,
@@ -52,6 +72,32 @@ pub struct PublishArgs {
     /// Deadline for the final flush, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     flush_timeout: u64,
+    /// Read the records from this file instead of stdin.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// What ends a record: one character, \n, \t, \r, \0, 0xNN or a byte value (10).
+    #[arg(long, value_parser = parse_delimiter, default_value = "\\n", value_name = "D")]
+    delimiter: u8,
+    /// Publish at most this many records per second (fractions allowed).
+    #[arg(long, value_name = "N")]
+    rate: Option<f64>,
+    /// Send each record as a delta_publish (the server merges it into the SOW record).
+    #[arg(long)]
+    delta: bool,
+    /// Correlation id (`x`) on every record: base64 characters.
+    #[arg(long, value_name = "ID")]
+    correlation_id: Option<String>,
+    /// SOW key (`k`) on every record, instead of the server deriving it from the body.
+    #[arg(long, value_name = "KEY")]
+    sow_key: Option<String>,
+    /// Expiration (`e`) of every record, in seconds.
+    #[arg(long, value_name = "SECS")]
+    expiration: Option<u64>,
+    /// Fail at logon when the server has fewer of this client name's writes than the store
+    /// already saw acknowledged (messages lost server-side, e.g. a failover to a replica that
+    /// was behind), instead of going on.
+    #[arg(long)]
+    error_on_publish_gap: bool,
     /// Print `stored FIRST LAST` on stderr each time a batch of lines is in the store (with a
     /// file store: on disk), for scripts and crash tests that must know what was accepted.
     #[arg(long)]
@@ -60,9 +106,9 @@ pub struct PublishArgs {
     /// buffered when the first of them is read, so no line waits for others.
     #[arg(long, default_value_t = 1024)]
     batch: usize,
-    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Vec<std::path::PathBuf>,
+    /// Progress on stderr: a bar on a terminal, else a log line this often (0: none).
+    #[arg(long, value_parser = parse_secs, default_value = "5", value_name = "SECS")]
+    progress_interval: Duration,
 }
 
 /// Parses `none`, `memory` or `file:DIR`.
@@ -79,22 +125,18 @@ pub fn parse_store(s: &str) -> Result<StoreKind, String> {
     }
 }
 
-/// Builds a client config from repeated `--uri`s and `--tls-ca`s.
-pub fn client_config(
-    name: &str,
-    uris: &[String],
-    tls_ca: &[std::path::PathBuf],
-) -> Result<ClientConfig, String> {
-    let config = uris.iter().try_fold(ClientConfig::new(name), |cfg, u| {
-        parse_uri(u)
-            .map(|uri| cfg.parsed_uri(uri))
-            .map_err(|e| format!("--uri {:?}: {e}", redact_uri(u)))
-    })?;
-    if tls_ca.is_empty() {
-        return Ok(config);
+/// A correlation id the server would carry: the base64 character set.
+fn check_correlation_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    {
+        return Err(format!(
+            "--correlation-id {id:?}: use base64 characters (A-Z a-z 0-9 + / =)"
+        ));
     }
-    let tls = TlsClientConfig::from_pem_files(tls_ca).map_err(|e| format!("--tls-ca: {e}"))?;
-    Ok(config.tls(tls))
+    Ok(())
 }
 
 /// Prints each failed write as one JSON line, counts them, and notes a lost client name.
@@ -126,6 +168,7 @@ impl Handler<FailedWrite> for Printer {
             "operation": m.map(|m| m.operation.as_str()),
             "topic": m.map(|m| &*m.topic),
             "data": m.map(|m| String::from_utf8_lossy(&m.data).into_owned()),
+            "data_base64": m.and_then(|m| crate::sub_common::base64_unless_utf8(&m.data)),
             "correlation_id": m.and_then(|m| m.opts().correlation_id.clone()),
             "predecessor": f.predecessor,
             "local": local,
@@ -167,16 +210,42 @@ impl Handler<Printed> for Printer {
 pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
     crate::init_logging_quiet();
     let store = parse_store(&args.store)?;
+    if let Some(id) = &args.correlation_id {
+        check_correlation_id(id)?;
+    }
+    let rate = match args.rate {
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            return Err(format!(
+                "--rate {r}: give a positive number of records per second"
+            ))
+        }
+        r => r,
+    };
+    if args.topic.is_empty() {
+        return Err("--topic must not be empty".into());
+    }
     let timeout = Duration::from_millis(args.flush_timeout);
-    let config = client_config(&args.client_name, &args.uri, &args.tls_ca)?
+    let config = args
+        .conn
+        .config(&args.client_name)?
         .store(store)
+        .error_on_publish_gap(args.error_on_publish_gap)
         // Without a server, give up when the flush would time out anyway.
         .reconnect(ReconnectPolicy::new().max_retry_time(Some(timeout)));
     let opts = Options {
         topic: args.topic,
         timeout,
+        connect_deadline: args.conn.connect_timeout.min(timeout),
         report_stored: args.report_stored,
         batch: args.batch.max(1),
+        file: args.file,
+        delimiter: args.delimiter,
+        rate,
+        delta: args.delta,
+        correlation_id: args.correlation_id,
+        sow_key: args.sow_key,
+        expiration: args.expiration,
+        progress: Mode::detect(args.progress_interval),
     };
     let system = System::new();
     let result = system.block_on(publish(config, opts));
@@ -190,8 +259,55 @@ pub fn run(args: PublishArgs) -> Result<ExitCode, String> {
 struct Options {
     topic: String,
     timeout: Duration,
+    connect_deadline: Duration,
     report_stored: bool,
     batch: usize,
+    file: Option<PathBuf>,
+    delimiter: u8,
+    rate: Option<f64>,
+    delta: bool,
+    correlation_id: Option<String>,
+    sow_key: Option<String>,
+    expiration: Option<u64>,
+    progress: Mode,
+}
+
+impl Options {
+    /// One record as a publish with the command's options.
+    fn message(&self, data: Bytes) -> Publish {
+        let mut p = Publish::new(self.topic.clone(), data);
+        if let Some(id) = &self.correlation_id {
+            p = p.correlation_id(id.clone());
+        }
+        if let Some(k) = &self.sow_key {
+            p = p.sow_key(k.clone());
+        }
+        if let Some(e) = self.expiration {
+            p = p.expiration(e);
+        }
+        p
+    }
+}
+
+/// At most `rate` records a second: record `n` (from 0) goes no earlier than `n / rate`
+/// seconds after the start.
+struct Pace {
+    rate: f64,
+    start: tokio::time::Instant,
+    sent: u64,
+}
+
+impl Pace {
+    /// When the next record may go.
+    fn next_at(&self) -> tokio::time::Instant {
+        self.start + Duration::from_secs_f64(self.sent as f64 / self.rate)
+    }
+
+    /// How many records may go now (at least one once `next_at` has passed).
+    fn allowed(&self, now: tokio::time::Instant) -> usize {
+        let due = ((now - self.start).as_secs_f64() * self.rate).floor() as u64 + 1;
+        due.saturating_sub(self.sent).min(usize::MAX as u64) as usize
+    }
 }
 
 /// SIGINT and SIGTERM, as one stream.
@@ -233,7 +349,7 @@ impl Signals {
     }
 }
 
-/// How reading stdin ended.
+/// How reading the input ended.
 enum End {
     Eof,
     Interrupted(&'static str),
@@ -242,32 +358,50 @@ enum End {
         error: PublishError,
         lines: usize,
     },
+    /// The input could not be read (an I/O error, a record over the limit).
+    Input(String),
 }
 
 /// Starts the client and publishes; a failure says why the connection failed, if it did.
 async fn publish(config: ClientConfig, opts: Options) -> Result<ExitCode, String> {
-    let storeless = config.store == StoreKind::None;
     let mut signals = Signals::new()?;
+    let (input, size): (Box<dyn AsyncRead + Unpin>, Option<u64>) = match &opts.file {
+        Some(path) => {
+            let f = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("--file {}: {e}", path.display()))?;
+            let size = f
+                .metadata()
+                .await
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
+            (Box::new(f), size)
+        }
+        None => (Box::new(tokio::io::stdin()), None),
+    };
+    let records = Records::new(input, opts.delimiter, MAX_RECORD);
     let client = config.start().map_err(|e| e.to_string())?;
     let watch = crate::last_error::watch(&client).await?;
-    match publish_lines(&client, storeless, &mut signals, opts).await {
+    // Nothing is read before the logon: a configuration error consumes no input, and a
+    // client without a store (whose writes before a logon would be refused) starts logged on.
+    crate::connect::logged_on(&client, opts.connect_deadline).await?;
+    match publish_records(&client, records, size, &mut signals, opts).await {
         Err(e) => Err(crate::last_error::explain(&watch, e).await),
         ok => ok,
     }
 }
 
-async fn publish_lines(
+async fn publish_records(
     client: &Addr<actix_amps::client::ClientActor>,
-    storeless: bool,
+    mut records: Records<Box<dyn AsyncRead + Unpin>>,
+    size: Option<u64>,
     signals: &mut Signals,
     opts: Options,
 ) -> Result<ExitCode, String> {
-    let Options {
-        topic,
-        timeout,
-        report_stored,
-        batch: batch_size,
-    } = opts;
+    let started = std::time::Instant::now();
+    let timeout = opts.timeout;
+    let batch_size = opts.batch;
     let printer = Printer::default().start();
     client
         .send(SubscribeFailedWrites(printer.clone().recipient()))
@@ -279,52 +413,90 @@ async fn publish_lines(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    // Without a store a write made before the logon would be refused, not kept: wait for it.
-    if storeless
-        && !client
-            .send(WaitLoggedOn::new(timeout))
-            .await
-            .map_err(|e| e.to_string())?
-    {
-        return Err(format!("not logged on within {} ms", timeout.as_millis()));
-    }
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let bytes_read = Rc::new(Cell::new(0u64));
+    let reporter = {
+        let client = client.clone();
+        let bytes_read = bytes_read.clone();
+        Reporter::start(opts.progress, "publish", move || {
+            let stats = client.send(GetStats);
+            let read = bytes_read.get();
+            async move {
+                let s = stats.await.ok()?.ok()?;
+                Some(Sample {
+                    done: s.published,
+                    persisted: Some(s.persisted),
+                    unacknowledged: Some(s.unacknowledged),
+                    failed: Some(s.failed + s.predecessor_failed),
+                    fraction: size.filter(|&n| n > 0).map(|n| read as f64 / n as f64),
+                })
+            }
+        })
+    };
+    let mut pace = opts.rate.map(|rate| Pace {
+        rate,
+        start: tokio::time::Instant::now(),
+        sent: 0,
+    });
     let mut read: u64 = 0;
     let end = loop {
-        // `next_line` is cancel safe: an interrupt loses no line that was read.
+        let mut room = batch_size;
+        if let Some(p) = &pace {
+            let at = p.next_at();
+            tokio::select! {
+                biased;
+                sig = signals.recv() => break End::Interrupted(sig),
+                () = tokio::time::sleep_until(at) => {}
+            }
+            room = room.min(p.allowed(tokio::time::Instant::now()).max(1));
+        }
+        // `Records::next` is cancel safe: an interrupt loses no record that was read.
         let first = tokio::select! {
             biased;
             sig = signals.recv() => break End::Interrupted(sig),
-            line = lines.next_line() => line.map_err(|e| format!("reading stdin: {e}"))?,
+            rec = records.next() => rec,
         };
-        let Some(first) = first else { break End::Eof };
-        let mut batch = vec![Publish::new(topic.clone(), first)];
+        let first = match first {
+            Ok(Some(r)) => r,
+            Ok(None) => break End::Eof,
+            Err(e) => break End::Input(e),
+        };
+        let mut batch = vec![opts.message(first)];
         let mut eof = false;
+        let mut input_error = None;
         // Only what is already buffered joins this batch.
-        while batch.len() < batch_size {
-            match lines.next_line().now_or_never() {
-                Some(Ok(Some(line))) => batch.push(Publish::new(topic.clone(), line)),
+        while batch.len() < room {
+            match records.next().now_or_never() {
+                Some(Ok(Some(r))) => batch.push(opts.message(r)),
                 Some(Ok(None)) => {
                     eof = true;
                     break;
                 }
-                Some(Err(e)) => return Err(format!("reading stdin: {e}")),
+                Some(Err(e)) => {
+                    input_error = Some(e);
+                    break;
+                }
                 None => break,
             }
         }
+        bytes_read.set(records.bytes);
         let n = batch.len();
         read += n as u64;
-        let stored = client
-            .send(PublishBatch::new(batch))
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Some(p) = &mut pace {
+            p.sent += n as u64;
+        }
+        let mut request = PublishBatch::new(batch);
+        request.delta = opts.delta;
+        let stored = client.send(request).await.map_err(|e| e.to_string())?;
         match stored {
             Ok(range) => {
-                if let (true, Some((first, last))) = (report_stored, range) {
+                if let (true, Some((first, last))) = (opts.report_stored, range) {
                     eprintln!("stored {first} {last}");
                 }
             }
             Err(error) => break End::Refused { error, lines: n },
+        }
+        if let Some(e) = input_error {
+            break End::Input(e);
         }
         if eof {
             break End::Eof;
@@ -338,6 +510,9 @@ async fn publish_lines(
     // answer counts all of them.
     let (failed, predecessor_failed, name_lost) =
         printer.send(Printed).await.map_err(|e| e.to_string())?;
+    if let Some(r) = reporter {
+        r.stop();
+    }
     let stats = client
         .send(GetStats)
         .await
@@ -348,9 +523,13 @@ async fn publish_lines(
         // this client name is not told them again.
         let _ = client.send(Shutdown).await;
     }
+    let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "published={} persisted={} failed={failed} predecessor_failed={predecessor_failed}",
-        stats.published, stats.persisted
+        "published={} persisted={} failed={failed} predecessor_failed={predecessor_failed} \
+         seconds={seconds:.3} per_second={}",
+        stats.published,
+        stats.persisted,
+        (stats.published as f64 / seconds.max(1e-3)).round() as u64
     );
     if let Ok(report) = &flushed {
         if report.failed != failed + predecessor_failed {
@@ -370,6 +549,10 @@ async fn publish_lines(
                  and reading stopped"
             ))
         }
+        (End::Input(e), _) => Err(format!(
+            "{e}; the {read} record(s) before it were published (see the summary) and reading \
+             stopped"
+        )),
         (_, Err(e)) => Err(e.to_string()),
         (_, Ok(_)) if name_lost => Err(format!(
             "the client name was taken over by another connection after {read} line(s); \

@@ -4,7 +4,6 @@
 //! Exit status: 0 when the query completes (the server's `completed` ack); 1 on a failure ack
 //! (its reason, e.g. `invalid order by`) or when it has not completed by `--timeout`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,9 +20,8 @@ use crate::sub_common::{
 /// Arguments of `sow`.
 #[derive(Args, Debug)]
 pub struct SowArgs {
-    /// Server URI; repeat for failover.
-    #[arg(long, required = true)]
-    uri: Vec<String>,
+    #[command(flatten)]
+    conn: crate::connect::ConnectArgs,
     /// SOW topic (or topic regex).
     #[arg(long)]
     topic: String,
@@ -45,9 +43,6 @@ pub struct SowArgs {
     /// Client name (default: actix-amps-sow-<pid>).
     #[arg(long)]
     client_name: Option<String>,
-    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Vec<PathBuf>,
 }
 
 /// Runs the command.
@@ -59,10 +54,11 @@ pub fn run(args: SowArgs) -> Result<ExitCode, String> {
             .client_name
             .clone()
             .unwrap_or_else(|| default_name("sow"));
-        let client = client_config(&name, &args.uri, &args.tls_ca, None)?
+        let client = client_config(&name, &args.conn, None)?
             .start()
             .map_err(|e| e.to_string())?;
         let errors = watch_errors(&client).await;
+        crate::connect::logged_on(&client, args.conn.connect_timeout.min(args.timeout)).await?;
         let (tx, mut notes) = mpsc::unbounded_channel();
         let printer = Printer::new(client.clone(), Style::Record, None, false, tx).start();
         let mut q = SowQuery::new(args.topic, printer.recipient())

@@ -1,4 +1,7 @@
 //! `actix-amps sow-delete`: delete SOW records by filter, keys or data and print the stats.
+//!
+//! It logs on first (`connect.rs`): refused credentials end it at once with the server's
+//! reason, an unreachable server within `--connect-timeout`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,9 +14,8 @@ use clap::{ArgGroup, Args};
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("selector").required(true).args(["filter", "keys", "data"])))]
 pub struct SowDeleteArgs {
-    /// Server URI; repeat for failover.
-    #[arg(long, required = true)]
-    uri: Vec<String>,
+    #[command(flatten)]
+    conn: crate::connect::ConnectArgs,
     /// SOW topic.
     #[arg(long)]
     topic: String,
@@ -32,9 +34,6 @@ pub struct SowDeleteArgs {
     /// Deadline in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout: u64,
-    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Vec<std::path::PathBuf>,
 }
 
 /// Runs the command: prints `{"matches":..,"records_deleted":..,"topic_matches":..}`.
@@ -47,12 +46,18 @@ pub fn run(args: SowDeleteArgs) -> Result<ExitCode, String> {
         _ => return Err("give exactly one of --filter, --keys, --data".into()),
     };
     let timeout = Duration::from_millis(args.timeout);
-    let config = crate::publish::client_config(&args.client_name, &args.uri, &args.tls_ca)?
+    let connect = args.conn.connect_timeout.min(timeout);
+    let config = args
+        .conn
+        .config(&args.client_name)?
         .reconnect(ReconnectPolicy::new().max_retry_time(Some(timeout)));
     let topic = args.topic;
     System::new().block_on(async move {
         let client = config.start().map_err(|e| e.to_string())?;
         let watch = crate::last_error::watch(&client).await?;
+        // A refused password or an unreachable server ends the command here, at once or
+        // within the connect deadline, instead of as a timeout waiting for the stats.
+        crate::connect::logged_on(&client, connect).await?;
         match delete(&client, topic, selector, timeout).await {
             Err(e) => Err(crate::last_error::explain(&watch, e).await),
             ok => ok,

@@ -15,28 +15,17 @@ use actix_amps::client::{
     BookmarkStoreKind, ClientActor, ClientConfig, ConnectionEvent, Deliveries, Delivery,
     DeliveryKind, DiscardBookmarks, SubscribeConnectionEvents, SubscriptionEnd, SubscriptionEvent,
 };
-use actix_amps::protocol::parse_uri;
-use actix_amps::tls::TlsClientConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-/// Builds a client for `uris` (repeated `--uri`, for failover), with TLS roots and a bookmark
-/// store (`--bookmark-store FILE`, else in memory).
+/// Builds a client for the command's servers (`connect.rs`), with a bookmark store
+/// (`--bookmark-store FILE`, else in memory).
 pub fn client_config(
     name: &str,
-    uris: &[String],
-    tls_ca: &[std::path::PathBuf],
+    conn: &crate::connect::ConnectArgs,
     bookmark_store: Option<&std::path::Path>,
 ) -> Result<ClientConfig, String> {
-    let mut config = uris.iter().try_fold(ClientConfig::new(name), |cfg, u| {
-        parse_uri(u)
-            .map(|uri| cfg.parsed_uri(uri))
-            .map_err(|e| format!("--uri {u:?}: {e}"))
-    })?;
-    if !tls_ca.is_empty() {
-        let tls = TlsClientConfig::from_pem_files(tls_ca).map_err(|e| format!("--tls-ca: {e}"))?;
-        config = config.tls(tls);
-    }
+    let mut config = conn.config(name)?;
     if let Some(path) = bookmark_store {
         config = config.bookmark_store(BookmarkStoreKind::file(path));
     }
@@ -66,10 +55,37 @@ pub enum Style {
     Record,
 }
 
-/// One delivered message as a JSON line (without the newline).
+/// `bytes` in standard base64 when they are not UTF-8 (then `data` alone, shown lossily,
+/// would not give them back); `None` for text.
+pub fn base64_unless_utf8(bytes: &[u8]) -> Option<String> {
+    if std::str::from_utf8(bytes).is_ok() {
+        return None;
+    }
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    Some(out)
+}
+
+/// One delivered message as a JSON line (without the newline). `data` is the body as text;
+/// a body that is not UTF-8 also comes exactly as `data_base64`.
 pub fn json_line(d: &Delivery, style: Style) -> String {
     let data = String::from_utf8_lossy(d.data_slice());
-    let value = match style {
+    let mut value = match style {
         Style::Record => serde_json::json!({
             "sow_key": d.sow_key(),
             "data": data,
@@ -85,6 +101,9 @@ pub fn json_line(d: &Delivery, style: Style) -> String {
             "reason": if d.kind() == DeliveryKind::Oof { d.reason() } else { None },
         }),
     };
+    if let (Some(b64), Some(map)) = (base64_unless_utf8(d.data_slice()), value.as_object_mut()) {
+        map.insert("data_base64".into(), b64.into());
+    }
     value.to_string()
 }
 
@@ -107,6 +126,8 @@ pub struct Printer {
     discard: bool,
     notes: mpsc::UnboundedSender<Note>,
     done: bool,
+    /// Messages printed so far (for the progress report).
+    pub printed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Printer {
@@ -124,6 +145,7 @@ impl Printer {
             discard,
             notes,
             done: count == Some(0),
+            printed: Arc::default(),
         }
     }
 }
@@ -188,6 +210,8 @@ impl Handler<Deliveries> for Printer {
             .then(|| DiscardBookmarks::new(batch.sub_id.to_string(), printed));
         let client = self.client.clone();
         let tx = self.notes.clone();
+        let printed_count = self.printed.clone();
+        let lines = out.bytes().filter(|&b| b == b'\n').count() as u64;
         Box::pin(async move {
             if !err.is_empty() {
                 let mut e = tokio::io::stderr();
@@ -201,6 +225,7 @@ impl Handler<Deliveries> for Printer {
                     return;
                 }
             }
+            printed_count.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
             // Printed: now they count as processed.
             if let Some(d) = discard {
                 client.do_send(d);
@@ -276,5 +301,22 @@ pub async fn wait_for_end(
             Ok(())
         },
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_unless_utf8;
+
+    #[test]
+    fn base64_only_for_bytes_that_are_not_text() {
+        assert_eq!(base64_unless_utf8(b"plain"), None);
+        assert_eq!(base64_unless_utf8(b"\xff").as_deref(), Some("/w=="));
+        assert_eq!(base64_unless_utf8(b"\xff\xfe").as_deref(), Some("//4="));
+        assert_eq!(base64_unless_utf8(b"\xff\xfe\xfd").as_deref(), Some("//79"));
+        assert_eq!(
+            base64_unless_utf8(b"a\xffbc\x00").as_deref(),
+            Some("Yf9iYwA=")
+        );
     }
 }

@@ -23,6 +23,7 @@ use actix_amps::client::{
 use clap::Args;
 use tokio::sync::mpsc;
 
+use crate::progress::{Mode, Reporter, Sample};
 use crate::sub_common::{
     client_config, default_name, parse_secs, wait_for_end, watch_errors, with_last_error, Printer,
     Style,
@@ -37,9 +38,8 @@ const DEFAULT_SUBSCRIBE_WAIT: Duration = Duration::from_secs(30);
 /// Arguments of `subscribe` (and the subscription part of `sow-and-subscribe`).
 #[derive(Args, Debug)]
 pub struct SubscribeArgs {
-    /// Server URI, e.g. tcp://127.0.0.1:9007/amps/json; repeat for failover.
-    #[arg(long, required = true)]
-    uri: Vec<String>,
+    #[command(flatten)]
+    conn: crate::connect::ConnectArgs,
     /// Topic (or topic regex) to subscribe to.
     #[arg(long)]
     topic: String,
@@ -73,9 +73,9 @@ pub struct SubscribeArgs {
     /// Extra subscribe option (comma lists allowed), e.g. --option replace; repeatable.
     #[arg(long = "option", value_name = "O")]
     options: Vec<String>,
-    /// Trust the certificate authorities in this PEM file for tcps:// URIs; repeatable.
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Vec<PathBuf>,
+    /// Progress on stderr: a bar on a terminal, else a log line this often (0: none).
+    #[arg(long, value_parser = parse_secs, default_value = "5", value_name = "SECS")]
+    progress_interval: Duration,
 }
 
 /// Arguments of `sow-and-subscribe`.
@@ -130,15 +130,15 @@ async fn subscribe(args: SubscribeArgs, query: Option<QueryPart>) -> Result<Exit
         .client_name
         .clone()
         .unwrap_or_else(|| default_name("subscribe"));
-    let config = client_config(
-        &name,
-        &args.uri,
-        &args.tls_ca,
-        args.bookmark_store.as_deref(),
-    )?
-    .heartbeat(Some(Duration::from_secs(10)));
+    let config = client_config(&name, &args.conn, args.bookmark_store.as_deref())?
+        .heartbeat(Some(Duration::from_secs(10)));
     let client = config.start().map_err(|e| e.to_string())?;
     let errors = watch_errors(&client).await;
+    let connect = match deadline {
+        Some(d) => args.conn.connect_timeout.min(d - start),
+        None => args.conn.connect_timeout,
+    };
+    crate::connect::logged_on(&client, connect).await?;
     let bookmark = args.bookmark.as_deref().map(BookmarkStart::parse);
     let (tx, mut notes) = mpsc::unbounded_channel();
     let printer = Printer::new(
@@ -147,8 +147,9 @@ async fn subscribe(args: SubscribeArgs, query: Option<QueryPart>) -> Result<Exit
         args.count,
         bookmark.is_some(),
         tx,
-    )
-    .start();
+    );
+    let printed = printer.printed.clone();
+    let printer = printer.start();
     let wait = args.timeout.unwrap_or(DEFAULT_SUBSCRIBE_WAIT);
     let discard = DiscardMode::Explicit {
         max_outstanding: 100_000,
@@ -214,7 +215,23 @@ async fn subscribe(args: SubscribeArgs, query: Option<QueryPart>) -> Result<Exit
         .map_err(|e| e.to_string())?
         .map_err(|e| with_last_error(e.to_string(), &errors))?;
     eprintln!("actix-amps: subscribed {sub_id}");
+    let reporter = Reporter::start(
+        Mode::detect(args.progress_interval),
+        "subscribe",
+        move || {
+            let done = printed.load(std::sync::atomic::Ordering::Relaxed);
+            async move {
+                Some(Sample {
+                    done,
+                    ..Sample::default()
+                })
+            }
+        },
+    );
     let outcome = wait_for_end(&mut notes, deadline, false).await;
+    if let Some(r) = reporter {
+        r.stop();
+    }
     // What was printed is recorded before the process ends.
     let _ = client
         .send(SyncBookmarks::new(Duration::from_secs(5)))

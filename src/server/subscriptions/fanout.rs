@@ -209,6 +209,7 @@ fn deliver_write(
                             .get_or_insert_with(|| format_timestamp(ev.ts))
                             .clone()
                     });
+                    crate::metrics::server::delivered();
                     encode(
                         buf,
                         ev,
@@ -241,6 +242,7 @@ fn deliver_write(
                     .get_or_insert_with(|| format_timestamp(ev.ts))
                     .clone()
             });
+            crate::metrics::server::delivered();
             let dst = out.entry(*conn).or_default();
             encode(
                 dst,
@@ -292,6 +294,7 @@ fn deliver_removals(inner: &mut Inner, ev: &Committed, out: &mut HashMap<u64, By
                 }
             }
             if !sids.is_empty() {
+                crate::metrics::server::delivered();
                 let dst = out.entry(*conn).or_default();
                 delivery::oof(dst, &ev.topic, &sids, key, "deleted", body);
             }
