@@ -599,7 +599,7 @@ impl World {
             };
             writes.push(NewWrite {
                 operation,
-                topic,
+                topic: topic.into(),
                 data,
                 options,
             });
