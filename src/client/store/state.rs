@@ -129,7 +129,7 @@ pub(super) enum Stopped {
     GaveUp(String),
     NameLost,
     /// The client stopped ([`PublishState::stop`]).
-    Stopped,
+    Shutdown,
 }
 
 impl Stopped {
@@ -139,7 +139,7 @@ impl Stopped {
                 reason: reason.clone(),
             },
             Stopped::NameLost => PublishError::NameInUse,
-            Stopped::Stopped => PublishError::Stopped,
+            Stopped::Shutdown => PublishError::Stopped,
         }
     }
 }
