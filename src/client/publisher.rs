@@ -62,7 +62,7 @@ use crate::error::{FlushError, PublishError};
 /// Encoded bytes waiting for the connection above which an awaited publish lets other tasks
 /// run once before it resolves: a producer on the client's own thread that never waits would
 /// otherwise keep the burst from being sent until it stops.
-const YIELD_AT_OUTBOUND: usize = 256 * 1024;
+const YIELD_AT_OUTBOUND: usize = 64 * 1024;
 
 /// A handle that publishes straight into the client's publish store (see the module docs).
 /// Get one with [`GetPublisher`]; clone it freely.

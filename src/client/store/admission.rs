@@ -295,8 +295,26 @@ impl<W, F> PublishState<W, F> {
     }
 
     /// One write (the per-message path): the same rules as [`PublishState::write`], without
-    /// a request to build when the write can be admitted at once into a memory store.
+    /// a request to build when the write can be admitted at once into a memory store. (The
+    /// shell calls [`PublishState::write_one_at_once`] itself, to read the clock only when
+    /// needed; the model test drives this.)
+    #[cfg(test)]
     pub fn write_one(&mut self, w: NewWrite, mode: WriteMode, now: Instant) -> Outcome {
+        match self.write_one_at_once(w, mode, || now) {
+            Ok(outcome) => outcome,
+            Err(w) => self.write(vec![w], None, mode, now),
+        }
+    }
+
+    /// The common case of [`PublishState::write_one`]: a valid write that fits a memory store
+    /// now, admitted without reading the clock (`now` is only called if the append fails).
+    /// `Err` gives the write back when it needs the general path.
+    pub fn write_one_at_once(
+        &mut self,
+        w: NewWrite,
+        mode: WriteMode,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Outcome, NewWrite> {
         let at_once = self.stopped.is_none()
             && self.store.is_some()
             && !self.durable
@@ -304,13 +322,13 @@ impl<W, F> PublishState<W, F> {
             && self.validate(&w).is_ok()
             && self.fits(1, write_weight(&w));
         if !at_once {
-            return self.write(vec![w], None, mode, now);
+            return Err(w);
         }
         let seq = self.next_seq;
-        match self.admit_one(w, None) {
+        Ok(match self.admit_one(w, None) {
             Ok(seq) => Outcome::Done(Ok(Some((seq, seq)))),
             Err(e) => {
-                let err = self.admission_failed(seq, mode, e, now);
+                let err = self.admission_failed(seq, mode, e, now());
                 match mode {
                     WriteMode::Awaited => Outcome::Done(Err(err)),
                     // A memory store's append only fails on a numbering bug; nothing is left
@@ -318,7 +336,7 @@ impl<W, F> PublishState<W, F> {
                     WriteMode::Reported => Outcome::Done(Ok(None)),
                 }
             }
-        }
+        })
     }
 
     /// One write that never waits: refused with `Err` (never stored, never sent) when the
@@ -328,7 +346,9 @@ impl<W, F> PublishState<W, F> {
     /// after the group commit; a commit or append that fails later reports it as a
     /// [`FailedWrite`](crate::client::FailedWrite) (`Ok(None)` when that happened during this
     /// call), as for `do_send`.
-    pub fn try_write_one(&mut self, w: NewWrite, now: Instant) -> WriteResult {
+    ///
+    /// `now` is called only if an event needs the time (the common case reads no clock).
+    pub fn try_write_one(&mut self, w: NewWrite, now: impl Fn() -> Instant) -> WriteResult {
         if let Some(stop) = &self.stopped {
             return Err(stop.error());
         }
@@ -339,14 +359,19 @@ impl<W, F> PublishState<W, F> {
             return Err(self.full_error());
         }
         if !self.durable {
-            return match self.write_one(w, WriteMode::Awaited, now) {
+            let outcome = match self.write_one_at_once(w, WriteMode::Awaited, &now) {
+                Ok(outcome) => outcome,
+                // No store: the general path (it sends at once or refuses).
+                Err(w) => self.write(vec![w], None, WriteMode::Awaited, now()),
+            };
+            return match outcome {
                 Outcome::Done(r) => r,
                 // Unreachable: an awaited write with room in a memory store is answered now.
                 Outcome::Pending => Err(PublishError::Stopped),
             };
         }
         let seq = self.next_seq;
-        match self.write(vec![w], None, WriteMode::Reported, now) {
+        match self.write(vec![w], None, WriteMode::Reported, now()) {
             Outcome::Pending => Ok(Some((seq, seq))),
             Outcome::Done(_) => Ok(None),
         }

@@ -125,13 +125,18 @@ impl SharedStore {
         waiter: R,
         attach: impl FnOnce(R) -> Reply,
     ) -> Submitted<R> {
-        let now = Instant::now();
         let (answered, outbound, wake) = {
             let mut state = self.lock();
+            // The clock is read only where an event needs it: not for the common single write.
             let outcome = match writes {
-                Writes::One(w) if cid.is_none() => state.write_one(w, mode, now),
-                Writes::One(w) => state.write(vec![w], cid, mode, now),
-                Writes::Many(ws) => state.write(ws, cid, mode, now),
+                Writes::One(w) if cid.is_none() => {
+                    match state.write_one_at_once(w, mode, Instant::now) {
+                        Ok(outcome) => outcome,
+                        Err(w) => state.write(vec![w], None, mode, Instant::now()),
+                    }
+                }
+                Writes::One(w) => state.write(vec![w], cid, mode, Instant::now()),
+                Writes::Many(ws) => state.write(ws, cid, mode, Instant::now()),
             };
             let answered = match outcome {
                 Outcome::Done(r) => Some((r, waiter)),
@@ -151,10 +156,9 @@ impl SharedStore {
 
     /// A write that never waits (see [`PublishState::try_write_one`]).
     pub(crate) fn try_submit(&self, w: NewWrite) -> (WriteResult, usize) {
-        let now = Instant::now();
         let (result, outbound, wake) = {
             let mut state = self.lock();
-            let r = state.try_write_one(w, now);
+            let r = state.try_write_one(w, Instant::now);
             (r, state.outbound_len(), state.has_effects())
         };
         if wake {
