@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_amps::client::{
-    ClientActor, ClientConfig, FailedWrite, GetStats, Publish, PublishBatch, PublishFlush,
-    Shutdown, StoreKind, SubscribeFailedWrites,
+    ClientActor, ClientConfig, FailedWrite, GetPublisher, GetStats, Publish, PublishBatch,
+    PublishFlush, Shutdown, StoreKind, SubscribeFailedWrites, Topic,
 };
 use actix_amps::server::RawWriter;
 use bytes::Bytes;
@@ -26,6 +26,10 @@ pub enum Mode {
     SendAwait,
     /// `Publish` with `do_send`, and `send().await` on every 1000th as a sync point.
     DoSend,
+    /// `Publisher::publish(..).await` per message (the handle, no mailbox hop).
+    PublisherAwait,
+    /// `Publisher::try_publish` per message (never waits).
+    TryPublish,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -108,6 +112,29 @@ pub async fn publish(
                     .await
                     .map_err(err)?
                     .map_err(err)?;
+            }
+        }
+        Mode::PublisherAwait => {
+            let publisher = client.send(GetPublisher).await.map_err(err)?;
+            let topic = Topic::new(TOPIC);
+            for _ in 0..count {
+                publisher
+                    .publish(Publish::new(&topic, body.clone()))
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        Mode::TryPublish => {
+            let publisher = client.send(GetPublisher).await.map_err(err)?;
+            let topic = Topic::new(TOPIC);
+            for i in 1..=count {
+                publisher
+                    .try_publish(Publish::new(&topic, body.clone()))
+                    .map_err(err)?;
+                // A producer on the client's own thread lets it send now and then.
+                if i % 1000 == 0 {
+                    tokio::task::yield_now().await;
+                }
             }
         }
         Mode::DoSend => {
@@ -276,6 +303,71 @@ pub async fn flush_latencies(
             .ok_or("the sink sent no persisted ack")?;
         lat.push(returned.saturating_duration_since(acked).as_secs_f64() * 1e6);
     }
+    stop_client(client).await;
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+/// An actor that has nothing to do with the client: it records how long each ping waited in
+/// its mailbox.
+pub struct Bystander {
+    latencies: Vec<f64>,
+}
+
+/// Sent from another thread with its send time.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping(Instant);
+
+impl Actor for Bystander {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for Bystander {
+    type Result = ();
+
+    fn handle(&mut self, p: Ping, _: &mut Context<Self>) {
+        self.latencies.push(p.0.elapsed().as_secs_f64() * 1e6);
+    }
+}
+
+impl Handler<TakeLatencies> for Bystander {
+    type Result = MessageResult<TakeLatencies>;
+
+    fn handle(&mut self, _: TakeLatencies, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(std::mem::take(&mut self.latencies))
+    }
+}
+
+/// Latencies (µs, sorted) of an unrelated actor on the client's arbiter while the client
+/// streams `count` messages (batches of 1000) into `store`: a thread pings it every 200 µs.
+pub async fn bystander_latencies(
+    uri: &str,
+    name: &str,
+    store: StoreKind,
+    body: &Bytes,
+    count: u64,
+) -> Result<Vec<f64>, String> {
+    let client = start_client(uri, name, store, count as usize + 1000).await?;
+    let bystander = Bystander {
+        latencies: Vec::new(),
+    }
+    .start();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let (addr, stop) = (bystander.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                addr.do_send(Ping(Instant::now()));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let result = publish(&client, body, count, Mode::Batch(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = pinger.join();
+    result?;
+    let mut lat = bystander.send(TakeLatencies).await.map_err(err)?;
     stop_client(client).await;
     lat.sort_by(f64::total_cmp);
     Ok(lat)

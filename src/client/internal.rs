@@ -1,7 +1,8 @@
 //! The typed messages the client's own actors exchange. Users never see these.
 //!
 //! ```text
-//! ClientActor --StoreWrites/StartFlush--> PublishStoreActor --SendFrames--> ConnectionActor
+//! ClientActor, Publisher --(writes, under the SharedStore lock; Wake once per burst)--> PublishStoreActor
+//! ClientActor --StartFlush--> PublishStoreActor --SendFrames--> ConnectionActor
 //! ConnectionActor --Inbound--> AckRouter --AckReceived--> PublishStoreActor
 //! ConnectionActor --LoggedOn/ConnectionLost--> PublishStoreActor, AckRouter
 //! PublishStoreActor --WriteFailed--> HandlerRegistry; AckRouter --Unexpected--> HandlerRegistry
@@ -19,27 +20,16 @@ use tokio::sync::oneshot;
 
 use crate::client::messages::{ClientStats, FailedWrite, UnexpectedMessage};
 use crate::client::store::{MessageOptions, Operation};
-use crate::error::{ConnectError, FlushError, ProtocolError, PublishError};
+use crate::error::{ConnectError, FlushError, ProtocolError};
 use crate::protocol::{AckType, Frame, Header};
 
 /// One write to store and send.
 #[derive(Debug)]
 pub(crate) struct NewWrite {
     pub operation: Operation,
-    pub topic: String,
+    pub topic: crate::client::topic::Topic,
     pub data: Bytes,
     pub options: Option<Box<MessageOptions>>,
-}
-
-/// Writes for the store, in order. Resolves to the first and last sequence assigned.
-#[derive(Message)]
-#[rtype(result = "Result<Option<(u64, u64)>, PublishError>")]
-pub(crate) struct StoreWrites {
-    pub writes: Vec<NewWrite>,
-    /// For a sow_delete whose caller waits for the stats: the command id to put on the frame.
-    pub cid: Option<String>,
-    /// Whether a caller awaits the answer (else a refusal is reported as a failed write).
-    pub mode: crate::client::store::state::WriteMode,
 }
 
 /// Bytes holding whole encoded frames, for the connection of `epoch` only.

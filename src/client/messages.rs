@@ -14,7 +14,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 
+use crate::client::body::Body;
 use crate::client::store::{Operation, StoredMessage};
+use crate::client::topic::Topic;
 use crate::error::{ConnectError, FlushError, PublishError, SowDeleteError};
 use crate::protocol::ack::{Reason, Status};
 use crate::protocol::{AmpsUri, Frame, Header};
@@ -24,8 +26,8 @@ use crate::protocol::{AmpsUri, Frame, Header};
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<Option<u64>, PublishError>")]
 pub struct Publish {
-    /// Topic.
-    pub topic: String,
+    /// Topic (a [`Topic`](crate::client::Topic): clone one to publish without allocating).
+    pub topic: Topic,
     /// Body.
     pub data: Bytes,
     /// Expiration in seconds (`e`).
@@ -38,10 +40,10 @@ pub struct Publish {
 
 impl Publish {
     /// A publish with no options.
-    pub fn new(topic: impl Into<String>, data: impl Into<Bytes>) -> Publish {
+    pub fn new(topic: impl Into<Topic>, data: impl Into<Body>) -> Publish {
         Publish {
             topic: topic.into(),
-            data: data.into(),
+            data: data.into().0,
             expiration: None,
             correlation_id: None,
             sow_key: None,
@@ -75,7 +77,7 @@ pub struct DeltaPublish(pub Publish);
 
 impl DeltaPublish {
     /// A delta publish with no options.
-    pub fn new(topic: impl Into<String>, data: impl Into<Bytes>) -> DeltaPublish {
+    pub fn new(topic: impl Into<Topic>, data: impl Into<Body>) -> DeltaPublish {
         DeltaPublish(Publish::new(topic, data))
     }
 }
@@ -119,7 +121,7 @@ pub enum SowDeleteSelector {
 #[rtype(result = "Result<Option<u64>, PublishError>")]
 pub struct SowDelete {
     /// Topic.
-    pub topic: String,
+    pub topic: Topic,
     /// What to delete.
     pub selector: SowDeleteSelector,
 }

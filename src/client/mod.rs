@@ -79,29 +79,35 @@
 
 mod ack_router;
 mod backoff;
+mod body;
 mod config;
 mod connection;
 mod handlers;
 mod inbound;
 mod internal;
 mod messages;
+mod publisher;
 // The store is not pluggable: `Store` and the two stores are reachable for the command-line
 // tool (`actix-amps store --verify/--repair`) and the tests, not part of the documented API.
 // Users pick a store with [`StoreKind`].
 #[doc(hidden)]
 pub mod store;
 pub mod subscriptions;
+mod topic;
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 pub use crate::tls::TlsClientConfig;
+pub use body::Body;
 pub use config::{Backoff, ClientConfig, FullPolicy, ReconnectPolicy, StoreKind};
 pub use connection::CLIENT_VERSION;
 pub use messages::*;
+pub use publisher::{FromRange, GetPublisher, Publisher, Written};
 pub use store::{FsyncPolicy, MessageOptions, Operation, StoredMessage};
 pub use subscriptions::*;
+pub use topic::Topic;
 
 use crate::error::{ClientStopped, FlushError, PublishError, SowDeleteError, StartError};
 use crate::protocol::{AckType, Status};
@@ -110,15 +116,18 @@ use connection::ConnectionActor;
 use handlers::HandlerRegistry;
 use internal::{
     AckWaiter, Closing, ExpectAck, NewWrite, NotifyLoggedOn, ReconnectCount, RegistrySync,
-    StartFlush, StopActor, StoreStats, StoreWrites,
+    StartFlush, StopActor, StoreStats,
 };
 use store::actor::PublishStoreActor;
+use store::shared::{Reply, SharedStore, Writes};
 use store::state::{Limits, WriteMode};
 use store::{FileStore, FileStoreConfig, MemoryStore, Store};
 
 /// The facade actor users message. Cloneable [`Addr`]s of it can be shared freely.
 pub struct ClientActor {
     store: Addr<PublishStoreActor>,
+    /// The store's state machine: writes enter it here, without a hop to the store actor.
+    shared: Arc<SharedStore>,
     connection: Addr<ConnectionActor>,
     router: Addr<AckRouter>,
     registry: Addr<HandlerRegistry>,
@@ -284,9 +293,12 @@ impl Opened {
             router_ctx.address(),
         );
         let router = router_ctx.run(AckRouter::new(store_addr.clone(), registry.clone()));
+        let shared = Arc::new(SharedStore::new(
+            PublishStoreActor::initial_state(store, limits),
+            store_addr.clone(),
+        ));
         let store_addr = store_ctx.run(PublishStoreActor::new(
-            store,
-            limits,
+            shared.clone(),
             conn_addr.clone(),
             router_addr,
             registry.clone(),
@@ -307,6 +319,7 @@ impl Opened {
         ));
         ClientActor {
             store: store_addr,
+            shared,
             connection,
             router,
             registry,
@@ -330,7 +343,7 @@ impl Actor for ClientActor {
     }
 }
 
-fn new_write(operation: Operation, p: Publish) -> NewWrite {
+pub(crate) fn new_write(operation: Operation, p: Publish) -> NewWrite {
     let options = (p.correlation_id.is_some() || p.expiration.is_some() || p.sow_key.is_some())
         .then(|| {
             Box::new(MessageOptions {
@@ -349,7 +362,20 @@ fn new_write(operation: Operation, p: Publish) -> NewWrite {
     }
 }
 
-fn sow_delete_write(topic: String, selector: SowDeleteSelector) -> NewWrite {
+pub(crate) fn batch_writes(batch: PublishBatch) -> Vec<NewWrite> {
+    let op = if batch.delta {
+        Operation::DeltaPublish
+    } else {
+        Operation::Publish
+    };
+    batch
+        .messages
+        .into_iter()
+        .map(|p| new_write(op, p))
+        .collect()
+}
+
+fn sow_delete_write(topic: Topic, selector: SowDeleteSelector) -> NewWrite {
     let mut options = MessageOptions::default();
     let data = match selector {
         SowDeleteSelector::Filter(f) => {
@@ -371,37 +397,39 @@ fn sow_delete_write(topic: String, selector: SowDeleteSelector) -> NewWrite {
     }
 }
 
+/// An awaited write whose answer is wanted as a future (a sow_delete that waits for stats).
 fn store_writes(
-    store: &Addr<PublishStoreActor>,
-    writes: Vec<NewWrite>,
+    shared: &SharedStore,
+    writes: Writes,
     cid: Option<String>,
 ) -> impl std::future::Future<Output = Result<Option<(u64, u64)>, PublishError>> + 'static {
-    let req = store.send(StoreWrites {
-        writes,
-        cid,
-        mode: WriteMode::Awaited,
-    });
-    async move { req.await.unwrap_or(Err(PublishError::Stopped)) }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let submitted = shared.submit(writes, cid, WriteMode::Awaited, tx, Reply::Range);
+    let now = submitted.answered.map(|(r, _)| r);
+    async move {
+        match now {
+            Some(r) => r,
+            None => rx.await.unwrap_or(Err(PublishError::Stopped)),
+        }
+    }
 }
 
 /// The answer to a write: decided when actix hands the response over, because only then is it
-/// known whether anybody awaits it. With `send`, the store's answer goes back to the caller;
-/// with `do_send` (no one to tell), the writes go to the store in one hop and any refusal is
-/// reported as a [`FailedWrite`] with [`LocalReason::Rejected`] instead of vanishing.
+/// known whether anybody awaits it. The write enters the store's state machine right there
+/// (one hop: the client actor's mailbox). With `send`, the answer goes into the caller's own
+/// channel, at once or when the store decides (no task is spawned); with `do_send` (no one to
+/// tell), any refusal is reported as a [`FailedWrite`] with [`LocalReason::Rejected`] instead
+/// of vanishing.
 pub struct WriteResponse<R> {
-    store: Addr<PublishStoreActor>,
-    writes: Vec<NewWrite>,
+    shared: Arc<SharedStore>,
+    writes: Writes,
     map: fn(Option<(u64, u64)>) -> R,
 }
 
 impl<R> WriteResponse<R> {
-    fn new(
-        store: &Addr<PublishStoreActor>,
-        writes: Vec<NewWrite>,
-        map: fn(Option<(u64, u64)>) -> R,
-    ) -> Self {
+    fn new(shared: &Arc<SharedStore>, writes: Writes, map: fn(Option<(u64, u64)>) -> R) -> Self {
         WriteResponse {
-            store: store.clone(),
+            shared: shared.clone(),
             writes,
             map,
         }
@@ -411,26 +439,32 @@ impl<R> WriteResponse<R> {
 impl<M, R> actix::dev::MessageResponse<ClientActor, M> for WriteResponse<R>
 where
     M: Message<Result = Result<R, PublishError>>,
-    R: 'static,
+    R: Send + 'static,
 {
     fn handle(
         self,
-        ctx: &mut Context<ClientActor>,
+        _: &mut Context<ClientActor>,
         tx: Option<actix::dev::OneshotSender<M::Result>>,
     ) {
-        let WriteResponse { store, writes, map } = self;
+        let WriteResponse {
+            shared,
+            writes,
+            map,
+        } = self;
         let Some(tx) = tx else {
-            store.do_send(StoreWrites {
-                writes,
-                cid: None,
-                mode: WriteMode::Reported,
+            shared.submit(writes, None, WriteMode::Reported, (), |()| {
+                Reply::Mapped(Box::new(drop))
             });
             return;
         };
-        let answer = store_writes(&store, writes, None);
-        ctx.spawn(fut::wrap_future(async move {
-            let _ = tx.send(answer.await.map(map));
-        }));
+        let submitted = shared.submit(writes, None, WriteMode::Awaited, tx, move |tx| {
+            Reply::Mapped(Box::new(move |r: store::state::WriteResult| {
+                let _ = tx.send(r.map(map));
+            }))
+        });
+        if let Some((result, tx)) = submitted.answered {
+            let _ = tx.send(result.map(map));
+        }
     }
 }
 
@@ -443,8 +477,8 @@ impl Handler<Publish> for ClientActor {
 
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
         WriteResponse::new(
-            &self.store,
-            vec![new_write(Operation::Publish, msg)],
+            &self.shared,
+            Writes::One(new_write(Operation::Publish, msg)),
             first_seq,
         )
     }
@@ -455,8 +489,8 @@ impl Handler<DeltaPublish> for ClientActor {
 
     fn handle(&mut self, msg: DeltaPublish, _: &mut Context<Self>) -> Self::Result {
         WriteResponse::new(
-            &self.store,
-            vec![new_write(Operation::DeltaPublish, msg.0)],
+            &self.shared,
+            Writes::One(new_write(Operation::DeltaPublish, msg.0)),
             first_seq,
         )
     }
@@ -466,13 +500,7 @@ impl Handler<PublishBatch> for ClientActor {
     type Result = WriteResponse<Option<(u64, u64)>>;
 
     fn handle(&mut self, msg: PublishBatch, _: &mut Context<Self>) -> Self::Result {
-        let op = if msg.delta {
-            Operation::DeltaPublish
-        } else {
-            Operation::Publish
-        };
-        let writes = msg.messages.into_iter().map(|p| new_write(op, p)).collect();
-        WriteResponse::new(&self.store, writes, |r| r)
+        WriteResponse::new(&self.shared, Writes::Many(batch_writes(msg)), |r| r)
     }
 }
 
@@ -481,8 +509,8 @@ impl Handler<SowDelete> for ClientActor {
 
     fn handle(&mut self, msg: SowDelete, _: &mut Context<Self>) -> Self::Result {
         WriteResponse::new(
-            &self.store,
-            vec![sow_delete_write(msg.topic, msg.selector)],
+            &self.shared,
+            Writes::One(sow_delete_write(msg.topic, msg.selector)),
             first_seq,
         )
     }
@@ -504,8 +532,8 @@ impl Handler<SowDeleteAndWait> for ClientActor {
             tx: AckWaiter::Channel(tx),
         });
         let stored = store_writes(
-            &self.store,
-            vec![sow_delete_write(msg.topic, msg.selector)],
+            &self.shared,
+            Writes::One(sow_delete_write(msg.topic.into(), msg.selector)),
             Some(cid),
         );
         let timeout = msg.timeout;

@@ -19,13 +19,20 @@
 //! Time enters here (`Instant::now()` for each event that needs it) and nowhere in the state
 //! machine. The file store's I/O runs where the state machine calls it (a group commit), on
 //! this actor's thread.
+//!
+//! The state machine lives in a [`SharedStore`] (`shared.rs`): writes enter it directly from
+//! the client actor and from publisher handles, under its lock, and wake this actor (one
+//! [`Wake`] per burst) to carry out what they left; every other event comes through here.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::state::{Effect, FlushAck, Limits, Outcome, PublishState, WriteResult};
+use std::sync::Arc;
+
+use super::shared::{FlushTx, SharedStore, State, Wake};
+use super::state::{Effect, FlushAck, Limits, PublishState};
 use super::Store;
 use crate::client::ack_router::AckRouter;
 use crate::client::connection::ConnectionActor;
@@ -33,40 +40,41 @@ use crate::client::handlers::HandlerRegistry;
 use crate::client::internal::{
     AckReceived, AckWaiter, Closing, ConnectionLost, ExpectAck, FlushAckReceived, FlushResolved,
     GaveUp, LoggedOn, NameLost, ProtocolViolation, SendFrames, StartFlush, StopActor, StoreStats,
-    StoreWrites, Unexpected, WriteFailed,
+    Unexpected, WriteFailed,
 };
 use crate::client::messages::FlushReport;
-use crate::error::{ConnectError, FlushError, PublishError};
+use crate::error::{ConnectError, FlushError};
 use crate::protocol::Status;
-
-type WriteTx = oneshot::Sender<WriteResult>;
-type FlushTx = oneshot::Sender<Result<FlushReport, FlushError>>;
 
 /// The publish-store actor (see the module docs).
 pub struct PublishStoreActor {
-    state: PublishState<WriteTx, FlushTx>,
+    shared: Arc<SharedStore>,
     conn: Addr<ConnectionActor>,
     router: Addr<AckRouter>,
     registry: Addr<HandlerRegistry>,
     /// Reused between handlers.
-    effects: Vec<Effect<WriteTx, FlushTx>>,
+    effects: Vec<Effect<super::shared::Reply, FlushTx>>,
     /// Callers of a graceful close.
     closing: Vec<oneshot::Sender<()>>,
 }
 
 impl PublishStoreActor {
+    /// The state machine over `store`, numbering a fresh store from the clock.
+    pub(crate) fn initial_state(store: Option<Box<dyn Store>>, limits: Limits) -> State {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        PublishState::new(store, limits, now_ms.saturating_mul(1_000_000) + 1)
+    }
+
     pub(crate) fn new(
-        store: Option<Box<dyn Store>>,
-        limits: Limits,
+        shared: Arc<SharedStore>,
         conn: Addr<ConnectionActor>,
         router: Addr<AckRouter>,
         registry: Addr<HandlerRegistry>,
     ) -> Self {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         PublishStoreActor {
-            state: PublishState::new(store, limits, now_ms.saturating_mul(1_000_000) + 1),
+            shared,
             conn,
             router,
             registry,
@@ -77,14 +85,12 @@ impl PublishStoreActor {
 
     /// Carries out the effects the last event produced.
     fn run_effects(&mut self, ctx: &mut Context<Self>) {
-        self.state.take_effects(&mut self.effects);
+        self.shared.lock().take_effects(&mut self.effects);
         for effect in self.effects.drain(..) {
             match effect {
                 Effect::OutboundReady => ctx.notify(FlushOutbound),
                 Effect::Send { epoch, bytes } => self.conn.do_send(SendFrames { epoch, bytes }),
-                Effect::Answer { reply, result } => {
-                    let _ = reply.send(result);
-                }
+                Effect::Answer { reply, result } => reply.send(result),
                 Effect::Failed(fw) => self.registry.do_send(WriteFailed(fw)),
                 Effect::Unexpected(u) => self.registry.do_send(Unexpected(u)),
                 Effect::FlushDone { reply, result } => {
@@ -99,7 +105,7 @@ impl PublishStoreActor {
                 Effect::FlushTimer { id, deadline } => {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     ctx.run_later(wait, move |act, ctx| {
-                        act.state.flush_expired(id, Instant::now());
+                        act.shared.lock().flush_expired(id, Instant::now());
                         act.run_effects(ctx);
                     });
                 }
@@ -111,7 +117,7 @@ impl PublishStoreActor {
                 Effect::Closed => {
                     // A graceful close ends with everything stored (and every discard) on disk,
                     // so the next process does not replay what this one settled.
-                    self.state.stop(Instant::now());
+                    self.shared.lock().stop(Instant::now());
                     for tx in self.closing.drain(..) {
                         let _ = tx.send(());
                     }
@@ -134,7 +140,8 @@ impl Handler<FlushOutbound> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, _: FlushOutbound, _: &mut Context<Self>) {
-        if let Some((epoch, bytes)) = self.state.take_outbound() {
+        let outbound = self.shared.lock().take_outbound();
+        if let Some((epoch, bytes)) = outbound {
             self.conn.do_send(SendFrames { epoch, bytes });
         }
     }
@@ -149,7 +156,7 @@ impl Handler<Commit> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, _: Commit, ctx: &mut Context<Self>) {
-        self.state.commit(Instant::now());
+        self.shared.lock().commit(Instant::now());
         self.run_effects(ctx);
     }
 }
@@ -163,30 +170,17 @@ impl Handler<ResumeAdmission> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, _: ResumeAdmission, ctx: &mut Context<Self>) {
-        self.state.resume(Instant::now());
+        self.shared.lock().resume(Instant::now());
         self.run_effects(ctx);
     }
 }
 
-impl Handler<StoreWrites> for PublishStoreActor {
-    type Result = Response<WriteResult>;
+impl Handler<Wake> for PublishStoreActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: StoreWrites, ctx: &mut Context<Self>) -> Self::Result {
-        let mode = msg.mode;
-        let outcome = self.state.write(msg.writes, msg.cid, mode, Instant::now());
-        let response = match outcome {
-            Outcome::Done(result) => Response::reply(result),
-            Outcome::Pending if mode == super::state::WriteMode::Reported => {
-                Response::reply(Ok(None))
-            }
-            Outcome::Pending => {
-                let (tx, rx) = oneshot::channel();
-                self.state.attach(tx);
-                Response::fut(async move { rx.await.unwrap_or(Err(PublishError::Stopped)) })
-            }
-        };
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.shared.woken();
         self.run_effects(ctx);
-        response
     }
 }
 
@@ -194,7 +188,7 @@ impl Handler<AckReceived> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: AckReceived, ctx: &mut Context<Self>) {
-        self.state.ack(msg.epoch, msg.ack, msg.received_at);
+        self.shared.lock().ack(msg.epoch, msg.ack, msg.received_at);
         self.run_effects(ctx);
     }
 }
@@ -208,7 +202,7 @@ impl Handler<FlushAckReceived> for PublishStoreActor {
         } else {
             FlushAck::Done
         };
-        self.state.flush_ack(&msg.cid, ack);
+        self.shared.lock().flush_ack(&msg.cid, ack);
         self.run_effects(ctx);
     }
 }
@@ -218,7 +212,8 @@ impl Handler<LoggedOn> for PublishStoreActor {
 
     fn handle(&mut self, msg: LoggedOn, ctx: &mut Context<Self>) -> Self::Result {
         let result = self
-            .state
+            .shared
+            .lock()
             .logged_on(msg.epoch, msg.server_last, Instant::now());
         self.run_effects(ctx);
         result
@@ -229,7 +224,7 @@ impl Handler<ConnectionLost> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionLost, ctx: &mut Context<Self>) {
-        self.state.connection_lost(msg.epoch);
+        self.shared.lock().connection_lost(msg.epoch);
         self.run_effects(ctx);
     }
 }
@@ -238,7 +233,7 @@ impl Handler<GaveUp> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: GaveUp, ctx: &mut Context<Self>) {
-        self.state.gave_up(msg.reason, Instant::now());
+        self.shared.lock().gave_up(msg.reason, Instant::now());
         self.run_effects(ctx);
     }
 }
@@ -247,7 +242,9 @@ impl Handler<NameLost> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: NameLost, ctx: &mut Context<Self>) {
-        self.state.name_lost(msg.on_live_connection, Instant::now());
+        self.shared
+            .lock()
+            .name_lost(msg.on_live_connection, Instant::now());
         self.run_effects(ctx);
     }
 }
@@ -257,7 +254,8 @@ impl Handler<StartFlush> for PublishStoreActor {
 
     fn handle(&mut self, msg: StartFlush, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.state
+        self.shared
+            .lock()
             .start_flush(tx, msg.deadline.into_std(), Instant::now());
         self.run_effects(ctx);
         Response::fut(async move { rx.await.unwrap_or(Err(FlushError::Stopped)) })
@@ -270,7 +268,7 @@ impl Handler<Closing> for PublishStoreActor {
     fn handle(&mut self, _: Closing, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.closing.push(tx);
-        self.state.close();
+        self.shared.lock().close();
         self.run_effects(ctx);
         Response::fut(async move {
             let _ = rx.await;
@@ -282,7 +280,7 @@ impl Handler<StoreStats> for PublishStoreActor {
     type Result = MessageResult<StoreStats>;
 
     fn handle(&mut self, _: StoreStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.state.stats())
+        MessageResult(self.shared.lock().stats())
     }
 }
 
@@ -290,7 +288,7 @@ impl Handler<StopActor> for PublishStoreActor {
     type Result = ();
 
     fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
-        self.state.stop(Instant::now());
+        self.shared.lock().stop(Instant::now());
         self.run_effects(ctx);
         ctx.stop();
     }

@@ -119,7 +119,7 @@ fn unstored_message(w: NewWrite) -> StoredMessage {
     StoredMessage {
         seq: 0,
         operation: w.operation,
-        topic: w.topic.into(),
+        topic: w.topic.into_arc(),
         data: w.data,
         options: w.options,
     }
@@ -296,6 +296,99 @@ impl<W, F> PublishState<W, F> {
         Outcome::Pending
     }
 
+    /// One write (the per-message path): the same rules as [`PublishState::write`], without
+    /// a request to build when the write can be admitted at once into a memory store. (The
+    /// shell calls [`PublishState::write_one_at_once`] itself, to read the clock only when
+    /// needed; the model test drives this.)
+    #[cfg(test)]
+    pub fn write_one(&mut self, w: NewWrite, mode: WriteMode, now: Instant) -> Outcome {
+        match self.write_one_at_once(w, mode, || now) {
+            Ok(outcome) => outcome,
+            Err(w) => self.write(vec![w], None, mode, now),
+        }
+    }
+
+    /// The common case of [`PublishState::write_one`]: a valid write that fits a memory store
+    /// now, admitted without reading the clock (`now` is only called if the append fails).
+    /// `Err` gives the write back when it needs the general path.
+    pub fn write_one_at_once(
+        &mut self,
+        w: NewWrite,
+        mode: WriteMode,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<Outcome, NewWrite> {
+        let at_once = self.stopped.is_none()
+            && self.store.is_some()
+            && !self.durable
+            && self.admission.waiting.is_empty()
+            && self.validate(&w).is_ok()
+            && self.fits(1, write_weight(&w));
+        if !at_once {
+            return Err(w);
+        }
+        let seq = self.next_seq;
+        Ok(match self.admit_one(w, None) {
+            Ok(seq) => Outcome::Done(Ok(Some((seq, seq)))),
+            Err(e) => {
+                let err = self.admission_failed(seq, mode, e, now());
+                match mode {
+                    WriteMode::Awaited => Outcome::Done(Err(err)),
+                    // A memory store's append only fails on a numbering bug; nothing is left
+                    // to report but the log line `admission_failed` wrote.
+                    WriteMode::Reported => Outcome::Done(Ok(None)),
+                }
+            }
+        })
+    }
+
+    /// One write that never waits: refused with `Err` (never stored, never sent) when the
+    /// store is full or anything waits for room, whatever the [`FullPolicy`]; otherwise
+    /// admitted as [`PublishState::write_one`] does. A memory store (or none) answers at once.
+    /// A durable store admits it as a reported write: `Ok(Some(seq))` now, durable and sent
+    /// after the group commit; a commit or append that fails later reports it as a
+    /// [`FailedWrite`](crate::client::FailedWrite) (`Ok(None)` when that happened during this
+    /// call), as for `do_send`.
+    ///
+    /// `now` is called only if an event needs the time (the common case reads no clock).
+    pub fn try_write_one(&mut self, w: NewWrite, now: impl Fn() -> Instant) -> WriteResult {
+        if let Some(stop) = &self.stopped {
+            return Err(stop.error());
+        }
+        self.validate(&w)?;
+        if self.store.is_some()
+            && (!self.admission.waiting.is_empty() || !self.fits(1, write_weight(&w)))
+        {
+            return Err(self.full_error());
+        }
+        if !self.durable {
+            let outcome = match self.write_one_at_once(w, WriteMode::Awaited, &now) {
+                Ok(outcome) => outcome,
+                // No store: the general path (it sends at once or refuses).
+                Err(w) => self.write(vec![w], None, WriteMode::Awaited, now()),
+            };
+            return match outcome {
+                Outcome::Done(r) => r,
+                // Unreachable: an awaited write with room in a memory store is answered now.
+                Outcome::Pending => Err(PublishError::Stopped),
+            };
+        }
+        let seq = self.next_seq;
+        match self.write(vec![w], None, WriteMode::Reported, now()) {
+            Outcome::Pending => Ok(Some((seq, seq))),
+            Outcome::Done(_) => Ok(None),
+        }
+    }
+
+    /// Bytes encoded for the live connection and not yet handed over.
+    pub fn outbound_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether the last events left effects for the shell to carry out.
+    pub fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
     /// Continues admission of waiting writes (after a `ResumeLater`).
     pub fn resume(&mut self, now: Instant) {
         self.admission.resume_scheduled = false;
@@ -389,9 +482,9 @@ impl<W, F> PublishState<W, F> {
     fn admit_one(&mut self, w: NewWrite, cid: Option<String>) -> Result<u64, StoreError> {
         let seq = self.next_seq;
         let topic = match &self.last_topic {
-            Some(t) if **t == *w.topic => t.clone(),
+            Some(t) if w.topic.ptr_eq(t) || **t == *w.topic => t.clone(),
             _ => {
-                let t: Arc<str> = w.topic.into();
+                let t: Arc<str> = w.topic.into_arc();
                 self.last_topic = Some(t.clone());
                 t
             }

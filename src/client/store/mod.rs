@@ -20,6 +20,7 @@
 //! stop.rs       connection lost, gave up, name lost, graceful close, stop
 //! replay.rs     what a logon discards, keeps for late failures, reports as conflicts, re-sends
 //! encode.rs     how a stored message goes on the wire
+//! shared.rs     SharedStore: the state behind one short lock; writes enter it from any thread
 //! actor.rs      PublishStoreActor: the thin shell that feeds events and carries out effects
 //! memory.rs     MemoryStore (survives reconnects)
 //! file.rs       FileStore (survives the process)
@@ -39,6 +40,7 @@ pub mod memory;
 #[cfg(test)]
 mod model_tests;
 mod replay;
+pub(crate) mod shared;
 pub(crate) mod state;
 mod stop;
 

@@ -599,7 +599,7 @@ impl World {
             };
             writes.push(NewWrite {
                 operation,
-                topic,
+                topic: topic.into(),
                 data,
                 options,
             });
@@ -610,7 +610,28 @@ impl World {
             WriteMode::Reported
         };
         let now = self.tick();
-        match self.proc.state.write(writes, None, mode, now) {
+        // Single writes also take the per-message entry points (the publisher's and the
+        // client actor's): one in three each through `write_one` and `try_write_one`.
+        let route = if ids.len() == 1 { ids[0] % 3 } else { 0 };
+        let outcome = match (route, writes.pop()) {
+            (1, Some(w)) => self.proc.state.write_one(w, mode, now),
+            (2, Some(w)) => {
+                let fate = match self.proc.state.try_write_one(w, || now) {
+                    Ok(_) => Fate::Accepted,
+                    Err(_) => Fate::Refused,
+                };
+                // Accepted unless a rejection report says otherwise (reports override).
+                for id in ids {
+                    self.fates.entry(id).or_insert(fate);
+                }
+                return self.effects();
+            }
+            (_, w) => {
+                writes.extend(w);
+                self.proc.state.write(writes, None, mode, now)
+            }
+        };
+        match outcome {
             Outcome::Done(result) if awaited => {
                 self.next_request += 1;
                 self.proc.requests.insert(self.next_request, ids);

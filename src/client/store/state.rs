@@ -128,6 +128,8 @@ pub(crate) enum Effect<W, F> {
 pub(super) enum Stopped {
     GaveUp(crate::error::GiveUpReason),
     NameLost,
+    /// The client stopped ([`PublishState::stop`]).
+    Shutdown,
 }
 
 impl Stopped {
@@ -137,6 +139,7 @@ impl Stopped {
                 reason: reason.clone(),
             },
             Stopped::NameLost => PublishError::NameInUse,
+            Stopped::Shutdown => PublishError::Stopped,
         }
     }
 }

@@ -170,6 +170,9 @@ impl<W, F> PublishState<W, F> {
     pub fn stop(&mut self, now: Instant) {
         self.commit_now(now);
         self.reject_waiting_with(PublishError::Stopped, now);
+        // Publisher handles outlive the actors: their later writes are refused, not stored
+        // where nothing would send them.
+        self.stopped.get_or_insert(Stopped::Shutdown);
         if self.store_frozen {
             return;
         }
