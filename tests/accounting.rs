@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_amps::client::{
-    ConnectionEvent, FailureSource, GetStats, LocalReason, Publish, PublishBatch, PublishFlush,
-    Shutdown, StoreKind, WaitLoggedOn,
+    ClientActor, ConnectionEvent, FailureSource, GetStats, LocalReason, Publish, PublishBatch,
+    PublishFlush, Shutdown, StoreKind, WaitLoggedOn,
 };
 use actix_amps::error::PublishError;
 use actix_amps::protocol::Reason;
@@ -26,6 +26,35 @@ async fn until_logged(server: &TestServer, name: &str, seq: u64) {
             "{name}: {seq} never logged"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Publishes one message and returns its sequence (the client is alive and stores it).
+async fn publish_ok(client: &Addr<ClientActor>, topic: &str, body: &'static str) -> u64 {
+    client
+        .send(Publish::new(topic, body))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+/// Starts a client named `name` on the file store in `dir`, waiting (bounded) for the previous
+/// process's actors to release the store's lock.
+async fn start_on_store(
+    name: &str,
+    server: &TestServer,
+    dir: &std::path::Path,
+) -> Addr<ClientActor> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match config(name, server).store(StoreKind::file(dir)).start() {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
     }
 }
 
@@ -241,40 +270,14 @@ async fn failures_reach_a_successor_only_when_nobody_read_them() {
 async fn a_file_store_successor_reports_a_restored_write_with_its_message() {
     let server = TestServer::start(|c| c.deny_write("^denied"));
     let dir = tempfile::tempdir().unwrap();
-    let first = config("restored", &server)
-        .store(StoreKind::file(dir.path()))
-        .start()
-        .unwrap();
+    let first = start_on_store("restored", &server, dir.path()).await;
     assert!(first.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     server.handle.stall_acks();
-    let ok = first
-        .send(Publish::new("t", "ok"))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let denied = first
-        .send(Publish::new("denied.t", "kept on disk"))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let ok = publish_ok(&first, "t", "ok").await;
+    let denied = publish_ok(&first, "denied.t", "kept on disk").await;
     until_logged(&server, "restored", ok).await;
     first.send(Shutdown).await.unwrap();
-    // Let the first client's actors release the store's lock.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let second = loop {
-        match config("restored", &server)
-            .store(StoreKind::file(dir.path()))
-            .start()
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(tokio::time::Instant::now() < deadline, "{e}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
+    let second = start_on_store("restored", &server, dir.path()).await;
     server.handle.resume_acks();
     let mut events = Events::new();
     events.subscribe_failed(&second).await;
@@ -413,41 +416,15 @@ async fn a_successor_numbers_above_the_last_sequence_its_predecessor_saw() {
     let first = config("marked", &server).start().unwrap();
     assert!(first.send(WaitLoggedOn::new(WAIT)).await.unwrap());
     server.handle.stall_acks();
-    let refused = first
-        .send(Publish::new("denied.t", "r"))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let last = first
-        .send(Publish::new("t", "last"))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let refused = publish_ok(&first, "denied.t", "r").await;
+    let last = publish_ok(&first, "t", "last").await;
     until_logged(&server, "marked", last).await;
     first.send(Shutdown).await.unwrap();
     server.handle.resume_acks();
 
     // A file-store process logs on, hears the refusal (its store discards up to it), stops.
     let dir = tempfile::tempdir().unwrap();
-    let start_on_dir = || async {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match config("marked", &server)
-                .store(StoreKind::file(dir.path()))
-                .start()
-            {
-                Ok(c) => break c,
-                Err(e) => {
-                    // The previous process's actors release the store's lock shortly.
-                    assert!(tokio::time::Instant::now() < deadline, "{e}");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-    };
-    let second = start_on_dir().await;
+    let second = start_on_store("marked", &server, dir.path()).await;
     let report = second
         .send(PublishFlush { timeout: WAIT })
         .await
@@ -458,15 +435,10 @@ async fn a_successor_numbers_above_the_last_sequence_its_predecessor_saw() {
 
     // The successor publishes while the server is down, so it numbers before any logon.
     server.handle.stop();
-    let third = start_on_dir().await;
+    let third = start_on_store("marked", &server, dir.path()).await;
     let mut events = Events::new();
     events.subscribe_failed(&third).await;
-    let offline = third
-        .send(Publish::new("t", "numbered offline"))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let offline = publish_ok(&third, "t", "numbered offline").await;
     assert!(
         offline > last,
         "{offline} is not above the server's last {last}"

@@ -151,13 +151,7 @@ impl<W, F> PublishState<W, F> {
                 Err(e) => tracing::error!(%e, "publish store failed to discard a failed message"),
             }
         }
-        let predecessor = self.is_predecessors(seq);
-        if predecessor {
-            self.counts.predecessor_failed += 1;
-        } else {
-            self.counts.failed += 1;
-        }
-        self.book.reported(seq, predecessor);
+        let predecessor = self.count_reported_failure(seq);
         let reason = ack.reason.clone().unwrap_or(Reason::Other(String::new()));
         let status = ack.status.clone().unwrap_or_default();
         self.effects.push(Effect::Failed(FailedWrite {

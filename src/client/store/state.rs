@@ -309,6 +309,19 @@ impl<W, F> PublishState<W, F> {
         self.first_own.is_none_or(|first| seq < first)
     }
 
+    /// Counts the failure of `seq` as reported (its own or a predecessor's) and remembers it,
+    /// so that a repeat is never reported; returns whether it was a predecessor's.
+    pub(super) fn count_reported_failure(&mut self, seq: u64) -> bool {
+        let predecessor = self.is_predecessors(seq);
+        if predecessor {
+            self.counts.predecessor_failed += 1;
+        } else {
+            self.counts.failed += 1;
+        }
+        self.book.reported(seq, predecessor);
+        predecessor
+    }
+
     // ----- group commit -----
 
     pub(super) fn schedule_commit(&mut self) {
@@ -494,13 +507,7 @@ impl<W, F> PublishState<W, F> {
             LocalReason::Rejected(e) => Reason::Other(e.to_string()),
         };
         let seq = m.seq;
-        let predecessor = self.is_predecessors(seq);
-        if predecessor {
-            self.counts.predecessor_failed += 1;
-        } else {
-            self.counts.failed += 1;
-        }
-        self.book.reported(seq, predecessor);
+        let predecessor = self.count_reported_failure(seq);
         self.effects.push(Effect::Failed(FailedWrite {
             sequence: seq,
             ack: local_ack(seq, &reason),
