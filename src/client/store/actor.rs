@@ -20,9 +20,9 @@
 //! machine. The file store's I/O runs where the state machine calls it (a group commit), on
 //! this actor's thread.
 //!
-//! The state machine lives in a [`SharedStore`] (`shared.rs`): writes enter it directly from
+//! The state machine lives in a `SharedStore` (`shared.rs`): writes enter it directly from
 //! the client actor and from publisher handles, under its lock, and wake this actor (one
-//! [`Wake`] per burst) to carry out what they left; every other event comes through here.
+//! `Wake` per burst) to carry out what they left; every other event comes through here.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
