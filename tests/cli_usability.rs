@@ -27,7 +27,10 @@ fn run(mut cmd: Command, stdin: &[u8]) -> Output {
         .spawn()
         .expect("spawn actix-amps");
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin).expect("write stdin");
+    // A command that fails at once (a refused logon) may exit before reading its input.
+    if let Err(e) = input.write_all(stdin) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
     drop(input);
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
