@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio_util::codec::Decoder;
 
@@ -46,30 +46,7 @@ impl FrameBatchCodec {
     }
 
     fn next_frame(&self, src: &mut BytesMut) -> Result<Option<Bytes>, ProtocolError> {
-        loop {
-            if src.len() < 4 {
-                return Ok(None);
-            }
-            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-            if len == 0 {
-                src.advance(4);
-                continue;
-            }
-            if len > self.max_frame {
-                return Err(ProtocolError::FrameTooLarge {
-                    len,
-                    max: self.max_frame,
-                });
-            }
-            if src.len() < 4 + len {
-                if src.capacity() < 4 + len {
-                    src.reserve(4 + len - src.len());
-                }
-                return Ok(None);
-            }
-            src.advance(4);
-            return Ok(Some(src.split_to(len).freeze()));
-        }
+        crate::protocol::codec::split_frame(src, self.max_frame)
     }
 }
 

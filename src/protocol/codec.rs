@@ -48,28 +48,9 @@ impl Decoder for AmpsCodec {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        loop {
-            if src.len() < 4 {
-                return Ok(None);
-            }
-            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-            if len == 0 {
-                src.advance(4);
-                continue;
-            }
-            if len > self.max_frame {
-                return Err(ProtocolError::FrameTooLarge {
-                    len,
-                    max: self.max_frame,
-                });
-            }
-            if src.len() < 4 + len {
-                src.reserve(4 + len - src.len());
-                return Ok(None);
-            }
-            src.advance(4);
-            let bytes = src.split_to(len).freeze();
-            return decode_frame(bytes).map(Some);
+        match split_frame(src, self.max_frame)? {
+            Some(bytes) => decode_frame(bytes).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -89,6 +70,39 @@ impl Decoder for AmpsCodec {
         };
         src.clear();
         Err(ProtocolError::Truncated { have, need })
+    }
+}
+
+/// Splits the next length-prefixed frame off `src`: `None` until a whole one has arrived
+/// (room for it is reserved), a frame over `max_frame` is refused before it is buffered, and
+/// empty frames (heartbeat padding) are skipped.
+pub(crate) fn split_frame(
+    src: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<Bytes>, ProtocolError> {
+    loop {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len == 0 {
+            src.advance(4);
+            continue;
+        }
+        if len > max_frame {
+            return Err(ProtocolError::FrameTooLarge {
+                len,
+                max: max_frame,
+            });
+        }
+        if src.len() < 4 + len {
+            if src.capacity() < 4 + len {
+                src.reserve(4 + len - src.len());
+            }
+            return Ok(None);
+        }
+        src.advance(4);
+        return Ok(Some(src.split_to(len).freeze()));
     }
 }
 

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use actix_amps::client::Ping;
 use clap::Args;
 
-use crate::sub_common::{client_config, default_name, parse_secs, watch_errors, with_last_error};
+use crate::sub_common::{parse_secs, start_logged_on, with_last_error};
 
 /// Arguments of `ping`.
 #[derive(Args, Debug)]
@@ -32,15 +32,13 @@ pub fn run(args: PingArgs) -> Result<ExitCode, String> {
     crate::init_logging_quiet();
     System::new().block_on(async move {
         let deadline = tokio::time::Instant::now() + args.timeout;
-        let name = args
-            .client_name
-            .clone()
-            .unwrap_or_else(|| default_name("ping"));
-        let client = client_config(&name, &args.conn, None)?
-            .start()
-            .map_err(|e| e.to_string())?;
-        let errors = watch_errors(&client).await;
-        crate::connect::logged_on(&client, args.conn.connect_timeout.min(args.timeout)).await?;
+        let (client, errors) = start_logged_on(
+            "ping",
+            args.client_name.clone(),
+            &args.conn,
+            args.conn.connect_timeout.min(args.timeout),
+        )
+        .await?;
         let left = deadline
             .saturating_duration_since(tokio::time::Instant::now())
             .max(Duration::from_millis(1));

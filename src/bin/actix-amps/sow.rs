@@ -13,8 +13,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 
 use crate::sub_common::{
-    client_config, default_name, parse_secs, wait_for_end, watch_errors, with_last_error, Printer,
-    Style,
+    parse_secs, start_logged_on, wait_for_end, with_last_error, Printer, Style,
 };
 
 /// Arguments of `sow`.
@@ -50,15 +49,13 @@ pub fn run(args: SowArgs) -> Result<ExitCode, String> {
     crate::init_logging_quiet();
     System::new().block_on(async move {
         let deadline = tokio::time::Instant::now() + args.timeout;
-        let name = args
-            .client_name
-            .clone()
-            .unwrap_or_else(|| default_name("sow"));
-        let client = client_config(&name, &args.conn, None)?
-            .start()
-            .map_err(|e| e.to_string())?;
-        let errors = watch_errors(&client).await;
-        crate::connect::logged_on(&client, args.conn.connect_timeout.min(args.timeout)).await?;
+        let (client, errors) = start_logged_on(
+            "sow",
+            args.client_name.clone(),
+            &args.conn,
+            args.conn.connect_timeout.min(args.timeout),
+        )
+        .await?;
         let (tx, mut notes) = mpsc::unbounded_channel();
         let printer = Printer::new(client.clone(), Style::Record, None, false, tx).start();
         let mut q = SowQuery::new(args.topic, printer.recipient())

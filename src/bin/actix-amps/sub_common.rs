@@ -37,6 +37,24 @@ pub fn default_name(command: &str) -> String {
     format!("actix-amps-{command}-{}", std::process::id())
 }
 
+/// Starts the client of a one-shot command (`ping`, `sow`: no bookmark store) named
+/// `client_name` or the command's default, and waits up to `connect` for its logon; returns it
+/// with the slot that keeps its last connection error.
+pub async fn start_logged_on(
+    command: &str,
+    client_name: Option<String>,
+    conn: &crate::connect::ConnectArgs,
+    connect: Duration,
+) -> Result<(Addr<ClientActor>, Arc<std::sync::Mutex<Option<String>>>), String> {
+    let name = client_name.unwrap_or_else(|| default_name(command));
+    let client = client_config(&name, conn, None)?
+        .start()
+        .map_err(|e| e.to_string())?;
+    let errors = watch_errors(&client).await;
+    crate::connect::logged_on(&client, connect).await?;
+    Ok((client, errors))
+}
+
 /// Parses `--timeout SECS` (fractions allowed).
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
