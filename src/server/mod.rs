@@ -440,9 +440,12 @@ impl ServerHandle {
         };
         let fanout = {
             let shared = shared.clone();
+            // Read here, before any session runs: read on the thread, a write made durable
+            // before the thread first ran would never be fanned out.
+            let start = shared.subs.durable();
             std::thread::Builder::new()
                 .name("amps-fanout".into())
-                .spawn(move || subscriptions::fanout::run(shared))
+                .spawn(move || subscriptions::fanout::run(shared, start))
                 .map_err(|e| ServerError::Runtime(e.to_string()))?
         };
         let maintenance = {

@@ -26,10 +26,11 @@ use crate::server::bookmark::format_timestamp;
 use crate::server::core::Shared;
 use crate::server::txlog::RecordKind;
 
-/// The fan-out thread's loop; returns when the hub stops.
-pub(crate) fn run(shared: Arc<Shared>) {
+/// The fan-out thread's loop, from the durable position `start` (the recovered end of the
+/// log, read before any session could accept a write); returns when the hub stops.
+pub(crate) fn run(shared: Arc<Shared>, start: u64) {
     let hub = &shared.subs;
-    let mut done = hub.durable();
+    let mut done = start;
     // Buffers kept from batch to batch, so their memory is reused.
     let mut scratch = Scratch::default();
     loop {
