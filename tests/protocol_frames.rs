@@ -116,12 +116,23 @@ fn delta_publish() {
 
 #[test]
 fn sow_delete_official_form_and_stats_ack() {
-    let json = r#"{"c":"sow_delete","cid":"7","t":"orders","a":"processed,stats","filter":"/id = 1","sub_id":"7","query_id":"7"}"#;
+    let json = r#"{"c":"sow_delete","t":"orders","cid":"7","filter":"/id = 1","a":"processed,stats","sub_id":"7","query_id":"7"}"#;
     let f = decode_one(&mut wire(json, b""));
     assert_eq!(f.header.command, Some(Command::SowDelete));
     assert_eq!(f.header.filter.as_deref(), Some("/id = 1"));
     assert!(f.header.ack_type.contains(AckType::Stats));
-    assert_eq!(encode(&f), wire(json, b""));
+    // What the client writes is the official form, byte for byte.
+    let mut ours = BytesMut::new();
+    PublishHeader {
+        command: Some(&Command::SowDelete),
+        cid: Some("7"),
+        topic: "orders",
+        ack_type: AckTypes::PROCESSED.with(AckType::Stats),
+        filter: Some("/id = 1"),
+        ..PublishHeader::default()
+    }
+    .encode(b"", &mut ours);
+    assert_eq!(ours, wire(json, b""));
 
     let stats = r#"{"c":"ack","cid":"7","a":"stats","status":"success","matches":2,"records_deleted":2,"topic_matches":10}"#;
     let f = decode_one(&mut wire(stats, b""));

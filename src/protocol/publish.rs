@@ -3,8 +3,10 @@
 //! [`Header`](super::Header) owns its strings, which suits parsing and rare commands. A publish
 //! store encodes every message it sends (and again on replay), so [`PublishHeader`] borrows the
 //! topic and options from the stored message and writes the same compact JSON through the same
-//! writer, in the official field order `c, cid, t, a, e, x, s, k, sow_keys, filter, sub_id,
-//! query_id`.
+//! writer, in the official client's field order: `c, t, a, e, x, s, k` for a publish or
+//! delta_publish (`cid` after `c` when one is set), and `c, t, cid, sow_keys | filter, a, s,
+//! sub_id, query_id` for a sow_delete. Field order means nothing to a JSON parser; it is kept
+//! so that frames compare byte for byte with the official client's in captures.
 
 use bytes::{BufMut, BytesMut};
 
@@ -47,18 +49,29 @@ impl PublishHeader<'_> {
         if let Some(c) = self.command {
             w.str("c", c.as_str());
         }
-        w.opt_str("cid", &self.cid);
-        w.str("t", self.topic);
-        w.acks("a", self.ack_type);
-        w.opt_num_as_str("e", self.expiration);
-        w.opt_str("x", &self.correlation_id);
-        w.opt_num("s", self.seq);
-        w.opt_str("k", &self.sow_key);
-        w.opt_str("sow_keys", &self.sow_keys);
-        w.opt_str("filter", &self.filter);
         if self.command == Some(&Command::SowDelete) {
+            // The official client's sow_delete order: the selector before `a`.
+            w.str("t", self.topic);
+            w.opt_str("cid", &self.cid);
+            w.opt_str("sow_keys", &self.sow_keys);
+            w.opt_str("filter", &self.filter);
+            w.acks("a", self.ack_type);
+            w.opt_num_as_str("e", self.expiration);
+            w.opt_str("x", &self.correlation_id);
+            w.opt_num("s", self.seq);
+            w.opt_str("k", &self.sow_key);
             w.opt_str("sub_id", &self.cid);
             w.opt_str("query_id", &self.cid);
+        } else {
+            w.opt_str("cid", &self.cid);
+            w.str("t", self.topic);
+            w.acks("a", self.ack_type);
+            w.opt_num_as_str("e", self.expiration);
+            w.opt_str("x", &self.correlation_id);
+            w.opt_num("s", self.seq);
+            w.opt_str("k", &self.sow_key);
+            w.opt_str("sow_keys", &self.sow_keys);
+            w.opt_str("filter", &self.filter);
         }
         w.finish();
         dst.put_slice(body);
@@ -197,7 +210,7 @@ mod tests {
         .encode(b"", &mut buf);
         assert_eq!(
             &buf[4..],
-            &br#"{"c":"sow_delete","cid":"7","t":"orders","a":"processed,persisted,stats","s":9,"filter":"/id = 1","sub_id":"7","query_id":"7"}"#[..]
+            &br#"{"c":"sow_delete","t":"orders","cid":"7","filter":"/id = 1","a":"processed,persisted,stats","s":9,"sub_id":"7","query_id":"7"}"#[..]
         );
         let f = decode_frame(buf.split_off(4).freeze()).unwrap();
         assert_eq!(f.header.filter.as_deref(), Some("/id = 1"));
