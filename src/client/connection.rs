@@ -534,7 +534,7 @@ impl ConnectionActor {
             let auth = reason == Reason::AuthFailure;
             let err = ConnectError::LogonRefused { uri, reason };
             if auth && self.config.reconnect.stop_on_auth_failure {
-                tracing::error!(error = %err, "logon refused");
+                // `give_up` logs the refusal once, as the reason.
                 self.close(ctx);
                 let err = Arc::new(err);
                 self.registry

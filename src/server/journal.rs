@@ -38,7 +38,8 @@ pub struct ClientJournal {
     pub missing: Vec<(u64, u64)>,
     /// Every persisted sequence, in log order.
     pub sequences: Vec<u64>,
-    /// Every refused sequence (a failure ack was owed for it), in log order.
+    /// Every refused sequence (a failure ack was owed for it), in log order of its first
+    /// refusal. A write replayed and refused again after a restart is listed once.
     pub refused: Vec<u64>,
     /// Refused sequences whose failure no connection demonstrably read yet (re-sent after the
     /// next logon of this client name).
@@ -149,7 +150,7 @@ impl Journal {
             })
             .collect();
         for (name, seqs) in refused {
-            clients.entry(name).or_default().refused = seqs;
+            clients.entry(name).or_default().refused = first_occurrences(seqs);
         }
         for (name, u) in unread {
             if !u.is_empty() {
@@ -234,5 +235,22 @@ impl Journal {
     /// LSNs of the first and last intact record (0 for none).
     pub fn lsn_range(&self) -> (u64, u64) {
         (self.first_lsn, self.last_lsn)
+    }
+}
+
+/// `seqs` without repeats, each at its first position.
+fn first_occurrences(seqs: Vec<u64>) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::with_capacity(seqs.len());
+    seqs.into_iter().filter(|s| seen.insert(*s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_occurrences;
+
+    #[test]
+    fn a_sequence_refused_again_after_a_restart_is_listed_once() {
+        assert_eq!(first_occurrences(vec![5, 7, 5, 9, 7]), vec![5, 7, 9]);
+        assert_eq!(first_occurrences(Vec::new()), Vec::<u64>::new());
     }
 }
