@@ -124,6 +124,11 @@ impl<W, F> PublishState<W, F> {
         let mut replayed = 0;
         let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
         for m in store.iter() {
+            if m.seq > self.committed_through {
+                // Not durable yet (its sync is in flight or not started): the group commit that
+                // makes it durable sends it.
+                break;
+            }
             let cid = self.waited.get(&m.seq).map(String::as_str);
             encode(m, cid, &mut chunk, &mut self.template);
             self.highest_sent = self.highest_sent.max(m.seq);
