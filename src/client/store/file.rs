@@ -45,21 +45,40 @@
 //! sequence ever assigned and messages at or below the discard mark stay discarded, even if every
 //! segment that held them is gone.
 //!
+//! # The I/O thread
+//!
+//! After [`FileStore::open`] (which recovers the directory on the caller's thread), every
+//! write to the directory happens on one thread per store, `amps-store-io`, in the order the
+//! store handed it over: segment appends, fsyncs, new segments, `meta` rewrites and segment
+//! deletions. [`Store::append`] only encodes the record into a buffer (no disk I/O, so the
+//! publish store's lock and the actor thread never wait for the disk), and the in-memory
+//! index answers every lookup and replay. A group commit ([`Store::start_sync`]) hands the
+//! buffer to the thread and returns at once; the thread writes and fsyncs it, records the
+//! outcome (the durable watermark) and calls the waker the store actor installed, which
+//! delivers it as one mailbox message ([`Store::poll_sync`]). [`Store::sync`] is the blocking
+//! form, for callers that want to wait (tests, tools, shutdown). The hand-over is bounded by the
+//! store's own bounds: one batch in flight, at most one coalesced discard, and a batch only holds
+//! messages the store already counts. Dropping the store lets the thread finish what it was
+//! handed, then joins it (the thread holds the directory's lock, so a reopen after the drop
+//! sees every finished write). See `file/writer.rs`.
+//!
 //! # Durability: [`FsyncPolicy`]
 //!
-//! - [`Always`](FsyncPolicy::Always): [`Store::append`] and [`Store::discard_up_to`] write the
-//!   record and fsync before returning. A message is on disk when `append` returns. One fsync per
-//!   message: the slowest policy, and the only one that needs no [`Store::sync`] call.
-//! - [`Batch`](FsyncPolicy::Batch) (the default): `append` and `discard_up_to` only encode the
-//!   record into a buffer; [`Store::sync`] writes the buffer and fsyncs once for the whole batch
-//!   (group commit). A message is on disk when the `sync` that follows its `append` returns.
-//!   Until then it is only in memory: a crash (or dropping the store without `sync`) loses it.
-//!   The store actor calls `sync` before it reports a batch stored, so nothing reported stored
-//!   is lost.
-//! - [`Never`](FsyncPolicy::Never): like `Batch`, but `sync` only writes the buffer to the
-//!   operating system and never fsyncs segment data. A message survives a crash of the process
-//!   once `sync` returns, but not a power loss or a crash of the operating system, which may also
-//!   leave a damaged record in a finished segment, which the next open reports as
+//! A message is on disk once the sync that follows its `append` completed, under every policy;
+//! until then it is only in memory, and a crash (or dropping the store without a sync) loses
+//! it. The publish store answers and sends a write only after that, so nothing reported stored
+//! is lost.
+//!
+//! - [`Batch`](FsyncPolicy::Batch) (the default): the thread writes each handed-over batch and
+//!   fsyncs it once (group commit: one fsync for everything admitted while the previous one
+//!   ran). Discard marks are written with the next batch.
+//! - [`Always`](FsyncPolicy::Always): as `Batch` for messages (each is on disk before it is
+//!   answered; consecutive messages share an fsync), and every discard mark is written and
+//!   fsynced as it comes.
+//! - [`Never`](FsyncPolicy::Never): like `Batch`, but segment data is only written to the
+//!   operating system, never fsynced. A message survives a crash of the process once its sync
+//!   completed, but not a power loss or a crash of the operating system, which may also leave a
+//!   damaged record in a finished segment, which the next open reports as
 //!   [`StoreError::Corrupt`].
 //!
 //! The rare structural writes are fsynced under every policy: the `meta` file and a tail cut off
@@ -67,8 +86,15 @@
 //! `Batch`, as is the finished segment before it. A discard mark is durable at the same point as
 //! an append; if one is lost in a crash, reopening brings those acknowledged messages back
 //! (unless `meta` already covers them); the next logon's last sequence covers them, so the
-//! client discards them again without resending: that costs a little work, never correctness. Dropping the store writes nothing, as a
-//! crash would: call `sync` first for a clean shutdown.
+//! client discards them again without resending: that costs a little work, never correctness.
+//! Dropping the store writes nothing that was not handed to the thread, as a crash would: call
+//! `sync` first for a clean shutdown.
+//!
+//! Recovery sees a prefix of the same operations as a synchronous store would have done,
+//! because one thread does them all in order: a crash between a `meta` rewrite and a later
+//! append loses only the append (never answered), and a discard mark or `meta` only ever covers
+//! messages that were on disk before it (a message is acknowledged only after it was sent, and
+//! it is sent only once its sync completed).
 //!
 //! # Recovery
 //!
@@ -99,11 +125,11 @@
 //! # A full disk
 //!
 //! Disk space for the active segment is reserved ahead of the data (`posix_fallocate` on
-//! Linux, in steps of up to 1 MiB) when a record is *appended*, before the message is stored.
-//! When no space can be reserved, [`Store::append`] fails with [`StoreError::DiskFull`] (the
-//! segment's path and the OS error) and leaves the store unchanged: the write is refused, so
-//! the client never sends it. The next append tries again, so writes resume by themselves once
-//! space is freed. Writes into reserved space cannot run out of room (elsewhere than Linux the
+//! Linux, in steps of up to 1 MiB) by the I/O thread before it writes a batch. When no space
+//! can be reserved, the sync fails with [`StoreError::DiskFull`] (the segment's path and the OS
+//! error) and nothing of the batch is written: the publish store retracts the batch and refuses
+//! its writes, so the client never sends them. The next batch tries again, so writes resume by
+//! themselves once space is freed. Writes into reserved space cannot run out of room (elsewhere than Linux the
 //! space is not truly reserved, and a full disk shows up at `sync` as `DiskFull` instead). A
 //! finished segment gives its unused reservation back (it is cut to its data).
 //!
@@ -116,11 +142,13 @@
 //!
 //! # Errors
 //!
-//! An append refused as [`StoreError::SequenceNotIncreasing`], [`StoreError::TooLarge`] or
-//! [`StoreError::DiskFull`] leaves the store unchanged. After a [`StoreError::Io`] from `append` or `sync`, the messages appended
-//! are still held in memory (the store never forgets a message it accepted) but are not known to
-//! be on disk: writes are positional, so the next `append` (under `Always`) or `sync` writes
-//! them again at the same offset and fsyncs them.
+//! An append refused as [`StoreError::SequenceNotIncreasing`] or [`StoreError::TooLarge`]
+//! leaves the store unchanged. After a [`StoreError::Io`] or [`StoreError::DiskFull`] from a
+//! sync, the messages are still held in memory (the store never forgets a message it accepted)
+//! but are not known to be on disk: the thread keeps the unwritten bytes, and nothing else is
+//! flushed until either the next sync writes them again at the same offset (positional writes)
+//! or [`Store::retract`] drops them and cuts the log back to the last successful write (what the
+//! publish store does).
 //!
 //! # Limits
 //!
@@ -148,14 +176,15 @@ pub use writer::set_fsync_delay_for_tests;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FsyncPolicy {
-    /// Write and fsync in every `append` (and `discard_up_to`): on disk when `append` returns.
+    /// As `Batch` for messages (each on disk before it is answered), and every discard mark is
+    /// fsynced as it comes.
     Always,
-    /// Buffer appends; write and fsync them together in `sync` (group commit): on disk when the
-    /// following `sync` returns.
+    /// Buffer appends; the I/O thread writes and fsyncs them together at each sync (group
+    /// commit): on disk when the following sync completes.
     #[default]
     Batch,
-    /// Buffer appends; write them in `sync` without fsync: survives a process crash once `sync`
-    /// returns, not a power loss.
+    /// Buffer appends; the I/O thread writes them at each sync without fsync: survives a
+    /// process crash once the sync completes, not a power loss.
     Never,
 }
 

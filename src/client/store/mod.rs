@@ -43,6 +43,8 @@ mod replay;
 pub(crate) mod shared;
 pub(crate) mod state;
 mod stop;
+#[cfg(test)]
+mod sync_tests;
 
 use std::sync::Arc;
 

@@ -7,8 +7,17 @@
 //! deadline, a group commit, "name in use", "gave up", a graceful close. Each call appends
 //! [`Effect`]s: frames to send, callers to answer, failures to report, timers to set. The
 //! state machine reads no clock (time comes in with the events), does no actix and no socket
-//! I/O; its one dependency is the [`Store`], whose `sync` the state machine calls when a group
-//! commit is due. It is a plain struct: a shell may keep it behind a mutex and drive it from
+//! I/O; its one dependency is the [`Store`].
+//!
+//! A group commit has two phases. `commit_now` hands every request stored since the last sync
+//! to [`Store::start_sync`], which returns at once; the file store's I/O thread makes them
+//! durable and wakes the shell, which calls [`PublishState::synced`]: only then are the writes
+//! answered `Ok` and sent (or, if the sync failed, retracted and answered `Err`, together with
+//! everything admitted after them). One sync is in flight at a time; requests admitted
+//! meanwhile form the next batch, started as soon as the previous one resolves, so one fsync
+//! covers everything that arrived during the last. A replay after a logon sends only what is
+//! durable; the rest is sent by its sync. Losing the client name and stopping (terminal, rare)
+//! wait for the sync in flight; no other event does. It is a plain struct: a shell may keep it behind a mutex and drive it from
 //! more than one place. [`super::actor::PublishStoreActor`] is the shell used today.
 //!
 //! What it guarantees (checked by the model-based test in `model_tests.rs`):
@@ -596,16 +605,9 @@ impl<W, F> PublishState<W, F> {
 
 /// A copy of a store error for every request it fails (`io::Error` is not `Clone`).
 pub(super) fn copy_store_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Io { path, source } => StoreError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        other => StoreError::Io {
-            path: std::path::PathBuf::new(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    }
+    // Every kind keeps its own text and path (a full disk found by the I/O thread's sync is
+    // still `DiskFull`, naming the segment).
+    e.duplicate()
 }
 
 /// The header of a failure the client decided (no ack exists): the verdict in ack form.
