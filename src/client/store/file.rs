@@ -240,8 +240,8 @@ const ALL_FLAGS: u8 = (1 << 6) - 1;
 /// segment size, if smaller).
 const RESERVE_STEP: u64 = 1 << 20;
 
-/// The write buffer's capacity is cut back to this after an unusually large batch.
-const PENDING_KEEP: usize = 1 << 20;
+/// A write buffer's capacity is cut back to this after an unusually large batch.
+const PENDING_KEEP: usize = 4 << 20;
 
 /// A durable publish store: a [`MemoryStore`] backed by an append-only log of segment files,
 /// written by a thread of its own. See the [module docs](self) for the on-disk layout, the I/O
@@ -251,6 +251,9 @@ pub struct FileStore {
     mem: MemoryStore,
     /// Encoded message records not yet handed to the I/O thread.
     pending: Vec<u8>,
+    /// An emptied buffer the I/O thread gave back: the next `pending`, so that a batch does not
+    /// grow a new allocation from nothing.
+    spare: Vec<u8>,
     /// The highest sequence handed to the I/O thread.
     submitted_seq: u64,
     /// The highest sequence a successful write covered.
@@ -400,6 +403,7 @@ impl FileStore {
             config,
             mem,
             pending: Vec::new(),
+            spare: Vec::new(),
             submitted_seq: durable,
             durable_seq: durable,
             in_flight: None,
@@ -450,8 +454,8 @@ impl FileStore {
         }
         let result = done.result.take().unwrap_or(Ok(()));
         if let Some(buf) = done.recycled.take() {
-            if self.pending.is_empty() && self.pending.capacity() < buf.capacity() {
-                self.pending = buf;
+            if buf.capacity() > self.spare.capacity() {
+                self.spare = buf;
             }
         }
         drop(done);
@@ -535,7 +539,7 @@ impl Store for FileStore {
         if self.in_flight.is_some() {
             return SyncStart::Started;
         }
-        let buf = std::mem::take(&mut self.pending);
+        let buf = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
         let last = self.mem.last_assigned().max(self.submitted_seq);
         let last_seq = if last > self.submitted_seq { last } else { 0 };
         self.submitted_seq = last;

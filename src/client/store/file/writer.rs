@@ -224,7 +224,7 @@ impl Disk {
                     last_seq,
                     ticket,
                 } => {
-                    let result = self.write(&buf, last_seq);
+                    let (result, buf) = self.write(buf, last_seq);
                     #[cfg(test)]
                     self.probe();
                     self.shared.complete(ticket, result, buf);
@@ -253,8 +253,15 @@ impl Disk {
         };
     }
 
-    fn write(&mut self, buf: &[u8], last_seq: u64) -> Result<(), StoreError> {
-        self.pending.extend_from_slice(buf);
+    /// Returns the outcome and an emptied buffer to give back to the front.
+    fn write(&mut self, buf: Vec<u8>, last_seq: u64) -> (Result<(), StoreError>, Vec<u8>) {
+        let spare = if self.pending.is_empty() {
+            // The common case: nothing left over, the batch is written from its own buffer.
+            std::mem::replace(&mut self.pending, buf)
+        } else {
+            self.pending.extend_from_slice(&buf);
+            buf
+        };
         if last_seq > 0 {
             self.active.last_seq = self.active.last_seq.max(last_seq);
         }
@@ -271,7 +278,7 @@ impl Disk {
             }
             Err(_) => self.failed = true,
         }
-        result
+        (result, spare)
     }
 
     fn discard(&mut self, up_to: u64, fsync: bool) {
