@@ -105,8 +105,11 @@ fn effects(s: &mut PublishState<u64, u64>) -> Vec<Effect<u64, u64>> {
     e
 }
 
-/// The answers among `effects`: (reply, Ok range or the error's text).
-fn answers(effects: &[Effect<u64, u64>]) -> Vec<(u64, Result<(u64, u64), String>)> {
+/// One answer: the reply and the stored range, or the error's text.
+type Answer = (u64, Result<(u64, u64), String>);
+
+/// The answers among `effects`.
+fn answers(effects: &[Effect<u64, u64>]) -> Vec<Answer> {
     effects
         .iter()
         .filter_map(|e| match e {
