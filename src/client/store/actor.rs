@@ -19,7 +19,7 @@
 //! Time enters here (`Instant::now()` for each event that needs it) and nowhere in the state
 //! machine. The file store's disk I/O runs on its own thread (`file/writer.rs`): a group
 //! commit hands the batch over and returns; the thread's `Synced` message brings the outcome
-//! back as [`PublishState::synced`]. Only losing the client name and stopping wait for a sync
+//! back as `PublishState::synced`. Only losing the client name and stopping wait for a sync
 //! in flight.
 //!
 //! The state machine lives in a `SharedStore` (`shared.rs`): writes enter it directly from
