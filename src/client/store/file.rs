@@ -129,9 +129,10 @@
 //! can be reserved, the sync fails with [`StoreError::DiskFull`] (the segment's path and the OS
 //! error) and nothing of the batch is written: the publish store retracts the batch and refuses
 //! its writes, so the client never sends them. The next batch tries again, so writes resume by
-//! themselves once space is freed. Writes into reserved space cannot run out of room (elsewhere than Linux the
-//! space is not truly reserved, and a full disk shows up at `sync` as `DiskFull` instead). A
-//! finished segment gives its unused reservation back (it is cut to its data).
+//! themselves once space is freed. Writes into reserved space cannot run out of room
+//! (elsewhere than Linux the space is not truly reserved, and a full disk shows up when the
+//! batch is written, as `DiskFull` too). A finished segment gives its unused reservation back
+//! (it is cut to its data).
 //!
 //! # Locking
 //!
@@ -506,7 +507,8 @@ impl Drop for FileStore {
         drop(self.tx.take());
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
-                tracing::error!(dir = %self.config.dir.display(), "the publish store's I/O thread panicked");
+                let dir = self.config.dir.display();
+                tracing::error!(%dir, "the publish store's I/O thread panicked");
             }
         }
     }

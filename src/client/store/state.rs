@@ -17,8 +17,10 @@
 //! meanwhile form the next batch, started as soon as the previous one resolves, so one fsync
 //! covers everything that arrived during the last. A replay after a logon sends only what is
 //! durable; the rest is sent by its sync. Losing the client name and stopping (terminal, rare)
-//! wait for the sync in flight; no other event does. It is a plain struct: a shell may keep it behind a mutex and drive it from
-//! more than one place. [`super::actor::PublishStoreActor`] is the shell used today.
+//! wait for the sync in flight; no other event does.
+//!
+//! It is a plain struct: a shell may keep it behind a mutex and drive it from more than one
+//! place. [`super::actor::PublishStoreActor`] is the shell used today.
 //!
 //! What it guarantees (checked by the model-based test in `model_tests.rs`):
 //! - every write answered `Ok` is later, exactly once, persisted (a success ack covers it) or
