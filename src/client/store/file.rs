@@ -250,11 +250,12 @@ const PENDING_KEEP: usize = 4 << 20;
 pub struct FileStore {
     config: FileStoreConfig,
     mem: MemoryStore,
-    /// Encoded message records not yet handed to the I/O thread.
-    pending: Vec<u8>,
+    /// Messages appended and not yet handed to the I/O thread (which encodes them: cheap
+    /// clones here, no encoding or checksum on the caller's thread).
+    pending: Vec<StoredMessage>,
     /// An emptied buffer the I/O thread gave back: the next `pending`, so that a batch does not
     /// grow a new allocation from nothing.
-    spare: Vec<u8>,
+    spare: Vec<StoredMessage>,
     /// The highest sequence handed to the I/O thread.
     submitted_seq: u64,
     /// The highest sequence a successful write covered.
@@ -286,7 +287,7 @@ impl std::fmt::Debug for FileStore {
             .field("messages", &self.mem.len())
             .field("last_assigned", &self.mem.last_assigned())
             .field("last_discarded", &self.mem.last_discarded())
-            .field("pending_bytes", &self.pending.len())
+            .field("pending_messages", &self.pending.len())
             .field("in_flight", &self.in_flight)
             .finish()
     }
@@ -515,14 +516,18 @@ impl Drop for FileStore {
 }
 
 impl Store for FileStore {
-    /// Encodes the record into the buffer the next sync hands to the I/O thread (no disk I/O).
+    /// Keeps the message for the next sync, which hands it to the I/O thread (no disk I/O, no
+    /// encoding here).
     fn append(&mut self, msg: StoredMessage) -> Result<(), StoreError> {
-        let start = self.pending.len();
-        encode_record(&mut self.pending, |buf| encode_message(buf, &msg))?;
-        if let Err(e) = self.mem.append(msg) {
-            self.pending.truncate(start);
-            return Err(e);
+        let size = message_payload_len(&msg);
+        if u32::try_from(size).is_err() {
+            return Err(StoreError::TooLarge {
+                size,
+                max_bytes: u32::MAX as usize,
+            });
         }
+        self.mem.append(msg.clone())?;
+        self.pending.push(msg);
         Ok(())
     }
 
@@ -549,7 +554,7 @@ impl Store for FileStore {
         self.next_ticket += 1;
         self.in_flight = Some((ticket, last));
         self.send(writer::Cmd::Write {
-            buf,
+            msgs: buf,
             last_seq,
             ticket,
         });
@@ -582,21 +587,18 @@ impl Store for FileStore {
         if n == 0 {
             return Ok(0);
         }
-        self.pending.clear();
         if from > self.submitted_seq {
-            // Only buffered messages: encode again the ones that stay.
-            let after = self.submitted_seq.saturating_add(1);
-            for msg in self.mem.iter_from(after) {
-                encode_record(&mut self.pending, |buf| encode_message(buf, msg))?;
-            }
+            // Only buffered messages.
+            self.pending.retain(|m| m.seq < from);
             return Ok(n);
         }
-        let mut kept = Vec::new();
-        let mut kept_last = 0;
-        for msg in self.mem.iter_from(self.durable_seq.saturating_add(1)) {
-            encode_record(&mut kept, |buf| encode_message(buf, msg))?;
-            kept_last = msg.seq;
-        }
+        self.pending.clear();
+        let kept: Vec<StoredMessage> = self
+            .mem
+            .iter_from(self.durable_seq.saturating_add(1))
+            .cloned()
+            .collect();
+        let kept_last = kept.last().map_or(0, |m| m.seq);
         self.submitted_seq = self.durable_seq.max(kept_last);
         self.send(writer::Cmd::Retract { kept, kept_last });
         Ok(n)
@@ -1334,6 +1336,37 @@ fn encode_record(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) -> Result<(
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..payload_at].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// The length of a message record's payload, as [`encode_message`] writes it.
+fn message_payload_len(msg: &StoredMessage) -> usize {
+    fn varint_len(mut v: u64) -> usize {
+        let mut n = 1;
+        while v >= 0x80 {
+            v >>= 7;
+            n += 1;
+        }
+        n
+    }
+    let bytes = |len: usize| varint_len(len as u64) + len;
+    let mut size = 1 + 8 + 1 + bytes(msg.topic.len()) + bytes(msg.data.len());
+    if let Some(opts) = msg.options.as_deref() {
+        for s in [
+            &opts.correlation_id,
+            &opts.sow_key,
+            &opts.filter,
+            &opts.sow_keys,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            size += bytes(s.len());
+        }
+        if let Some(e) = opts.expiration {
+            size += varint_len(e);
+        }
+    }
+    size
 }
 
 fn encode_message(buf: &mut Vec<u8>, msg: &StoredMessage) {

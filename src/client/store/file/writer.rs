@@ -41,19 +41,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    create_segment, encode_record, io_error, remove_if_present, reserve, write_all_at, write_error,
-    FileStoreConfig, FsyncPolicy, Meta, Segment, PENDING_KEEP, RESERVE_STEP, SEGMENT_HEADER_LEN,
-    TAG_DISCARD,
+    create_segment, encode_message, encode_record, io_error, remove_if_present, reserve,
+    write_all_at, write_error, FileStoreConfig, FsyncPolicy, Meta, Segment, PENDING_KEEP,
+    RESERVE_STEP, SEGMENT_HEADER_LEN, TAG_DISCARD,
 };
-use crate::client::store::SyncWaker;
+use crate::client::store::{StoredMessage, SyncWaker};
 use crate::error::StoreError;
 
 /// Work for the I/O thread.
 pub(super) enum Cmd {
-    /// Append these encoded records (highest message sequence `last_seq`, 0 if none), make
-    /// them durable per the policy, and report the outcome under `ticket`.
+    /// Encode and append these messages (the highest sequence assigned so far is `last_seq`, 0
+    /// if none is new), make them durable per the policy, and report the outcome under `ticket`.
     Write {
-        buf: Vec<u8>,
+        msgs: Vec<StoredMessage>,
         last_seq: u64,
         ticket: u64,
     },
@@ -61,7 +61,10 @@ pub(super) enum Cmd {
     Discard,
     /// Cut the log back to the last successful write, drop what was not written, then buffer
     /// `kept` (messages that stay, highest sequence `kept_last`) for the next write.
-    Retract { kept: Vec<u8>, kept_last: u64 },
+    Retract {
+        kept: Vec<StoredMessage>,
+        kept_last: u64,
+    },
 }
 
 /// The outcome of the last finished write.
@@ -70,7 +73,7 @@ pub(super) struct Done {
     pub ticket: u64,
     pub result: Option<Result<(), StoreError>>,
     /// The write's buffer, emptied, for the front to reuse.
-    pub recycled: Option<Vec<u8>>,
+    pub recycled: Option<Vec<StoredMessage>>,
 }
 
 /// What the front and the thread share.
@@ -110,9 +113,9 @@ impl IoShared {
         self.done.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn complete(&self, ticket: u64, result: Result<(), StoreError>, mut buf: Vec<u8>) {
+    fn complete(&self, ticket: u64, result: Result<(), StoreError>, mut buf: Vec<StoredMessage>) {
         buf.clear();
-        buf.shrink_to(PENDING_KEEP);
+        buf.shrink_to(PENDING_KEEP / std::mem::size_of::<StoredMessage>());
         {
             let mut done = self.done();
             done.ticket = ticket;
@@ -220,11 +223,14 @@ impl Disk {
         while let Ok(cmd) = rx.recv() {
             match cmd {
                 Cmd::Write {
-                    buf,
+                    mut msgs,
                     last_seq,
                     ticket,
                 } => {
-                    let (result, buf) = self.write(buf, last_seq);
+                    let result = self.write(&msgs, last_seq);
+                    // Dropped here, not on the caller's thread.
+                    msgs.clear();
+                    let buf = msgs;
                     #[cfg(test)]
                     self.probe();
                     self.shared.complete(ticket, result, buf);
@@ -253,15 +259,23 @@ impl Disk {
         };
     }
 
-    /// Returns the outcome and an emptied buffer to give back to the front.
-    fn write(&mut self, buf: Vec<u8>, last_seq: u64) -> (Result<(), StoreError>, Vec<u8>) {
-        let spare = if self.pending.is_empty() {
-            // The common case: nothing left over, the batch is written from its own buffer.
-            std::mem::replace(&mut self.pending, buf)
-        } else {
-            self.pending.extend_from_slice(&buf);
-            buf
-        };
+    /// Encodes the records behind what is buffered (the checksums are computed here, off
+    /// the caller's thread).
+    fn encode(&mut self, msgs: &[StoredMessage]) -> Result<(), StoreError> {
+        for msg in msgs {
+            encode_record(&mut self.pending, |buf| encode_message(buf, msg))?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, msgs: &[StoredMessage], last_seq: u64) -> Result<(), StoreError> {
+        let start = self.pending.len();
+        if let Err(e) = self.encode(msgs) {
+            // Refused whole (the front checked each size, so not expected).
+            self.pending.truncate(start);
+            self.failed = true;
+            return Err(e);
+        }
         if last_seq > 0 {
             self.active.last_seq = self.active.last_seq.max(last_seq);
         }
@@ -278,7 +292,7 @@ impl Disk {
             }
             Err(_) => self.failed = true,
         }
-        (result, spare)
+        result
     }
 
     fn discard(&mut self, up_to: u64, fsync: bool) {
@@ -319,7 +333,7 @@ impl Disk {
         }
     }
 
-    fn retract(&mut self, kept: &[u8], kept_last: u64) {
+    fn retract(&mut self, kept: &[StoredMessage], kept_last: u64) {
         self.failed = false;
         self.pending.clear();
         let mark = self.mark;
@@ -340,7 +354,9 @@ impl Disk {
             self.unsynced = true;
             self.active.last_seq = mark.segment_last_seq;
         }
-        self.pending.extend_from_slice(kept);
+        if let Err(e) = self.encode(kept) {
+            tracing::error!(error = %e, "publish store could not write again the messages kept by a retract");
+        }
         if kept_last > 0 {
             self.active.last_seq = self.active.last_seq.max(kept_last);
         }
