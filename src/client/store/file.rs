@@ -50,15 +50,17 @@
 //! After [`FileStore::open`] (which recovers the directory on the caller's thread), every
 //! write to the directory happens on one thread per store, `amps-store-io`, in the order the
 //! store handed it over: segment appends, fsyncs, new segments, `meta` rewrites and segment
-//! deletions. [`Store::append`] only encodes the record into a buffer (no disk I/O, so the
-//! publish store's lock and the actor thread never wait for the disk), and the in-memory
-//! index answers every lookup and replay. A group commit ([`Store::start_sync`]) hands the
-//! buffer to the thread and returns at once; the thread writes and fsyncs it, records the
-//! outcome (the durable watermark) and calls the waker the store actor installed, which
-//! delivers it as one mailbox message ([`Store::poll_sync`]). [`Store::sync`] is the blocking
-//! form, for callers that want to wait (tests, tools, shutdown). The hand-over is bounded by the
-//! store's own bounds: one batch in flight, at most one coalesced discard, and a batch only holds
-//! messages the store already counts. Dropping the store lets the thread finish what it was
+//! deletions. [`Store::append`] only keeps a clone of the message (shared topic and body) for
+//! the thread, which encodes and checksums the records: no disk I/O and no encoding on the
+//! caller's thread, so the publish store's lock and the actor thread never wait for the disk.
+//! The in-memory index answers every lookup and replay. A group commit
+//! ([`Store::start_sync`]) hands the batch to the thread and returns at once; the thread
+//! encodes, writes and fsyncs it, records the outcome (the durable watermark) and calls the
+//! waker the store actor installed, which delivers it as one mailbox message
+//! ([`Store::poll_sync`]). [`Store::sync`] is the blocking form, for callers that want to wait
+//! (tests, tools, shutdown). The hand-over is bounded by the store's own bounds: one batch in
+//! flight, at most one coalesced discard, and a batch only holds messages the store already
+//! counts (clones share their bodies). Dropping the store lets the thread finish what it was
 //! handed, then joins it (the thread holds the directory's lock, so a reopen after the drop
 //! sees every finished write). See `file/writer.rs`.
 //!

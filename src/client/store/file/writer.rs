@@ -4,10 +4,11 @@
 //! # The model
 //!
 //! The [`FileStore`](super::FileStore) the publish state machine calls is the *front*: it keeps
-//! the messages in memory (authoritative for lookups and replay) and encodes each append into
-//! a buffer, under the caller's lock, without touching the disk. A group commit hands that
-//! buffer to this thread as one [`Cmd::Write`] and returns at once; the thread reserves room,
-//! writes it at the end of the active segment, fsyncs it (unless the policy is `Never`),
+//! the messages in memory (authoritative for lookups and replay) and keeps a cheap clone of
+//! each append (shared topic and body) for this thread, under the caller's lock, without
+//! encoding anything or touching the disk. A group commit hands those messages to this thread
+//! as one [`Cmd::Write`] and returns at once; the thread encodes and checksums the records,
+//! reserves room, writes them at the end of the active segment, fsyncs it (unless the policy is `Never`),
 //! starts a new segment when the active one is full, deletes segments whose messages are all
 //! discarded (after rewriting `meta`), and then publishes the outcome: the durable watermark
 //! (the ticket of the last finished write) in [`IoShared`], a condvar for the rare caller that
