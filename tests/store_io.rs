@@ -89,6 +89,8 @@ async fn a_slow_fsync_does_not_stall_an_unrelated_actor_on_the_arbiter() {
         slowest < FSYNC_DELAY / 3,
         "an unrelated actor waited {slowest:?} while the disk took {FSYNC_DELAY:?} per fsync"
     );
+    // Answered `Ok` means on the client's disk and sent; the server's acks come after.
+    support::flush(&client).await;
     assert_eq!(
         server.persisted("slow-disk").len(),
         WRITES,
