@@ -285,6 +285,16 @@ async fn run(args: Args) -> Result<(), String> {
             )
             .await?;
             record_latency(&mut s, "bystander", &lat);
+            // The same stream with the memory store: what the arbiter costs without a disk.
+            let lat = runs::bystander_latencies(
+                &tp_uri,
+                &format!("bystander-mem-{run}"),
+                StoreKind::Memory,
+                &body(128),
+                counts.main / 2,
+            )
+            .await?;
+            record_latency(&mut s, "bystander_mem", &lat);
         }
         if wanted(&args, "sizes") {
             for (size, count) in counts.sizes {
@@ -660,6 +670,14 @@ fn print_table(args: &Args, counts: &Counts, s: &Samples, tp: &'static str) {
         tp,
         "µs",
         "bystander/max",
+        None,
+        None,
+    );
+    row(
+        "2. the same, memory store (no disk; for comparison), ping latency p99".into(),
+        tp,
+        "µs",
+        "bystander_mem/p99",
         None,
         None,
     );

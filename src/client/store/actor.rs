@@ -17,8 +17,10 @@
 //! | `Closed` | the callers of a graceful close |
 //!
 //! Time enters here (`Instant::now()` for each event that needs it) and nowhere in the state
-//! machine. The file store's I/O runs where the state machine calls it (a group commit), on
-//! this actor's thread.
+//! machine. The file store's disk I/O runs on its own thread (`file/writer.rs`): a group
+//! commit hands the batch over and returns; the thread's `Synced` message brings the outcome
+//! back as `PublishState::synced`. Only losing the client name and stopping wait for a sync
+//! in flight.
 //!
 //! The state machine lives in a `SharedStore` (`shared.rs`): writes enter it directly from
 //! the client actor and from publisher handles, under its lock, and wake this actor (one
@@ -31,7 +33,7 @@ use tokio::sync::oneshot;
 
 use std::sync::Arc;
 
-use super::shared::{FlushTx, SharedStore, State, Wake};
+use super::shared::{FlushTx, SharedStore, State, Synced, Wake};
 use super::state::{Effect, FlushAck, Limits, PublishState};
 use super::Store;
 use crate::client::ack_router::AckRouter;
@@ -171,6 +173,15 @@ impl Handler<ResumeAdmission> for PublishStoreActor {
 
     fn handle(&mut self, _: ResumeAdmission, ctx: &mut Context<Self>) {
         self.shared.lock().resume(Instant::now());
+        self.run_effects(ctx);
+    }
+}
+
+impl Handler<Synced> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Synced, ctx: &mut Context<Self>) {
+        self.shared.lock().synced(Instant::now());
         self.run_effects(ctx);
     }
 }

@@ -293,6 +293,12 @@ impl<W, F> PublishState<W, F> {
             self.admission.slot = Some(Slot::Waiting);
         }
         self.admit_waiting(now);
+        if mode == WriteMode::Awaited && self.durable && self.admission.waiting.is_empty() {
+            // Admitted at once after all (room had come back, its resume not run yet; found by
+            // the model test with asynchronous syncs): it is the last request stored, so its
+            // reply goes there. (A refusal went to `unattached`, which `attach` takes first.)
+            self.admission.slot = Some(Slot::Uncommitted);
+        }
         Outcome::Pending
     }
 

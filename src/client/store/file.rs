@@ -45,21 +45,42 @@
 //! sequence ever assigned and messages at or below the discard mark stay discarded, even if every
 //! segment that held them is gone.
 //!
+//! # The I/O thread
+//!
+//! After [`FileStore::open`] (which recovers the directory on the caller's thread), every
+//! write to the directory happens on one thread per store, `amps-store-io`, in the order the
+//! store handed it over: segment appends, fsyncs, new segments, `meta` rewrites and segment
+//! deletions. [`Store::append`] only keeps a clone of the message (shared topic and body) for
+//! the thread, which encodes and checksums the records: no disk I/O and no encoding on the
+//! caller's thread, so the publish store's lock and the actor thread never wait for the disk.
+//! The in-memory index answers every lookup and replay. A group commit
+//! ([`Store::start_sync`]) hands the batch to the thread and returns at once; the thread
+//! encodes, writes and fsyncs it, records the outcome (the durable watermark) and calls the
+//! waker the store actor installed, which delivers it as one mailbox message
+//! ([`Store::poll_sync`]). [`Store::sync`] is the blocking form, for callers that want to wait
+//! (tests, tools, shutdown). The hand-over is bounded by the store's own bounds: one batch in
+//! flight, at most one coalesced discard, and a batch only holds messages the store already
+//! counts (clones share their bodies). Dropping the store lets the thread finish what it was
+//! handed, then joins it (the thread holds the directory's lock, so a reopen after the drop
+//! sees every finished write). See `file/writer.rs`.
+//!
 //! # Durability: [`FsyncPolicy`]
 //!
-//! - [`Always`](FsyncPolicy::Always): [`Store::append`] and [`Store::discard_up_to`] write the
-//!   record and fsync before returning. A message is on disk when `append` returns. One fsync per
-//!   message: the slowest policy, and the only one that needs no [`Store::sync`] call.
-//! - [`Batch`](FsyncPolicy::Batch) (the default): `append` and `discard_up_to` only encode the
-//!   record into a buffer; [`Store::sync`] writes the buffer and fsyncs once for the whole batch
-//!   (group commit). A message is on disk when the `sync` that follows its `append` returns.
-//!   Until then it is only in memory: a crash (or dropping the store without `sync`) loses it.
-//!   The store actor calls `sync` before it reports a batch stored, so nothing reported stored
-//!   is lost.
-//! - [`Never`](FsyncPolicy::Never): like `Batch`, but `sync` only writes the buffer to the
-//!   operating system and never fsyncs segment data. A message survives a crash of the process
-//!   once `sync` returns, but not a power loss or a crash of the operating system, which may also
-//!   leave a damaged record in a finished segment, which the next open reports as
+//! A message is on disk once the sync that follows its `append` completed, under every policy;
+//! until then it is only in memory, and a crash (or dropping the store without a sync) loses
+//! it. The publish store answers and sends a write only after that, so nothing reported stored
+//! is lost.
+//!
+//! - [`Batch`](FsyncPolicy::Batch) (the default): the thread writes each handed-over batch and
+//!   fsyncs it once (group commit: one fsync for everything admitted while the previous one
+//!   ran). Discard marks are written with the next batch.
+//! - [`Always`](FsyncPolicy::Always): as `Batch` for messages (each is on disk before it is
+//!   answered; consecutive messages share an fsync), and every discard mark is written and
+//!   fsynced as it comes.
+//! - [`Never`](FsyncPolicy::Never): like `Batch`, but segment data is only written to the
+//!   operating system, never fsynced. A message survives a crash of the process once its sync
+//!   completed, but not a power loss or a crash of the operating system, which may also leave a
+//!   damaged record in a finished segment, which the next open reports as
 //!   [`StoreError::Corrupt`].
 //!
 //! The rare structural writes are fsynced under every policy: the `meta` file and a tail cut off
@@ -67,8 +88,15 @@
 //! `Batch`, as is the finished segment before it. A discard mark is durable at the same point as
 //! an append; if one is lost in a crash, reopening brings those acknowledged messages back
 //! (unless `meta` already covers them); the next logon's last sequence covers them, so the
-//! client discards them again without resending: that costs a little work, never correctness. Dropping the store writes nothing, as a
-//! crash would: call `sync` first for a clean shutdown.
+//! client discards them again without resending: that costs a little work, never correctness.
+//! Dropping the store writes nothing that was not handed to the thread, as a crash would: call
+//! `sync` first for a clean shutdown.
+//!
+//! Recovery sees a prefix of the same operations as a synchronous store would have done,
+//! because one thread does them all in order: a crash between a `meta` rewrite and a later
+//! append loses only the append (never answered), and a discard mark or `meta` only ever covers
+//! messages that were on disk before it (a message is acknowledged only after it was sent, and
+//! it is sent only once its sync completed).
 //!
 //! # Recovery
 //!
@@ -99,13 +127,14 @@
 //! # A full disk
 //!
 //! Disk space for the active segment is reserved ahead of the data (`posix_fallocate` on
-//! Linux, in steps of up to 1 MiB) when a record is *appended*, before the message is stored.
-//! When no space can be reserved, [`Store::append`] fails with [`StoreError::DiskFull`] (the
-//! segment's path and the OS error) and leaves the store unchanged: the write is refused, so
-//! the client never sends it. The next append tries again, so writes resume by themselves once
-//! space is freed. Writes into reserved space cannot run out of room (elsewhere than Linux the
-//! space is not truly reserved, and a full disk shows up at `sync` as `DiskFull` instead). A
-//! finished segment gives its unused reservation back (it is cut to its data).
+//! Linux, in steps of up to 1 MiB) by the I/O thread before it writes a batch. When no space
+//! can be reserved, the sync fails with [`StoreError::DiskFull`] (the segment's path and the OS
+//! error) and nothing of the batch is written: the publish store retracts the batch and refuses
+//! its writes, so the client never sends them. The next batch tries again, so writes resume by
+//! themselves once space is freed. Writes into reserved space cannot run out of room
+//! (elsewhere than Linux the space is not truly reserved, and a full disk shows up when the
+//! batch is written, as `DiskFull` too). A finished segment gives its unused reservation back
+//! (it is cut to its data).
 //!
 //! # Locking
 //!
@@ -116,11 +145,13 @@
 //!
 //! # Errors
 //!
-//! An append refused as [`StoreError::SequenceNotIncreasing`], [`StoreError::TooLarge`] or
-//! [`StoreError::DiskFull`] leaves the store unchanged. After a [`StoreError::Io`] from `append` or `sync`, the messages appended
-//! are still held in memory (the store never forgets a message it accepted) but are not known to
-//! be on disk: writes are positional, so the next `append` (under `Always`) or `sync` writes
-//! them again at the same offset and fsyncs them.
+//! An append refused as [`StoreError::SequenceNotIncreasing`] or [`StoreError::TooLarge`]
+//! leaves the store unchanged. After a [`StoreError::Io`] or [`StoreError::DiskFull`] from a
+//! sync, the messages are still held in memory (the store never forgets a message it accepted)
+//! but are not known to be on disk: the thread keeps the unwritten bytes, and nothing else is
+//! flushed until either the next sync writes them again at the same offset (positional writes)
+//! or [`Store::retract`] drops them and cuts the log back to the last successful write (what the
+//! publish store does).
 //!
 //! # Limits
 //!
@@ -131,26 +162,32 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 
 use bytes::Bytes;
 
-use super::{MemoryStore, MessageOptions, Operation, Store, StoredMessage};
+use super::{MemoryStore, MessageOptions, Operation, Store, StoredMessage, SyncStart, SyncWaker};
 use crate::error::StoreError;
+
+mod writer;
+#[doc(hidden)]
+pub use writer::set_fsync_delay_for_tests;
 
 /// When a [`FileStore`] forces its writes to stable storage. See the [module docs](self) for
 /// exactly what each policy survives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FsyncPolicy {
-    /// Write and fsync in every `append` (and `discard_up_to`): on disk when `append` returns.
+    /// As `Batch` for messages (each on disk before it is answered), and every discard mark is
+    /// fsynced as it comes.
     Always,
-    /// Buffer appends; write and fsync them together in `sync` (group commit): on disk when the
-    /// following `sync` returns.
+    /// Buffer appends; the I/O thread writes and fsyncs them together at each sync (group
+    /// commit): on disk when the following sync completes.
     #[default]
     Batch,
-    /// Buffer appends; write them in `sync` without fsync: survives a process crash once `sync`
-    /// returns, not a power loss.
+    /// Buffer appends; the I/O thread writes them at each sync without fsync: survives a
+    /// process crash once the sync completes, not a power loss.
     Never,
 }
 
@@ -206,44 +243,32 @@ const ALL_FLAGS: u8 = (1 << 6) - 1;
 /// segment size, if smaller).
 const RESERVE_STEP: u64 = 1 << 20;
 
-/// The write buffer's capacity is cut back to this after an unusually large batch.
-const PENDING_KEEP: usize = 1 << 20;
+/// A write buffer's capacity is cut back to this after an unusually large batch.
+const PENDING_KEEP: usize = 4 << 20;
 
-/// A durable publish store: a [`MemoryStore`] backed by an append-only log of segment files.
-/// See the [module docs](self) for the on-disk layout and what each [`FsyncPolicy`] guarantees.
+/// A durable publish store: a [`MemoryStore`] backed by an append-only log of segment files,
+/// written by a thread of its own. See the [module docs](self) for the on-disk layout, the I/O
+/// thread and what each [`FsyncPolicy`] guarantees.
 pub struct FileStore {
     config: FileStoreConfig,
     mem: MemoryStore,
-    /// Finished segments, oldest first.
-    finished: VecDeque<Segment>,
-    /// The segment appended to.
-    active: Segment,
-    /// The active segment's file, written at `active.len` (positional writes).
-    file: File,
-    /// Bytes reserved on disk for the active segment (its file length).
-    allocated: u64,
-    /// Test hook: every reservation fails as on a full disk.
-    #[cfg(test)]
-    fail_reserve: bool,
-    /// Encoded records not yet written to `file`.
-    pending: Vec<u8>,
-    /// Whether `file` has writes not yet fsynced.
-    unsynced: bool,
-    /// Where the log stood after the last successful [`Store::sync`] (or the open): what
-    /// [`Store::retract`] cuts back to.
-    sync_mark: SyncMark,
-    /// Holds the directory's lock until drop.
-    _lock: File,
-}
-
-/// The log's position after a successful sync.
-#[derive(Clone, Copy, Debug)]
-struct SyncMark {
-    segment: u64,
-    len: u64,
-    last_assigned: u64,
-    last_discarded: u64,
-    segment_last_seq: u64,
+    /// Messages appended and not yet handed to the I/O thread (which encodes them: cheap
+    /// clones here, no encoding or checksum on the caller's thread).
+    pending: Vec<StoredMessage>,
+    /// An emptied buffer the I/O thread gave back: the next `pending`, so that a batch does not
+    /// grow a new allocation from nothing.
+    spare: Vec<StoredMessage>,
+    /// The highest sequence handed to the I/O thread.
+    submitted_seq: u64,
+    /// The highest sequence a successful write covered.
+    durable_seq: u64,
+    /// The write in flight: its ticket and the highest sequence it carries.
+    in_flight: Option<(u64, u64)>,
+    next_ticket: u64,
+    io: Arc<writer::IoShared>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<writer::Cmd>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// One segment file.
@@ -264,19 +289,19 @@ impl std::fmt::Debug for FileStore {
             .field("messages", &self.mem.len())
             .field("last_assigned", &self.mem.last_assigned())
             .field("last_discarded", &self.mem.last_discarded())
-            .field("segments", &(self.finished.len() + 1))
-            .field("pending_bytes", &self.pending.len())
+            .field("pending_messages", &self.pending.len())
+            .field("in_flight", &self.in_flight)
             .finish()
     }
 }
 
 impl FileStore {
     /// Opens (creating if needed) the store in `config.dir`, recovering every unacknowledged
-    /// message in sequence order, and locks the directory.
+    /// message in sequence order, locks the directory and starts the store's I/O thread.
     ///
     /// Errors: [`StoreError::Locked`] if another store has the directory open,
     /// [`StoreError::Corrupt`] for damage that is not a torn tail of the last segment,
-    /// [`StoreError::Io`] if a file cannot be read or written.
+    /// [`StoreError::Io`] if a file cannot be read or written (or the thread not started).
     pub fn open(config: FileStoreConfig) -> Result<FileStore, StoreError> {
         let dir = config.dir.as_path();
         fs::create_dir_all(dir).map_err(io_error(dir))?;
@@ -352,29 +377,45 @@ impl FileStore {
             .open(&active.path)
             .map_err(io_error(&active.path))?;
         let allocated = file.metadata().map_err(io_error(&active.path))?.len();
-        let sync_mark = SyncMark {
-            segment: active.id,
-            len: active.len,
-            last_assigned: mem.last_assigned(),
-            last_discarded: mem.last_discarded(),
-            segment_last_seq: active.last_seq,
-        };
-        let mut store = FileStore {
-            config,
-            mem,
-            finished: segments,
+        let shared = Arc::new(writer::IoShared::default());
+        shared
+            .last_assigned
+            .store(mem.last_assigned(), Ordering::SeqCst);
+        shared
+            .discard_target
+            .store(mem.last_discarded(), Ordering::SeqCst);
+        let mut disk = writer::Disk::new(
+            config.clone(),
+            segments,
             active,
             file,
             allocated,
-            #[cfg(test)]
-            fail_reserve: false,
+            mem.last_discarded(),
+            shared.clone(),
+            lock,
+        );
+        disk.delete_discarded_segments()?;
+        #[cfg(test)]
+        disk.probe();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("amps-store-io".into())
+            .spawn(move || disk.run(rx))
+            .map_err(io_error(dir))?;
+        let durable = mem.last_assigned();
+        Ok(FileStore {
+            config,
+            mem,
             pending: Vec::new(),
-            unsynced: false,
-            sync_mark,
-            _lock: lock,
-        };
-        store.delete_discarded_segments()?;
-        Ok(store)
+            spare: Vec::new(),
+            submitted_seq: durable,
+            durable_seq: durable,
+            in_flight: None,
+            next_ticket: 1,
+            io: shared,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// The store's directory.
@@ -382,182 +423,186 @@ impl FileStore {
         &self.config.dir
     }
 
-    /// Writes the buffered records, fsyncs them unless the policy is `Never`, and starts a new
-    /// segment if the active one is full.
-    fn flush(&mut self) -> Result<(), StoreError> {
-        if !self.pending.is_empty() {
-            // Positional, into reserved space: a write that fails half-way is written again
-            // at the same offset by the next attempt.
-            if let Err(e) = write_all_at(&self.file, &self.pending, self.active.len) {
-                return Err(write_error(&self.active.path, e));
-            }
-            self.active.len += self.pending.len() as u64;
-            self.pending.clear();
-            self.pending.shrink_to(PENDING_KEEP);
-            self.unsynced = self.config.fsync != FsyncPolicy::Never;
-        }
-        if self.unsynced {
-            self.file.sync_data().map_err(io_error(&self.active.path))?;
-            self.unsynced = false;
-        }
-        if self.active.len >= self.config.segment_bytes && self.active.len > SEGMENT_HEADER_LEN {
-            // Give back the unused reservation first: a finished segment ends at its data, so
-            // anything after its last record (zeros included) is damage, never a torn tail.
-            if self.allocated > self.active.len {
-                self.file
-                    .set_len(self.active.len)
-                    .map_err(io_error(&self.active.path))?;
-                if self.config.fsync != FsyncPolicy::Never {
-                    self.file.sync_all().map_err(io_error(&self.active.path))?;
-                }
-                self.allocated = self.active.len;
-            }
-            let next = create_segment(&self.config.dir, self.active.id + 1, self.config.fsync)?;
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&next.path)
-                .map_err(io_error(&next.path))?;
-            self.file = file;
-            self.allocated = next.len;
-            let finished = std::mem::replace(&mut self.active, next);
-            self.finished.push_back(finished);
-            // It may hold nothing but discarded messages already.
-            self.delete_discarded_segments()?;
-        }
-        Ok(())
-    }
-
-    /// Makes sure the disk has room for everything buffered, reserving ahead in steps of up to
-    /// [`RESERVE_STEP`]. A full disk is [`StoreError::DiskFull`], before anything is stored.
-    fn reserve_for_pending(&mut self) -> Result<(), StoreError> {
-        let need = self.active.len + self.pending.len() as u64;
-        if need <= self.allocated {
-            return Ok(());
-        }
-        let step = self.config.segment_bytes.clamp(4096, RESERVE_STEP);
-        #[cfg(test)]
-        if self.fail_reserve {
-            return Err(StoreError::DiskFull {
-                path: self.active.path.clone(),
-                source: io::Error::from(io::ErrorKind::StorageFull),
-            });
-        }
-        let result = reserve(&self.file, need + step).or_else(|_| reserve(&self.file, need));
-        match result {
-            Ok(()) => {
-                self.allocated = self.allocated.max(need);
-                if let Ok(m) = self.file.metadata() {
-                    self.allocated = self.allocated.max(m.len());
-                }
-                Ok(())
-            }
-            Err(e) => Err(write_error(&self.active.path, e)),
+    fn send(&self, cmd: writer::Cmd) {
+        self.io
+            .last_assigned
+            .fetch_max(self.mem.last_assigned(), Ordering::SeqCst);
+        if let Some(tx) = &self.tx {
+            // The thread ends only when this sender is dropped (or it panicked: then the
+            // write's outcome never comes, and `wait_sync` reports it).
+            let _ = tx.send(cmd);
         }
     }
 
-    /// Deletes the finished segments whose messages are all discarded, after saving `meta`.
-    fn delete_discarded_segments(&mut self) -> Result<(), StoreError> {
-        let mark = self.mem.last_discarded();
-        if self.finished.front().is_none_or(|s| s.last_seq > mark) {
-            return Ok(());
-        }
-        Meta {
-            last_assigned: self.mem.last_assigned(),
-            last_discarded: mark,
-        }
-        .write(&self.config.dir)?;
-        while let Some(segment) = self.finished.front() {
-            if segment.last_seq > mark {
-                break;
+    /// Takes the outcome of the write in flight if it is there (`block`: waits for it).
+    fn take_outcome(&mut self, block: bool) -> Option<Result<(), StoreError>> {
+        let (ticket, last) = self.in_flight?;
+        let mut done = self.io.done();
+        while done.ticket != ticket {
+            if !block {
+                return None;
             }
-            remove_if_present(&segment.path)?;
-            self.finished.pop_front();
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                drop(done);
+                self.in_flight = None;
+                return Some(Err(io_error(&self.config.dir)(io::Error::other(
+                    "the publish store's I/O thread ended",
+                ))));
+            }
+            let (d, _) = self
+                .io
+                .done_cond
+                .wait_timeout(done, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner());
+            done = d;
         }
-        Ok(())
+        let result = done.result.take().unwrap_or(Ok(()));
+        if let Some(buf) = done.recycled.take() {
+            if buf.capacity() > self.spare.capacity() {
+                self.spare = buf;
+            }
+        }
+        drop(done);
+        self.in_flight = None;
+        if result.is_ok() {
+            self.durable_seq = self.durable_seq.max(last);
+        }
+        Some(result)
+    }
+
+    /// Test probe: the I/O thread's layout after its last write or discard.
+    #[cfg(test)]
+    fn probe(&self) -> writer::Probe {
+        self.io.probe.lock().unwrap().clone()
+    }
+
+    /// Test hook: every reservation fails (`true`) as on a full disk, or none (`false`).
+    #[cfg(test)]
+    fn fail_reserve(&self, fail: bool) {
+        self.io.fail_reserve.store(fail, Ordering::SeqCst);
+    }
+
+    fn queue_discard(&self, up_to: u64, fsync: bool) {
+        self.io.discard_target.fetch_max(up_to, Ordering::SeqCst);
+        if fsync {
+            self.io.discard_fsync.store(true, Ordering::SeqCst);
+        }
+        if !self.io.discard_queued.swap(true, Ordering::SeqCst) {
+            self.send(writer::Cmd::Discard);
+        }
+    }
+
+    fn discard(&mut self, up_to: u64, fsync: bool) -> Result<usize, StoreError> {
+        let raised = up_to > self.mem.last_discarded();
+        let n = self.mem.discard_up_to(up_to)?;
+        if raised || fsync {
+            self.queue_discard(self.mem.last_discarded(), fsync);
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for FileStore {
+    /// Lets the I/O thread finish what was handed to it, then waits for it to end (it holds
+    /// the directory's lock): a store reopened after the drop sees every finished write.
+    /// What was never handed over (appends since the last sync) is lost, as in a crash.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                let dir = self.config.dir.display();
+                tracing::error!(%dir, "the publish store's I/O thread panicked");
+            }
+        }
     }
 }
 
 impl Store for FileStore {
+    /// Keeps the message for the next sync, which hands it to the I/O thread (no disk I/O, no
+    /// encoding here).
     fn append(&mut self, msg: StoredMessage) -> Result<(), StoreError> {
-        let start = self.pending.len();
-        let seq = msg.seq;
-        encode_record(&mut self.pending, |buf| encode_message(buf, &msg))?;
-        if let Err(e) = self.reserve_for_pending() {
-            // Not stored: the caller is told, and nothing of it stays behind.
-            self.pending.truncate(start);
-            return Err(e);
+        let size = message_payload_len(&msg);
+        if u32::try_from(size).is_err() {
+            return Err(StoreError::TooLarge {
+                size,
+                max_bytes: u32::MAX as usize,
+            });
         }
-        if let Err(e) = self.mem.append(msg) {
-            self.pending.truncate(start);
-            return Err(e);
-        }
-        self.active.last_seq = seq;
-        if self.config.fsync == FsyncPolicy::Always {
-            self.flush()?;
-        }
+        self.mem.append(msg.clone())?;
+        self.pending.push(msg);
         Ok(())
     }
 
+    /// Hands everything appended to the I/O thread and waits until it is durable.
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.flush()?;
-        self.sync_mark = SyncMark {
-            segment: self.active.id,
-            len: self.active.len,
-            last_assigned: self.mem.last_assigned(),
-            last_discarded: self.mem.last_discarded(),
-            segment_last_seq: self.active.last_seq,
-        };
-        Ok(())
+        if let Some(r) = self.take_outcome(true) {
+            r?;
+        }
+        match self.start_sync() {
+            SyncStart::Done(r) => r,
+            SyncStart::Started => self.take_outcome(true).unwrap_or(Ok(())),
+        }
     }
 
-    /// Cuts the log back to the last successful sync (dropping what was buffered or written
-    /// since) and buffers again what stays: the messages after the mark below `from`, and the
-    /// discard mark. Retracting across a segment change (possible only under `Always`) is
-    /// refused with an error: the messages are then gone from memory but not from disk.
+    fn start_sync(&mut self) -> SyncStart {
+        if self.in_flight.is_some() {
+            return SyncStart::Started;
+        }
+        let buf = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let last = self.mem.last_assigned().max(self.submitted_seq);
+        let last_seq = if last > self.submitted_seq { last } else { 0 };
+        self.submitted_seq = last;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.in_flight = Some((ticket, last));
+        self.send(writer::Cmd::Write {
+            msgs: buf,
+            last_seq,
+            ticket,
+        });
+        SyncStart::Started
+    }
+
+    fn poll_sync(&mut self) -> Option<Result<(), StoreError>> {
+        self.take_outcome(false)
+    }
+
+    fn wait_sync(&mut self) -> Option<Result<(), StoreError>> {
+        self.take_outcome(true)
+    }
+
+    fn set_sync_waker(&mut self, waker: SyncWaker) {
+        *self.io.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(waker);
+    }
+
+    /// Forgets the messages `>= from`. Messages not yet handed to the I/O thread are dropped
+    /// from the buffer; messages handed over (a write whose sync failed) are cut from the log
+    /// by the thread, back to the last successful write, and what stays after that point is
+    /// written again. Numbering is not rewound.
     fn retract(&mut self, from: u64) -> Result<usize, StoreError> {
+        if self.in_flight.is_some_and(|(_, last)| from <= last) {
+            // Not done by the publish state machine (it retracts a failed write only after its
+            // outcome); settle the write first so the cut is well defined.
+            let _ = self.take_outcome(true);
+        }
         let n = self.mem.retract(from)?;
         if n == 0 {
             return Ok(0);
         }
-        let mark = self.sync_mark;
-        if mark.segment != self.active.id {
-            return Err(io_error(&self.active.path)(io::Error::other(
-                "cannot retract messages written to an earlier segment",
-            )));
+        if from > self.submitted_seq {
+            // Only buffered messages.
+            self.pending.retain(|m| m.seq < from);
+            return Ok(n);
         }
         self.pending.clear();
-        // Cut everything after the mark: records written since, a batch written only half
-        // (positional writes leave its bytes past `active.len`) and the reservation, which is
-        // made again below for what is buffered anew.
-        self.file
-            .set_len(mark.len)
-            .map_err(io_error(&self.active.path))?;
-        self.active.len = mark.len;
-        self.allocated = mark.len;
-        self.unsynced = true;
-        self.active.last_seq = mark.segment_last_seq;
         let kept: Vec<StoredMessage> = self
             .mem
-            .iter_from(mark.last_assigned.saturating_add(1))
+            .iter_from(self.durable_seq.saturating_add(1))
             .cloned()
             .collect();
-        for msg in &kept {
-            encode_record(&mut self.pending, |buf| encode_message(buf, msg))?;
-            self.active.last_seq = msg.seq;
-        }
-        let discarded = self.mem.last_discarded();
-        if discarded > mark.last_discarded {
-            encode_record(&mut self.pending, |buf| {
-                buf.push(TAG_DISCARD);
-                buf.extend_from_slice(&discarded.to_le_bytes());
-            })?;
-        }
-        // No room now: the buffered records are still written at the next sync, which
-        // reports a full disk if it is still full.
-        if let Err(e) = self.reserve_for_pending() {
-            tracing::warn!(error = %e, "publish store could not reserve room after a retract");
-        }
+        let kept_last = kept.last().map_or(0, |m| m.seq);
+        self.submitted_seq = self.durable_seq.max(kept_last);
+        self.send(writer::Cmd::Retract { kept, kept_last });
         Ok(n)
     }
 
@@ -569,27 +614,14 @@ impl Store for FileStore {
         true
     }
 
+    /// Discards in memory at once; the discard mark (and deleting segments it empties) is the
+    /// I/O thread's.
     fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError> {
-        let raised = up_to > self.mem.last_discarded();
-        let n = self.mem.discard_up_to(up_to)?;
-        if raised {
-            let start = self.pending.len();
-            encode_record(&mut self.pending, |buf| {
-                buf.push(TAG_DISCARD);
-                buf.extend_from_slice(&up_to.to_le_bytes());
-            })?;
-            if self.reserve_for_pending().is_err() {
-                // No room for the mark: reopening would bring those acknowledged messages
-                // back, and the next logon discards them again (module docs). Not an error.
-                self.pending.truncate(start);
-                return Ok(n);
-            }
-            if self.config.fsync == FsyncPolicy::Always {
-                self.flush()?;
-            }
-            self.delete_discarded_segments()?;
-        }
-        Ok(n)
+        self.discard(up_to, false)
+    }
+
+    fn discard_durably(&mut self, up_to: u64) -> Result<usize, StoreError> {
+        self.discard(up_to, true)
     }
 
     fn get(&self, seq: u64) -> Option<&StoredMessage> {
@@ -616,9 +648,10 @@ impl Store for FileStore {
         self.mem.last_discarded()
     }
 
-    /// `Always` is on disk when `append` returns; `Batch` and `Never` buffer until `sync`.
+    /// Every policy: appends reach the disk only through a sync (group commit on the I/O
+    /// thread).
     fn needs_sync(&self) -> bool {
-        self.config.fsync != FsyncPolicy::Always
+        true
     }
 }
 
@@ -1307,6 +1340,37 @@ fn encode_record(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) -> Result<(
     Ok(())
 }
 
+/// The length of a message record's payload, as [`encode_message`] writes it.
+fn message_payload_len(msg: &StoredMessage) -> usize {
+    fn varint_len(mut v: u64) -> usize {
+        let mut n = 1;
+        while v >= 0x80 {
+            v >>= 7;
+            n += 1;
+        }
+        n
+    }
+    let bytes = |len: usize| varint_len(len as u64) + len;
+    let mut size = 1 + 8 + 1 + bytes(msg.topic.len()) + bytes(msg.data.len());
+    if let Some(opts) = msg.options.as_deref() {
+        for s in [
+            &opts.correlation_id,
+            &opts.sow_key,
+            &opts.filter,
+            &opts.sow_keys,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            size += bytes(s.len());
+        }
+        if let Some(e) = opts.expiration {
+            size += varint_len(e);
+        }
+    }
+    size
+}
+
 fn encode_message(buf: &mut Vec<u8>, msg: &StoredMessage) {
     buf.push(msg.operation as u8);
     buf.extend_from_slice(&msg.seq.to_le_bytes());
@@ -1541,7 +1605,7 @@ mod tests {
             store.append(msg(seq)).unwrap();
         }
         store.sync().unwrap();
-        let tail = store.active.len;
+        let tail = store.probe().active_len;
         store.append(msg(5)).unwrap();
         store.sync().unwrap();
         tail
@@ -1668,11 +1732,14 @@ mod tests {
         let mut store = FileStore::open(config(dir.path(), FsyncPolicy::Always, 1)).unwrap();
         for seq in 101..=110 {
             store.append(msg(seq)).unwrap();
+            store.sync().unwrap();
         }
         assert_eq!(segment_files(dir.path()).len(), 11);
         assert_eq!(store.discard_up_to(110).unwrap(), 10);
+        // The discard reaches the I/O thread before the sync after it.
+        store.sync().unwrap();
         // Only the active segment is left, and it holds no message.
-        assert_eq!(store.finished.len(), 0);
+        assert_eq!(store.probe().finished_last_seqs.len(), 0);
         assert_eq!(segment_files(dir.path()).len(), 1);
         drop(store);
 
@@ -1688,6 +1755,7 @@ mod tests {
             })
         ));
         store.append(msg(111)).unwrap();
+        store.sync().unwrap();
         drop(store);
         assert_eq!(seqs(&open(dir.path())), vec![111]);
     }
@@ -1807,6 +1875,7 @@ mod tests {
         let mut store = FileStore::open(config(dir, FsyncPolicy::Always, 1)).unwrap();
         for seq in 1..=3 {
             store.append(msg(seq)).unwrap();
+            store.sync().unwrap();
         }
         drop(store);
         let segments = segment_files(dir);
@@ -1901,18 +1970,18 @@ mod tests {
             }
             assert_eq!(store.discard_up_to(20).unwrap(), 20);
             store.sync().unwrap();
-            assert!(store.finished.iter().all(|s| s.last_seq > 20), "{policy:?}");
+            assert!(
+                store.probe().finished_last_seqs.iter().all(|&s| s > 20),
+                "{policy:?}"
+            );
             assert!(
                 segment_files(dir.path()).len() > 1,
                 "{policy:?} rolled segments"
             );
             store.append(msg(51)).unwrap();
-            if policy == FsyncPolicy::Always {
-                assert!(store.pending.is_empty(), "Always writes in append");
-            } else {
-                assert!(!store.pending.is_empty(), "{policy:?} buffers until sync");
-                store.sync().unwrap();
-            }
+            // Every policy buffers until a sync hands the batch to the I/O thread.
+            assert!(!store.pending.is_empty(), "{policy:?} buffers until sync");
+            store.sync().unwrap();
             drop(store);
 
             let store = FileStore::open(config(dir.path(), policy, 512)).unwrap();
@@ -2109,36 +2178,43 @@ mod tests {
         let mut store = FileStore::open(config(dir.path(), FsyncPolicy::Batch, 4096)).unwrap();
         // Use up the reservation, then let reserving fail.
         let mut seq = 0;
-        while store.allocated > store.active.len + store.pending.len() as u64 + 100 {
+        loop {
+            let p = store.probe();
+            if p.allocated <= p.active_len + 200 {
+                break;
+            }
             seq += 1;
             store.append(msg(seq)).unwrap();
+            store.sync().unwrap();
         }
-        store.fail_reserve = true;
-        let mut refused = 0;
+        store.fail_reserve(true);
+        let mut refused = None;
         for _ in 0..10 {
-            let pending = store.pending.len();
-            match store.append(msg(seq + 1)) {
+            store.append(msg(seq + 1)).unwrap();
+            match store.sync() {
                 Ok(()) => seq += 1,
                 Err(e @ StoreError::DiskFull { .. }) => {
-                    refused += 1;
-                    assert_eq!(store.pending.len(), pending, "nothing buffered");
-                    assert!(store.get(seq + 1).is_none(), "nothing stored");
                     let text = e.to_string();
-                    assert!(
-                        text.contains(&store.active.path.display().to_string()),
-                        "{text}"
-                    );
+                    let path = store.probe().active_path;
+                    assert!(text.contains(&path.display().to_string()), "{text}");
                     assert_eq!(text.matches("publish store").count(), 1, "{text}");
+                    // What the publish store does with a failed sync: retract, never send.
+                    assert_eq!(store.retract(seq + 1).unwrap(), 1);
+                    assert!(store.get(seq + 1).is_none(), "nothing stored");
+                    refused = Some(seq + 1);
+                    break;
                 }
                 Err(e) => panic!("{e}"),
             }
         }
-        assert!(refused > 0);
-        store.sync().unwrap();
-        store.fail_reserve = false;
-        store.append(msg(seq + 1)).unwrap();
+        let refused = refused.expect("a full disk refused a write");
+        store.fail_reserve(false);
+        // Numbering goes on after the refused write; writes resume once there is room.
+        store.append(msg(refused + 1)).unwrap();
         store.sync().unwrap();
         drop(store);
-        assert_eq!(seqs(&open(dir.path())), (1..=seq + 1).collect::<Vec<_>>());
+        let mut expected: Vec<u64> = (1..=seq).collect();
+        expected.push(refused + 1);
+        assert_eq!(seqs(&open(dir.path())), expected);
     }
 }

@@ -43,6 +43,8 @@ mod replay;
 pub(crate) mod shared;
 pub(crate) mod state;
 mod stop;
+#[cfg(test)]
+mod sync_tests;
 
 use std::sync::Arc;
 
@@ -156,6 +158,18 @@ impl StoredMessage {
     }
 }
 
+/// What [`Store::start_sync`] did.
+#[derive(Debug)]
+pub enum SyncStart {
+    /// Finished at once, with this outcome.
+    Done(Result<(), StoreError>),
+    /// Running elsewhere: the outcome comes from [`Store::poll_sync`].
+    Started,
+}
+
+/// Called (from the store's I/O thread) each time a started sync completes.
+pub type SyncWaker = Arc<dyn Fn() + Send + Sync>;
+
 /// Storage for unacknowledged messages. Implementations are used from one actor, never shared.
 ///
 /// Sequence numbers are assigned by the caller and strictly increase across `append` calls.
@@ -213,6 +227,41 @@ pub trait Store: Send + 'static {
     /// group commit.
     fn needs_sync(&self) -> bool {
         false
+    }
+
+    /// Starts making everything appended so far durable without waiting (the asynchronous half
+    /// of group commit). [`SyncStart::Done`] when the store finished at once (the default:
+    /// [`Store::sync`]); [`SyncStart::Started`] when the work runs elsewhere (the file store's
+    /// I/O thread): its outcome then comes from [`Store::poll_sync`], after the waker set with
+    /// [`Store::set_sync_waker`] was called. At most one sync is started at a time.
+    fn start_sync(&mut self) -> SyncStart {
+        SyncStart::Done(self.sync())
+    }
+
+    /// The outcome of the started sync, once it completed (`None`: still running, or none
+    /// started). Each outcome is returned once.
+    fn poll_sync(&mut self) -> Option<Result<(), StoreError>> {
+        None
+    }
+
+    /// Blocks until the started sync completes and returns its outcome (`None` if none was
+    /// started). Only for the rare terminal events that must settle first (losing the client
+    /// name, stopping); the steady state never waits.
+    fn wait_sync(&mut self) -> Option<Result<(), StoreError>> {
+        None
+    }
+
+    /// Sets what a started sync calls, from another thread, when it completes.
+    fn set_sync_waker(&mut self, waker: SyncWaker) {
+        let _ = waker;
+    }
+
+    /// [`Store::discard_up_to`], and makes the mark durable soon without waiting (the file
+    /// store hands it to its I/O thread with an fsync). The default discards and syncs.
+    fn discard_durably(&mut self, up_to: u64) -> Result<usize, StoreError> {
+        let n = self.discard_up_to(up_to)?;
+        self.sync()?;
+        Ok(n)
     }
 
     /// Whether the store survives the process (a file store). The publish store then sends a

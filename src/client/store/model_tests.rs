@@ -28,7 +28,7 @@ use proptest::prelude::*;
 use tokio_util::codec::Decoder;
 
 use super::state::{Effect, FlushAck, Limits, Outcome, PublishState, WriteMode, WriteResult};
-use super::{MemoryStore, MessageOptions, Operation, Store, StoredMessage};
+use super::{MemoryStore, MessageOptions, Operation, Store, StoredMessage, SyncStart};
 use crate::client::config::FullPolicy;
 use crate::client::internal::NewWrite;
 use crate::client::messages::{FailedWrite, FailureSource, FlushReport, LocalReason};
@@ -48,8 +48,60 @@ struct Disk {
     /// The last sync failed with discard marks pending: if the process ends now, the
     /// acknowledged (or reported) messages come back.
     unsynced_discards: bool,
+    /// Syncs complete later, as on the file store's I/O thread ([`Op::SyncCompletes`]).
+    async_syncs: bool,
+    /// The started sync's operations, not yet on disk.
+    in_flight: Option<Vec<PendingOp>>,
+    /// The outcome of the started sync, once it completed, and (on failure) its operations,
+    /// which the store keeps for a retry or a retraction.
+    outcome: Option<(Result<(), StoreError>, Vec<PendingOp>)>,
 }
 
+impl Disk {
+    /// Applies one sync's operations, or fails (and hands them back) if a failure is due.
+    fn apply(&mut self, ops: Vec<PendingOp>) -> Result<(), (StoreError, Vec<PendingOp>)> {
+        if self.fail_syncs > 0 {
+            self.fail_syncs -= 1;
+            self.unsynced_discards = ops.iter().any(|op| matches!(op, PendingOp::Discard(_)));
+            let e = StoreError::Io {
+                path: "sim".into(),
+                source: std::io::Error::other("disk full (simulated)"),
+            };
+            return Err((e, ops));
+        }
+        self.unsynced_discards = false;
+        for op in ops {
+            match op {
+                PendingOp::Append(m) => {
+                    self.last_assigned = self.last_assigned.max(m.seq);
+                    self.msgs.insert(m.seq, m);
+                }
+                PendingOp::Discard(up_to) => self.discard(up_to),
+            }
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self, up_to: u64) {
+        self.discarded = self.discarded.max(up_to);
+        let keep = self.msgs.split_off(&(up_to + 1));
+        self.msgs = keep;
+    }
+
+    /// The I/O thread finishes the started sync; whether one was in flight.
+    fn complete(&mut self) -> bool {
+        let Some(ops) = self.in_flight.take() else {
+            return false;
+        };
+        self.outcome = Some(match self.apply(ops) {
+            Ok(()) => (Ok(()), Vec::new()),
+            Err((e, ops)) => (Err(e), ops),
+        });
+        true
+    }
+}
+
+#[derive(Debug)]
 enum PendingOp {
     Append(StoredMessage),
     Discard(u64),
@@ -95,33 +147,52 @@ impl Store for SimStore {
         if !self.durable {
             return Ok(());
         }
-        let mut d = self.disk.lock().unwrap();
-        if d.fail_syncs > 0 {
-            d.fail_syncs -= 1;
-            d.unsynced_discards = self
-                .pending
-                .iter()
-                .any(|op| matches!(op, PendingOp::Discard(_)));
-            return Err(StoreError::Io {
-                path: "sim".into(),
-                source: std::io::Error::other("disk full (simulated)"),
-            });
+        if let Some(Err(e)) = self.wait_sync() {
+            return Err(e);
         }
-        d.unsynced_discards = false;
-        for op in self.pending.drain(..) {
-            match op {
-                PendingOp::Append(m) => {
-                    d.last_assigned = d.last_assigned.max(m.seq);
-                    d.msgs.insert(m.seq, m);
-                }
-                PendingOp::Discard(up_to) => {
-                    d.discarded = d.discarded.max(up_to);
-                    let keep = d.msgs.split_off(&(up_to + 1));
-                    d.msgs = keep;
-                }
+        let ops = std::mem::take(&mut self.pending);
+        match self.disk.lock().unwrap().apply(ops) {
+            Ok(()) => Ok(()),
+            Err((e, ops)) => {
+                self.pending = ops;
+                Err(e)
             }
         }
-        Ok(())
+    }
+    fn start_sync(&mut self) -> SyncStart {
+        if !self.durable || !self.disk.lock().unwrap().async_syncs {
+            return SyncStart::Done(self.sync());
+        }
+        let ops = std::mem::take(&mut self.pending);
+        let mut d = self.disk.lock().unwrap();
+        assert!(
+            d.in_flight.is_none() && d.outcome.is_none(),
+            "one sync at a time"
+        );
+        d.in_flight = Some(ops);
+        SyncStart::Started
+    }
+    fn poll_sync(&mut self) -> Option<Result<(), StoreError>> {
+        let (result, failed) = self.disk.lock().unwrap().outcome.take()?;
+        // A failed sync's operations stay ahead of what was appended since (retried by the
+        // next sync, or retracted).
+        if !failed.is_empty() {
+            let later = std::mem::replace(&mut self.pending, failed);
+            self.pending.extend(later);
+        }
+        Some(result)
+    }
+    fn wait_sync(&mut self) -> Option<Result<(), StoreError>> {
+        self.disk.lock().unwrap().complete();
+        self.poll_sync()
+    }
+    fn discard_durably(&mut self, up_to: u64) -> Result<usize, StoreError> {
+        // The file store's I/O thread writes the mark (after whatever it was handed before);
+        // appends not yet handed over stay buffered.
+        if self.durable {
+            self.disk.lock().unwrap().discard(up_to);
+        }
+        self.mem.discard_up_to(up_to)
     }
     fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError> {
         if self.durable {
@@ -324,6 +395,8 @@ enum Op {
     /// Time passes to the next flush deadline.
     Expire,
     FailNextSync,
+    /// The store's I/O thread finishes the sync in flight and wakes the shell.
+    SyncCompletes,
     GracefulRestart,
     Crash,
     GiveUp,
@@ -344,6 +417,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Flush),
         1 => Just(Op::Expire),
         1 => Just(Op::FailNextSync),
+        4 => Just(Op::SyncCompletes),
         1 => Just(Op::GracefulRestart),
         1 => Just(Op::Crash),
         1 => prop::bool::weighted(0.3).prop_map(|_| Op::GiveUp),
@@ -774,12 +848,25 @@ impl World {
     }
 
     /// Runs the system until nothing moves (bounded).
+    /// The I/O thread finishes the sync in flight (if any) and wakes the shell, which hands
+    /// the outcome to the state machine (a process that gave up still runs its actors).
+    fn sync_completes(&mut self) -> bool {
+        if !self.disk.lock().unwrap().complete() {
+            return false;
+        }
+        let now = self.tick();
+        self.proc.state.synced(now);
+        self.effects();
+        true
+    }
+
     fn settle(&mut self) {
         for _ in 0..10_000 {
             self.run_tasks();
             let inbox = self.server.conn.as_ref().map_or(0, |c| c.inbox.len());
             let outbox = self.server.conn.as_ref().map_or(0, |c| c.outbox.len());
-            if inbox == 0 && outbox == 0 && self.proc.tasks.is_empty() {
+            let synced = self.sync_completes();
+            if inbox == 0 && outbox == 0 && self.proc.tasks.is_empty() && !synced {
                 return;
             }
             self.serve(inbox);
@@ -789,6 +876,12 @@ impl World {
     }
 
     fn new_process(&mut self) {
+        {
+            // A sync in flight when the process ended never reached the disk.
+            let mut d = self.disk.lock().unwrap();
+            d.in_flight = None;
+            d.outcome = None;
+        }
         // Failures this process reported but never proved it read (it crashed, gave up or had
         // no connection to prove them on) are re-sent to the next one, flagged as a
         // predecessor's: allowed once more.
@@ -948,6 +1041,9 @@ impl World {
             }
             Op::Expire => self.expire(),
             Op::FailNextSync => self.disk.lock().unwrap().fail_syncs += 1,
+            Op::SyncCompletes => {
+                self.sync_completes();
+            }
             Op::GracefulRestart | Op::Crash | Op::GiveUp if self.foreign_writer => {}
             Op::GracefulRestart => self.graceful_restart(),
             Op::Crash => self.crash(),
@@ -1078,12 +1174,14 @@ proptest! {
     #[test]
     fn every_write_is_accounted_for_exactly_once(
         durable in any::<bool>(),
+        async_syncs in prop::bool::weighted(0.6),
         max_messages in 3usize..24,
         error_when_full in prop::bool::weighted(0.3),
         ops in prop::collection::vec(op(), 1..160),
     ) {
         let when_full = if error_when_full { FullPolicy::Error } else { FullPolicy::Wait };
         let mut world = World::new(durable, max_messages, when_full);
+        world.disk.lock().unwrap().async_syncs = async_syncs;
         for op in ops {
             world.apply(op);
         }

@@ -41,6 +41,14 @@ impl<W, F> PublishState<W, F> {
         now: Instant,
     ) -> Result<usize, ConnectError> {
         self.commit_now(now);
+        if server_last > self.committed_through && self.syncing.is_some() {
+            // The server's last sequence covers writes not yet durable (another publisher
+            // with this name, or a predecessor's numbers): settle them first, so each is
+            // answered before it is judged (rare; the usual logon never waits).
+            self.settle_sync(now);
+            self.commit_now(now);
+            self.settle_sync(now);
+        }
         if self.store.is_some() {
             if self.limits.error_on_publish_gap && server_last < self.highest_persisted {
                 return Err(ConnectError::PublishGap {
@@ -83,7 +91,7 @@ impl<W, F> PublishState<W, F> {
             // sequence conflicts (found by the chaos test: a successor publishing before its
             // first logon, on a store whose predecessor only ever logged on).
             if server_last > store.last_discarded() {
-                let marked = store.discard_up_to(server_last).and_then(|_| store.sync());
+                let marked = store.discard_durably(server_last);
                 if let Err(e) = marked {
                     tracing::warn!(%e, "publish store could not record the server's last sequence");
                 }
@@ -116,6 +124,11 @@ impl<W, F> PublishState<W, F> {
         let mut replayed = 0;
         let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
         for m in store.iter() {
+            if m.seq > self.committed_through {
+                // Not durable yet (its sync is in flight or not started): the group commit that
+                // makes it durable sends it.
+                break;
+            }
             let cid = self.waited.get(&m.seq).map(String::as_str);
             encode(m, cid, &mut chunk, &mut self.template);
             self.highest_sent = self.highest_sent.max(m.seq);

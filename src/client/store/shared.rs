@@ -87,7 +87,9 @@ pub(crate) struct SharedStore {
 }
 
 impl SharedStore {
-    pub(crate) fn new(state: State, actor: Addr<PublishStoreActor>) -> SharedStore {
+    pub(crate) fn new(mut state: State, actor: Addr<PublishStoreActor>) -> SharedStore {
+        let synced = actor.clone();
+        state.set_sync_waker(std::sync::Arc::new(move || synced.do_send(Synced)));
         SharedStore {
             state: Mutex::new(state),
             wake_pending: AtomicBool::new(false),
@@ -173,6 +175,11 @@ pub(crate) enum Writes {
     One(NewWrite),
     Many(Vec<NewWrite>),
 }
+
+/// A sync the store started completed (sent by the store's I/O thread).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Synced;
 
 /// Carry out the effects writes left (sent by [`SharedStore`], at most one queued at a time).
 #[derive(Message)]

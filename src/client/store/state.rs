@@ -7,9 +7,20 @@
 //! deadline, a group commit, "name in use", "gave up", a graceful close. Each call appends
 //! [`Effect`]s: frames to send, callers to answer, failures to report, timers to set. The
 //! state machine reads no clock (time comes in with the events), does no actix and no socket
-//! I/O; its one dependency is the [`Store`], whose `sync` the state machine calls when a group
-//! commit is due. It is a plain struct: a shell may keep it behind a mutex and drive it from
-//! more than one place. [`super::actor::PublishStoreActor`] is the shell used today.
+//! I/O; its one dependency is the [`Store`].
+//!
+//! A group commit has two phases. `commit_now` hands every request stored since the last sync
+//! to [`Store::start_sync`], which returns at once; the file store's I/O thread makes them
+//! durable and wakes the shell, which calls [`PublishState::synced`]: only then are the writes
+//! answered `Ok` and sent (or, if the sync failed, retracted and answered `Err`, together with
+//! everything admitted after them). One sync is in flight at a time; requests admitted
+//! meanwhile form the next batch, started as soon as the previous one resolves, so one fsync
+//! covers everything that arrived during the last. A replay after a logon sends only what is
+//! durable; the rest is sent by its sync. Losing the client name and stopping (terminal, rare)
+//! wait for the sync in flight; no other event does.
+//!
+//! It is a plain struct: a shell may keep it behind a mutex and drive it from more than one
+//! place. [`super::actor::PublishStoreActor`] is the shell used today.
 //!
 //! What it guarantees (checked by the model-based test in `model_tests.rs`):
 //! - every write answered `Ok` is later, exactly once, persisted (a success ack covers it) or
@@ -34,7 +45,7 @@ use super::admission::Admission;
 use super::encode::{encode, Template};
 use super::failures::FailureBook;
 use super::flush::Flushes;
-use super::{Store, StoredMessage};
+use super::{Store, StoredMessage, SyncStart};
 use crate::client::config::FullPolicy;
 use crate::client::messages::{
     ClientStats, FailedWrite, FailureSource, FlushReport, LocalReason, UnexpectedMessage,
@@ -196,6 +207,9 @@ pub(crate) struct PublishState<W, F> {
     pub(super) waited: BTreeMap<u64, String>,
     pub(super) admission: Admission<W>,
     pub(super) uncommitted: Vec<Uncommitted<W>>,
+    /// The requests of the group commit whose sync is in flight (handed to the store's I/O
+    /// thread, not yet durable: not answered, not sent).
+    pub(super) syncing: Option<Vec<Uncommitted<W>>>,
     pub(super) commit_deferrals: u32,
     pub(super) commit_scheduled: bool,
     pub(super) flushes: Flushes<F>,
@@ -244,6 +258,7 @@ impl<W, F> PublishState<W, F> {
             waited: BTreeMap::new(),
             admission: Admission::default(),
             uncommitted: Vec::new(),
+            syncing: None,
             commit_deferrals: 0,
             commit_scheduled: false,
             flushes: Flushes::default(),
@@ -253,6 +268,14 @@ impl<W, F> PublishState<W, F> {
             closed: false,
             counts: Counts::default(),
             effects: Vec::new(),
+        }
+    }
+
+    /// Sets what the store calls, from its I/O thread, when a started sync completes (the
+    /// shell then calls [`PublishState::synced`]).
+    pub fn set_sync_waker(&mut self, waker: super::SyncWaker) {
+        if let Some(store) = &mut self.store {
+            store.set_sync_waker(waker);
         }
     }
 
@@ -348,23 +371,84 @@ impl<W, F> PublishState<W, F> {
         self.commit_now(now);
     }
 
-    /// The group commit, at once.
+    /// The group commit, now: hands every request stored since the last sync to the store's
+    /// sync. A store that syncs at once (memory, the model's) resolves them here; the file
+    /// store's I/O thread resolves them later, through [`PublishState::synced`]. While one
+    /// sync is in flight, new requests wait for the next one (started when it resolves): one
+    /// fsync covers everything admitted meanwhile.
     pub(super) fn commit_now(&mut self, now: Instant) {
         self.commit_deferrals = 0;
-        if self.uncommitted.is_empty() {
+        if self.uncommitted.is_empty() || self.syncing.is_some() {
             return;
         }
-        let synced = self.store.as_mut().map_or(Ok(()), |s| s.sync());
-        match synced {
+        let started = self
+            .store
+            .as_mut()
+            .map_or(SyncStart::Done(Ok(())), |s| s.start_sync());
+        let batch = std::mem::take(&mut self.uncommitted);
+        match started {
+            SyncStart::Done(result) => self.resolve(batch, result, now),
+            SyncStart::Started => self.syncing = Some(batch),
+        }
+    }
+
+    /// A sync started by a group commit may have completed (the store's I/O thread woke the
+    /// shell): if so, answers and sends its writes, or refuses them, and starts the next.
+    pub fn synced(&mut self, now: Instant) {
+        if self.syncing.is_none() {
+            return;
+        }
+        let Some(result) = self.store.as_mut().and_then(|s| s.poll_sync()) else {
+            return;
+        };
+        if let Some(batch) = self.syncing.take() {
+            self.resolve(batch, result, now);
+        }
+        self.commit_now(now);
+    }
+
+    /// Waits for the sync in flight, if any, and resolves it: only for the rare events that
+    /// must see every stored write settled (losing the client name, stopping).
+    pub(super) fn settle_sync(&mut self, now: Instant) {
+        if self.syncing.is_none() {
+            return;
+        }
+        let result = self
+            .store
+            .as_mut()
+            .and_then(|s| s.wait_sync())
+            .unwrap_or(Ok(()));
+        if let Some(batch) = self.syncing.take() {
+            self.resolve(batch, result, now);
+        }
+    }
+
+    /// Whether a group commit's sync is in flight.
+    #[cfg(test)]
+    pub(crate) fn sync_in_flight(&self) -> bool {
+        self.syncing.is_some()
+    }
+
+    /// The outcome of a group commit's sync: answer and send the batch, or retract and refuse
+    /// it together with everything stored after it (never sent).
+    fn resolve(
+        &mut self,
+        batch: Vec<Uncommitted<W>>,
+        result: Result<(), StoreError>,
+        now: Instant,
+    ) {
+        match result {
             Ok(()) => {
-                let last = self.uncommitted.last().map_or(0, |u| u.last);
-                for u in std::mem::take(&mut self.uncommitted) {
+                let last = batch.last().map_or(0, |u| u.last);
+                for u in batch {
                     self.answer(u.mode, u.reply, Ok(Some((u.first, u.last))));
                 }
                 self.send_committed(last);
             }
             Err(e) => {
                 tracing::error!(error = %e, "publish store sync failed; the writes are refused");
+                let later = std::mem::replace(&mut self.uncommitted, batch);
+                self.uncommitted.extend(later);
                 self.refuse_uncommitted(&e, now);
             }
         }
@@ -523,16 +607,9 @@ impl<W, F> PublishState<W, F> {
 
 /// A copy of a store error for every request it fails (`io::Error` is not `Clone`).
 pub(super) fn copy_store_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Io { path, source } => StoreError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        other => StoreError::Io {
-            path: std::path::PathBuf::new(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    }
+    // Every kind keeps its own text and path (a full disk found by the I/O thread's sync is
+    // still `DiskFull`, naming the segment).
+    e.duplicate()
 }
 
 /// The header of a failure the client decided (no ack exists): the verdict in ack form.

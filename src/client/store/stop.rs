@@ -69,7 +69,9 @@ impl<W, F> PublishState<W, F> {
         self.live = None;
         self.clear_outbound();
         self.flushes.connection_lost();
-        self.commit_now(now);
+        // Every stored write is settled first (waits for the sync in flight, if any): what
+        // follows reports or keeps each of them.
+        self.settle_all(now);
         let stop = Stopped::NameLost;
         self.reject_waiting(&stop, now);
         self.stopped = Some(stop);
@@ -134,6 +136,13 @@ impl<W, F> PublishState<W, F> {
         self.after_name_lost();
     }
 
+    /// Commits everything stored and waits for the syncs (the terminal events only).
+    fn settle_all(&mut self, now: Instant) {
+        self.settle_sync(now);
+        self.commit_now(now);
+        self.settle_sync(now);
+    }
+
     fn after_name_lost(&mut self) {
         for f in &mut self.flushes.pending {
             f.acked = true;
@@ -168,7 +177,7 @@ impl<W, F> PublishState<W, F> {
     /// The client stops: writes still waiting for room are refused ([`PublishError::Stopped`];
     /// reported if nobody awaits them), and everything stored is made durable.
     pub fn stop(&mut self, now: Instant) {
-        self.commit_now(now);
+        self.settle_all(now);
         self.reject_waiting_with(PublishError::Stopped, now);
         // Publisher handles outlive the actors: their later writes are refused, not stored
         // where nothing would send them.

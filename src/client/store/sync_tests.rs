@@ -1,0 +1,243 @@
+//! Unit tests of the two-phase group commit: a sync the store started completes later
+//! ([`PublishState::synced`]), as on the file store's I/O thread.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::state::{Effect, Limits, Outcome, PublishState, WriteMode};
+use super::{MemoryStore, Operation, Store, StoredMessage, SyncStart};
+use crate::client::config::FullPolicy;
+use crate::client::internal::NewWrite;
+use crate::error::{PublishError, StoreError};
+
+/// A durable store whose syncs complete when the test says so.
+struct LaterStore {
+    mem: MemoryStore,
+    started: bool,
+    outcome: Arc<Mutex<Option<Result<(), StoreError>>>>,
+}
+
+impl Store for LaterStore {
+    fn append(&mut self, msg: StoredMessage) -> Result<(), StoreError> {
+        self.mem.append(msg)
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn start_sync(&mut self) -> SyncStart {
+        assert!(!self.started, "one sync at a time");
+        self.started = true;
+        SyncStart::Started
+    }
+    fn poll_sync(&mut self) -> Option<Result<(), StoreError>> {
+        let r = self.outcome.lock().unwrap().take()?;
+        self.started = false;
+        Some(r)
+    }
+    fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError> {
+        self.mem.discard_up_to(up_to)
+    }
+    fn get(&self, seq: u64) -> Option<&StoredMessage> {
+        self.mem.get(seq)
+    }
+    fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+        self.mem.iter()
+    }
+    fn retract(&mut self, from: u64) -> Result<usize, StoreError> {
+        self.mem.retract(from)
+    }
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+    fn bytes(&self) -> usize {
+        self.mem.bytes()
+    }
+    fn last_assigned(&self) -> u64 {
+        self.mem.last_assigned()
+    }
+    fn last_discarded(&self) -> u64 {
+        self.mem.last_discarded()
+    }
+    fn needs_sync(&self) -> bool {
+        true
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+type Outcomes = Arc<Mutex<Option<Result<(), StoreError>>>>;
+
+fn state() -> (PublishState<u64, u64>, Outcomes) {
+    let outcome = Outcomes::default();
+    let store = LaterStore {
+        mem: MemoryStore::new(),
+        started: false,
+        outcome: outcome.clone(),
+    };
+    let limits = Limits {
+        max_messages: 100,
+        max_bytes: 1 << 20,
+        when_full: FullPolicy::Wait,
+        max_frame: 1 << 20,
+        error_on_publish_gap: false,
+    };
+    (PublishState::new(Some(Box::new(store)), limits, 1), outcome)
+}
+
+fn write(s: &mut PublishState<u64, u64>, reply: u64, body: &str) {
+    let w = NewWrite {
+        operation: Operation::Publish,
+        topic: "t".into(),
+        data: Bytes::from(body.to_owned()),
+        options: None,
+    };
+    let outcome = s.write(vec![w], None, WriteMode::Awaited, Instant::now());
+    assert!(matches!(outcome, Outcome::Pending), "{outcome:?}");
+    s.attach(reply);
+}
+
+fn effects(s: &mut PublishState<u64, u64>) -> Vec<Effect<u64, u64>> {
+    let mut e = Vec::new();
+    s.take_effects(&mut e);
+    e
+}
+
+/// One answer: the reply and the stored range, or the error's text.
+type Answer = (u64, Result<(u64, u64), String>);
+
+/// The answers among `effects`.
+fn answers(effects: &[Effect<u64, u64>]) -> Vec<Answer> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Answer { reply, result } => Some((
+                *reply,
+                result
+                    .as_ref()
+                    .map(|r| r.expect("a store assigns sequences"))
+                    .map_err(PublishError::to_string),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn outbound(s: &mut PublishState<u64, u64>) -> String {
+    s.take_outbound()
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_write_is_answered_and_sent_only_when_its_sync_completes() {
+    let (mut s, outcome) = state();
+    s.logged_on(1, 0, Instant::now()).unwrap();
+    effects(&mut s);
+    write(&mut s, 7, "first");
+    s.commit(Instant::now());
+    assert!(s.sync_in_flight());
+    assert!(answers(&effects(&mut s)).is_empty(), "not durable yet");
+    assert_eq!(
+        outbound(&mut s),
+        "",
+        "a durable store sends only what is on disk"
+    );
+
+    // A wake before the sync finished changes nothing.
+    s.synced(Instant::now());
+    assert!(answers(&effects(&mut s)).is_empty() && s.sync_in_flight());
+
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    assert!(!s.sync_in_flight());
+    assert_eq!(answers(&effects(&mut s)), [(7, Ok((1, 1)))]);
+    assert!(outbound(&mut s).contains("first"));
+}
+
+#[test]
+fn writes_admitted_during_a_sync_go_in_the_next_one() {
+    let (mut s, outcome) = state();
+    s.logged_on(1, 0, Instant::now()).unwrap();
+    write(&mut s, 1, "a");
+    s.commit(Instant::now());
+    write(&mut s, 2, "b");
+    write(&mut s, 3, "c");
+    s.commit(Instant::now());
+    effects(&mut s);
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    // The first sync answers its write and starts the next for the two behind it.
+    assert_eq!(answers(&effects(&mut s)), [(1, Ok((1, 1)))]);
+    assert!(s.sync_in_flight());
+    let sent = outbound(&mut s);
+    assert!(sent.contains('a') && !sent.contains('b'), "{sent}");
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    assert_eq!(
+        answers(&effects(&mut s)),
+        [(2, Ok((2, 2))), (3, Ok((3, 3)))]
+    );
+    let sent = outbound(&mut s);
+    assert!(sent.contains('b') && sent.contains('c'), "{sent}");
+}
+
+#[test]
+fn a_failed_sync_refuses_its_writes_and_those_admitted_after_it() {
+    let (mut s, outcome) = state();
+    s.logged_on(1, 0, Instant::now()).unwrap();
+    write(&mut s, 1, "a");
+    s.commit(Instant::now());
+    write(&mut s, 2, "b");
+    effects(&mut s);
+    *outcome.lock().unwrap() = Some(Err(StoreError::Io {
+        path: "/store/00000000000000000001.seg".into(),
+        source: std::io::Error::other("injected"),
+    }));
+    s.synced(Instant::now());
+    let answered = answers(&effects(&mut s));
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    for (_, result) in &answered {
+        let text = result.as_ref().unwrap_err();
+        assert!(text.contains("00000000000000000001.seg"), "{text}");
+    }
+    assert_eq!(outbound(&mut s), "", "a refused write is never sent");
+    assert_eq!(s.stats().unacknowledged, 0, "retracted");
+    assert!(!s.sync_in_flight());
+
+    // Writes go on (after the retraction's room is offered to waiting writes): the next one
+    // starts a sync of its own.
+    s.resume(Instant::now());
+    write(&mut s, 3, "c");
+    s.commit(Instant::now());
+    assert!(s.sync_in_flight());
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    assert_eq!(answers(&effects(&mut s)), [(3, Ok((3, 3)))]);
+}
+
+#[test]
+fn a_reconnect_while_a_sync_is_in_flight_sends_the_write_once_on_the_new_connection() {
+    let (mut s, outcome) = state();
+    s.logged_on(1, 0, Instant::now()).unwrap();
+    write(&mut s, 1, "body-once");
+    s.commit(Instant::now());
+    s.connection_lost(1);
+    s.logged_on(2, 0, Instant::now()).unwrap();
+    let replayed: Vec<_> = effects(&mut s)
+        .into_iter()
+        .filter(|e| matches!(e, Effect::Send { .. }))
+        .collect();
+    assert!(replayed.is_empty(), "the replay holds only durable writes");
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    assert_eq!(answers(&effects(&mut s)), [(1, Ok((1, 1)))]);
+    let (epoch, bytes) = s.take_outbound().expect("sent once durable");
+    assert_eq!(epoch, 2);
+    assert_eq!(
+        String::from_utf8_lossy(&bytes).matches("body-once").count(),
+        1
+    );
+}
