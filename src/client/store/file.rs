@@ -624,29 +624,7 @@ impl Store for FileStore {
         self.discard(up_to, true)
     }
 
-    fn get(&self, seq: u64) -> Option<&StoredMessage> {
-        self.mem.get(seq)
-    }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
-        self.mem.iter()
-    }
-
-    fn len(&self) -> usize {
-        self.mem.len()
-    }
-
-    fn bytes(&self) -> usize {
-        self.mem.bytes()
-    }
-
-    fn last_assigned(&self) -> u64 {
-        self.mem.last_assigned()
-    }
-
-    fn last_discarded(&self) -> u64 {
-        self.mem.last_discarded()
-    }
+    reads_from_memory!(mem);
 
     /// Every policy: appends reach the disk only through a sync (group commit on the I/O
     /// thread).

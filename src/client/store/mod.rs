@@ -29,6 +29,31 @@
 //! Both stores keep the unacknowledged messages in memory for lookup and replay; the file store
 //! additionally writes them to disk. `docs/ACCOUNTING.md` states the guarantees end to end.
 
+/// The [`Store`] methods that read the in-memory index, forwarded to a [`MemoryStore`] field:
+/// the file store and the test stores keep their messages in one and differ only in writing.
+macro_rules! reads_from_memory {
+    ($field:ident) => {
+        fn get(&self, seq: u64) -> Option<&StoredMessage> {
+            self.$field.get(seq)
+        }
+        fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+            self.$field.iter()
+        }
+        fn len(&self) -> usize {
+            self.$field.len()
+        }
+        fn bytes(&self) -> usize {
+            self.$field.bytes()
+        }
+        fn last_assigned(&self) -> u64 {
+            self.$field.last_assigned()
+        }
+        fn last_discarded(&self) -> u64 {
+            self.$field.last_discarded()
+        }
+    };
+}
+
 mod acks;
 pub mod actor;
 mod admission;

@@ -137,6 +137,7 @@ impl SimStore {
 }
 
 impl Store for SimStore {
+    reads_from_memory!(mem);
     fn append(&mut self, msg: StoredMessage) -> Result<(), StoreError> {
         if self.durable {
             self.pending.push(PendingOp::Append(msg.clone()));
@@ -200,12 +201,6 @@ impl Store for SimStore {
         }
         self.mem.discard_up_to(up_to)
     }
-    fn get(&self, seq: u64) -> Option<&StoredMessage> {
-        self.mem.get(seq)
-    }
-    fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
-        self.mem.iter()
-    }
     fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
         self.mem.iter_from(from)
     }
@@ -213,18 +208,6 @@ impl Store for SimStore {
         self.pending
             .retain(|op| !matches!(op, PendingOp::Append(m) if m.seq >= from));
         self.mem.retract(from)
-    }
-    fn len(&self) -> usize {
-        self.mem.len()
-    }
-    fn bytes(&self) -> usize {
-        self.mem.bytes()
-    }
-    fn last_assigned(&self) -> u64 {
-        self.mem.last_assigned()
-    }
-    fn last_discarded(&self) -> u64 {
-        self.mem.last_discarded()
     }
     fn needs_sync(&self) -> bool {
         self.durable

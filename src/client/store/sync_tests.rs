@@ -20,6 +20,7 @@ struct LaterStore {
 }
 
 impl Store for LaterStore {
+    reads_from_memory!(mem);
     fn append(&mut self, msg: StoredMessage) -> Result<(), StoreError> {
         self.mem.append(msg)
     }
@@ -39,26 +40,8 @@ impl Store for LaterStore {
     fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError> {
         self.mem.discard_up_to(up_to)
     }
-    fn get(&self, seq: u64) -> Option<&StoredMessage> {
-        self.mem.get(seq)
-    }
-    fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
-        self.mem.iter()
-    }
     fn retract(&mut self, from: u64) -> Result<usize, StoreError> {
         self.mem.retract(from)
-    }
-    fn len(&self) -> usize {
-        self.mem.len()
-    }
-    fn bytes(&self) -> usize {
-        self.mem.bytes()
-    }
-    fn last_assigned(&self) -> u64 {
-        self.mem.last_assigned()
-    }
-    fn last_discarded(&self) -> u64 {
-        self.mem.last_discarded()
     }
     fn needs_sync(&self) -> bool {
         true
