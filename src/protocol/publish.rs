@@ -55,21 +55,13 @@ impl PublishHeader<'_> {
             w.opt_str("cid", &self.cid);
             w.opt_str("sow_keys", &self.sow_keys);
             w.opt_str("filter", &self.filter);
-            w.acks("a", self.ack_type);
-            w.opt_num_as_str("e", self.expiration);
-            w.opt_str("x", &self.correlation_id);
-            w.opt_num("s", self.seq);
-            w.opt_str("k", &self.sow_key);
+            self.write_acks_to_key(&mut w);
             w.opt_str("sub_id", &self.cid);
             w.opt_str("query_id", &self.cid);
         } else {
             w.opt_str("cid", &self.cid);
             w.str("t", self.topic);
-            w.acks("a", self.ack_type);
-            w.opt_num_as_str("e", self.expiration);
-            w.opt_str("x", &self.correlation_id);
-            w.opt_num("s", self.seq);
-            w.opt_str("k", &self.sow_key);
+            self.write_acks_to_key(&mut w);
             w.opt_str("sow_keys", &self.sow_keys);
             w.opt_str("filter", &self.filter);
         }
@@ -77,6 +69,15 @@ impl PublishHeader<'_> {
         dst.put_slice(body);
         let len = u32::try_from(dst.len() - start - 4).unwrap_or(u32::MAX);
         dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// `a, e, x, s, k`: the run every command writes in this order.
+    fn write_acks_to_key(&self, w: &mut JsonObjectWriter<'_>) {
+        w.acks("a", self.ack_type);
+        w.opt_num_as_str("e", self.expiration);
+        w.opt_str("x", &self.correlation_id);
+        w.opt_num("s", self.seq);
+        w.opt_str("k", &self.sow_key);
     }
 }
 
