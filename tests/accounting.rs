@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use actix_amps::client::{
-    ClientActor, ConnectionEvent, FailureSource, GetStats, LocalReason, Publish, PublishBatch,
-    PublishFlush, Shutdown, StoreKind, WaitLoggedOn,
+    ClientActor, ConnectionEvent, FailureSource, LocalReason, Publish, PublishBatch, Shutdown,
+    StoreKind, WaitLoggedOn,
 };
 use actix_amps::error::PublishError;
 use actix_amps::protocol::Reason;
@@ -76,11 +76,7 @@ async fn a_flush_report_names_the_failures_already_in_the_mailbox() {
         );
         client.send(Publish::new("ok", "x")).await.unwrap().unwrap();
     }
-    let report = client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&client).await;
     assert_eq!(report.failed, 3);
     assert_eq!(report.sequences, denied);
     assert_eq!(report.predecessor_failed, 0);
@@ -93,11 +89,7 @@ async fn a_flush_report_names_the_failures_already_in_the_mailbox() {
     }
     assert_eq!(seen, denied);
     // The next report does not repeat them.
-    let again = client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let again = support::flush_report(&client).await;
     assert!(again.all_persisted(), "{again:?}");
 }
 
@@ -126,15 +118,7 @@ async fn do_send_refusals_are_reported_as_local_failures() {
     }
     assert_eq!(reasons, ["empty", "large"]);
     flush(&client).await;
-    assert_eq!(
-        client
-            .send(GetStats)
-            .await
-            .unwrap()
-            .expect("client running")
-            .published,
-        1
-    );
+    assert_eq!(support::stats(&client).await.published, 1);
     assert_eq!(server.persisted("dosend").len(), 1);
 }
 
@@ -170,11 +154,7 @@ async fn a_refusal_survives_a_server_kill_before_its_ack() {
     until_logged(&server, "killed", c).await;
     server.handle.kill();
     server.handle.restart().unwrap();
-    let report = client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&client).await;
     assert_eq!(report.sequences, [b]);
     let f = events.next_failed().await;
     assert_eq!(f.sequence, b);
@@ -202,11 +182,7 @@ async fn failures_reach_a_successor_only_when_nobody_read_them() {
         .await
         .unwrap()
         .unwrap();
-    let report = first
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&first).await;
     assert_eq!(report.failed, 1);
     first.send(Shutdown).await.unwrap();
 
@@ -235,11 +211,7 @@ async fn failures_reach_a_successor_only_when_nobody_read_them() {
     let third = config("heir", &server).start().unwrap();
     let mut events = Events::new();
     events.subscribe_failed(&third).await;
-    let report = third
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&third).await;
     assert_eq!(
         (report.failed, report.predecessor_failed),
         (1, 1),
@@ -255,11 +227,7 @@ async fn failures_reach_a_successor_only_when_nobody_read_them() {
     let fourth = config("heir", &server).start().unwrap();
     let mut events = Events::new();
     events.subscribe_failed(&fourth).await;
-    let report = fourth
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&fourth).await;
     assert!(report.all_persisted(), "{report:?}");
     events.assert_quiet(Duration::from_millis(50)).await;
 }
@@ -281,11 +249,7 @@ async fn a_file_store_successor_reports_a_restored_write_with_its_message() {
     server.handle.resume_acks();
     let mut events = Events::new();
     events.subscribe_failed(&second).await;
-    let report = second
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&second).await;
     assert_eq!(report.sequences, [denied]);
     let f = events.next_failed().await;
     assert!(f.predecessor);
@@ -330,11 +294,7 @@ async fn a_client_that_loses_its_name_reports_every_unacknowledged_write() {
         matches!(refused, Err(PublishError::NameInUse)),
         "{refused:?}"
     );
-    let a_report = a
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let a_report = support::flush_report(&a).await;
     let mut a_failed = HashSet::new();
     while (a_failed.len() as u64) < a_report.failed {
         let f = a_events.next_failed().await;
@@ -342,11 +302,7 @@ async fn a_client_that_loses_its_name_reports_every_unacknowledged_write() {
         assert!(a_failed.insert(f.sequence), "reported twice");
     }
     let (bf, bl) = support::publish_range(&b, "t", 0, 100, 50).await;
-    let b_report = b
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let b_report = support::flush_report(&b).await;
     assert!(b_report.all_persisted(), "{b_report:?}");
     b_events.assert_quiet(Duration::from_millis(50)).await;
 
@@ -384,23 +340,11 @@ async fn an_oversized_body_is_a_failed_write_and_the_connection_stays() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let report = client
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&client).await;
     assert_eq!(report.sequences, [big]);
     let f = events.next_failed().await;
     assert_eq!(f.reason, Reason::MessageTooLarge);
-    assert_eq!(
-        client
-            .send(GetStats)
-            .await
-            .unwrap()
-            .expect("client running")
-            .reconnects,
-        0
-    );
+    assert_eq!(support::stats(&client).await.reconnects, 0);
     assert_eq!(server.persisted("huge"), [after]);
     System::current().stop();
 }
@@ -425,11 +369,7 @@ async fn a_successor_numbers_above_the_last_sequence_its_predecessor_saw() {
     // A file-store process logs on, hears the refusal (its store discards up to it), stops.
     let dir = tempfile::tempdir().unwrap();
     let second = start_on_store("marked", &server, dir.path()).await;
-    let report = second
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&second).await;
     assert_eq!(report.sequences, [refused], "{report:?}");
     second.send(Shutdown).await.unwrap();
 
@@ -444,11 +384,7 @@ async fn a_successor_numbers_above_the_last_sequence_its_predecessor_saw() {
         "{offline} is not above the server's last {last}"
     );
     server.handle.restart().unwrap();
-    let report = third
-        .send(PublishFlush { timeout: WAIT })
-        .await
-        .unwrap()
-        .unwrap();
+    let report = support::flush_report(&third).await;
     assert!(report.all_persisted(), "{report:?}");
     events.assert_quiet(Duration::from_millis(50)).await;
     third.send(Shutdown).await.unwrap();

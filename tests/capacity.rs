@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use actix_amps::client::{FullPolicy, GetStats, Publish, PublishBatch};
+use actix_amps::client::{FullPolicy, Publish, PublishBatch};
 use actix_amps::error::{PublishError, SizeLimit};
 use support::{config, TestServer, WAIT};
 
@@ -146,11 +146,7 @@ async fn wait_mode_holds_writes_until_acks_free_room_and_keeps_order() {
     // Bounded check that they are really held: the stats see them waiting.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let s = client
-            .send(GetStats)
-            .await
-            .unwrap()
-            .expect("client running");
+        let s = support::stats(&client).await;
         if s.unacknowledged == 7 {
             assert_eq!(s.published, 3, "only three are in the store");
             break;
@@ -207,10 +203,6 @@ async fn a_message_over_the_maximum_frame_names_that_limit() {
     );
     assert!(err.to_string().contains("max_frame"), "{err}");
     // Nothing was stored: the next write is the first sequence.
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     assert_eq!(stats.unacknowledged, 0, "{stats:?}");
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use actix::Addr;
-use actix_amps::client::{ClientActor, GetStats, StoreKind};
+use actix_amps::client::{ClientActor, StoreKind};
 use support::{config, wait_stats, TestServer, WAIT};
 
 const N: u64 = 100_000;
@@ -24,11 +24,7 @@ async fn finish(
     last: u64,
 ) {
     support::flush(client).await;
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(client).await;
     assert_eq!(
         (stats.published, stats.failed, stats.unacknowledged),
         (N, 0, 0),

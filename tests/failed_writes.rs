@@ -5,8 +5,8 @@ mod support;
 use std::time::Duration;
 
 use actix_amps::client::{
-    DeltaPublish, FullPolicy, GetStats, Operation, Publish, PublishFlush, SowDelete,
-    SowDeleteSelector, UnexpectedKind, Unsubscribe,
+    DeltaPublish, FullPolicy, Operation, Publish, PublishFlush, SowDelete, SowDeleteSelector,
+    UnexpectedKind, Unsubscribe,
 };
 use actix_amps::protocol::{AckType, Command, Reason, Status};
 use support::{config, Events, TestServer, WAIT};
@@ -75,11 +75,7 @@ async fn every_failed_write_subscriber_gets_the_enriched_failure() {
     a.assert_quiet(Duration::from_millis(100)).await;
     last_chance.assert_quiet(Duration::from_millis(100)).await;
 
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     assert_eq!(
         (
             stats.published,
@@ -118,15 +114,7 @@ async fn without_failed_write_subscribers_the_raw_ack_goes_to_last_chance() {
             "only the ack: no store information"
         );
     }
-    assert_eq!(
-        client
-            .send(GetStats)
-            .await
-            .unwrap()
-            .expect("client running")
-            .failed,
-        1
-    );
+    assert_eq!(support::stats(&client).await.failed, 1);
 }
 
 #[actix_rt::test]
@@ -139,11 +127,7 @@ async fn with_no_subscriber_at_all_the_failure_is_counted_and_logged() {
         .unwrap()
         .unwrap();
     client.send(FLUSH).await.unwrap().unwrap();
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     assert_eq!((stats.failed, stats.unacknowledged), (1, 0));
 }
 
@@ -362,11 +346,7 @@ async fn a_failure_ack_lost_with_its_connection_is_still_reported_once_and_enric
     assert_eq!(f.topic(), Some("denied.lost"));
     assert_eq!(f.correlation_id(), Some("c-lost"));
     fw.assert_quiet(Duration::from_millis(100)).await;
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     assert_eq!(
         (
             stats.published,

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use actix_amps::client::{
-    ClientConfig, ConnectionEvent, GetStats, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
+    ClientConfig, ConnectionEvent, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
 };
 use actix_amps::error::{FlushError, GiveUpReason};
 use support::{wait_stats, Events, TestServer, WAIT};
@@ -40,11 +40,7 @@ async fn the_client_moves_to_the_second_server_and_continues() {
     a.handle.stop();
     let (_, last) = publish_n(&client, 5_000).await;
     support::flush(&client).await;
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     assert_eq!((stats.unacknowledged, stats.failed), (0, 0));
     assert!(stats.reconnects >= 1);
     let on_a = a.persisted("failover");

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use actix_amps::client::{GetStats, Publish, PublishBatch, PublishFlush, StoreKind};
+use actix_amps::client::{Publish, PublishBatch, PublishFlush, StoreKind};
 use actix_amps::error::FlushError;
 use support::{config, wait_stats, TestServer, WAIT};
 
@@ -25,11 +25,7 @@ async fn flush_resolves_once_everything_before_it_is_persisted() {
     assert_eq!(last - first + 1, 5_000);
     support::flush(&client).await;
     // The flush resolved, so the store is already empty: no polling needed.
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     assert_eq!(
         (stats.published, stats.persisted, stats.unacknowledged),
         (5_000, 5_000, 0)
@@ -97,15 +93,7 @@ async fn flush_timeout_reports_how_many_are_unacknowledged() {
 
     server.handle.resume_acks();
     support::flush(&client).await;
-    assert_eq!(
-        client
-            .send(GetStats)
-            .await
-            .unwrap()
-            .expect("client running")
-            .unacknowledged,
-        0
-    );
+    assert_eq!(support::stats(&client).await.unacknowledged, 0);
 }
 
 #[actix_rt::test]

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_amps::client::{
-    Backoff, ClientConfig, ConnectionEvent, GetStats, Publish, PublishBatch, PublishFlush,
-    ReconnectPolicy, Shutdown,
+    Backoff, ClientConfig, ConnectionEvent, Publish, PublishBatch, PublishFlush, ReconnectPolicy,
+    Shutdown,
 };
 use actix_amps::protocol::{decode_frame, encode_parts, AckTypes, Command, Header, Status};
 use bytes::{Buf, BytesMut};
@@ -459,11 +459,7 @@ async fn a_hostile_flood_neither_locks_out_nor_exhausts_the_server() {
         .unwrap();
     let flush_wait = flush_started.elapsed();
     let (mut probe_waits, probe_retries) = probes.await.unwrap();
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     client.send(Shutdown).await.unwrap();
     flood_thread.join().expect("flood thread");
 

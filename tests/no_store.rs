@@ -4,9 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use actix_amps::client::{
-    GetStats, Publish, SowDeleteAndWait, SowDeleteSelector, StoreKind, WaitLoggedOn,
-};
+use actix_amps::client::{Publish, SowDeleteAndWait, SowDeleteSelector, StoreKind, WaitLoggedOn};
 use actix_amps::error::PublishError;
 use support::{config, wait_stats, TestServer, WAIT};
 
@@ -45,11 +43,7 @@ async fn publishes_go_out_unsequenced_and_reach_the_server() {
         (stats.matches, stats.records_deleted, stats.topic_matches),
         (10, 10, 10)
     );
-    let s = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let s = support::stats(&client).await;
     assert_eq!((s.published, s.unacknowledged), (11, 0));
     // Store-less writes carry no sequence, so the journal has none for this client.
     assert!(server.persisted("nostore").is_empty());

@@ -3,7 +3,7 @@
 
 mod support;
 
-use actix_amps::client::{GetStats, Publish};
+use actix_amps::client::Publish;
 use support::{config, wait_stats, TestServer, WAIT};
 
 const N: u64 = 20_000;
@@ -30,11 +30,7 @@ async fn dropped_connections_mid_stream_lose_and_duplicate_nothing() {
     server.handle.drop_connections();
     let (_, last) = publish_range(&client, N / 2, N).await;
     support::flush(&client).await;
-    let stats = client
-        .send(GetStats)
-        .await
-        .unwrap()
-        .expect("client running");
+    let stats = support::stats(&client).await;
     assert_eq!(
         (
             stats.published,
@@ -104,15 +100,7 @@ async fn a_restarted_client_continues_after_the_servers_last_sequence() {
         .unwrap();
     assert!(s2 > s1);
     support::flush(&again).await;
-    assert_eq!(
-        again
-            .send(GetStats)
-            .await
-            .unwrap()
-            .expect("client running")
-            .failed,
-        0
-    );
+    assert_eq!(support::stats(&again).await.failed, 0);
     assert_eq!(server.persisted("replay-renumber"), vec![s1, s2]);
 }
 

@@ -218,11 +218,7 @@ pub async fn wait_stats(
 ) -> actix_amps::client::ClientStats {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let s = client
-            .send(GetStats)
-            .await
-            .unwrap()
-            .expect("client running");
+        let s = stats(client).await;
         if pred(&s) {
             return s;
         }
@@ -232,6 +228,24 @@ pub async fn wait_stats(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// The client's stats; panics if it has stopped.
+pub async fn stats(client: &Addr<ClientActor>) -> actix_amps::client::ClientStats {
+    client
+        .send(GetStats)
+        .await
+        .expect("client alive")
+        .expect("client running")
+}
+
+/// `PublishFlush` with the test deadline, returning its report; panics if it fails.
+pub async fn flush_report(client: &Addr<ClientActor>) -> actix_amps::client::FlushReport {
+    client
+        .send(actix_amps::client::PublishFlush { timeout: WAIT })
+        .await
+        .expect("client alive")
+        .expect("flush completes")
 }
 
 /// `PublishFlush` with the test deadline; panics if it fails.
