@@ -53,6 +53,12 @@ async fn start(name: &str, peer: &HostilePeer) -> (Addr<ClientActor>, Events, Ve
     let events = Events::new();
     events.subscribe_connection(&client).await;
     events.subscribe_unexpected(&client).await;
+    let seqs = publish_n(&client).await;
+    (client, events, seqs)
+}
+
+/// Publishes `N` messages to `orders`; returns the sequence of each.
+async fn publish_n(client: &Addr<ClientActor>) -> Vec<u64> {
     let mut seqs = Vec::new();
     for i in 0..N {
         let seq = client
@@ -63,7 +69,7 @@ async fn start(name: &str, peer: &HostilePeer) -> (Addr<ClientActor>, Events, Ve
             .expect("a sequence");
         seqs.push(seq);
     }
-    (client, events, seqs)
+    seqs
 }
 
 /// Waits for the disconnect caused by the misbehaviour and returns its typed protocol error.
@@ -470,16 +476,7 @@ async fn a_persisted_failure_with_a_command_id_is_a_failed_write() {
     events.subscribe_connection(&client).await;
     events.subscribe_unexpected(&client).await;
     events.subscribe_failed(&client).await;
-    let mut seqs = Vec::new();
-    for i in 0..N {
-        let seq = client
-            .send(Publish::new("orders", format!(r#"{{"id":{i}}}"#)))
-            .await
-            .expect("client alive")
-            .expect("stored")
-            .expect("a sequence");
-        seqs.push(seq);
-    }
+    let seqs = publish_n(&client).await;
     let f = events.next_failed().await;
     assert_eq!(f.sequence, seqs[3]);
     assert_eq!(f.topic(), Some("orders"), "enriched from the store");
