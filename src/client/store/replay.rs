@@ -45,9 +45,7 @@ impl<W, F> PublishState<W, F> {
             // The server's last sequence covers writes not yet durable (another publisher
             // with this name, or a predecessor's numbers): settle them first, so each is
             // answered before it is judged (rare; the usual logon never waits).
-            self.settle_sync(now);
-            self.commit_now(now);
-            self.settle_sync(now);
+            self.settle_all(now);
         }
         if self.store.is_some() {
             if self.limits.error_on_publish_gap && server_last < self.highest_persisted {

@@ -423,6 +423,14 @@ impl<W, F> PublishState<W, F> {
         }
     }
 
+    /// Commits everything stored and waits for the syncs: every stored write is then settled
+    /// (the terminal events, and the rare logon that must judge writes not yet durable).
+    pub(super) fn settle_all(&mut self, now: Instant) {
+        self.settle_sync(now);
+        self.commit_now(now);
+        self.settle_sync(now);
+    }
+
     /// Whether a group commit's sync is in flight.
     #[cfg(test)]
     pub(crate) fn sync_in_flight(&self) -> bool {

@@ -136,13 +136,6 @@ impl<W, F> PublishState<W, F> {
         self.after_name_lost();
     }
 
-    /// Commits everything stored and waits for the syncs (the terminal events only).
-    fn settle_all(&mut self, now: Instant) {
-        self.settle_sync(now);
-        self.commit_now(now);
-        self.settle_sync(now);
-    }
-
     fn after_name_lost(&mut self) {
         for f in &mut self.flushes.pending {
             f.acked = true;

@@ -159,6 +159,18 @@ struct Mark {
     last_discarded: u64,
 }
 
+impl Mark {
+    /// The log as it stands: the end of `active`, discarded up to `discarded`.
+    fn at(active: &Segment, discarded: u64) -> Mark {
+        Mark {
+            segment: active.id,
+            len: active.len,
+            segment_last_seq: active.last_seq,
+            last_discarded: discarded,
+        }
+    }
+}
+
 /// The on-disk half of a file store, owned by the I/O thread (built by `open`, which recovers
 /// the directory first).
 pub(super) struct Disk {
@@ -197,12 +209,7 @@ impl Disk {
         shared: Arc<IoShared>,
         lock: File,
     ) -> Disk {
-        let mark = Mark {
-            segment: active.id,
-            len: active.len,
-            segment_last_seq: active.last_seq,
-            last_discarded: discarded,
-        };
+        let mark = Mark::at(&active, discarded);
         Disk {
             config,
             finished,
@@ -284,12 +291,7 @@ impl Disk {
         match &result {
             Ok(()) => {
                 self.failed = false;
-                self.mark = Mark {
-                    segment: self.active.id,
-                    len: self.active.len,
-                    segment_last_seq: self.active.last_seq,
-                    last_discarded: self.discarded,
-                };
+                self.mark = Mark::at(&self.active, self.discarded);
             }
             Err(_) => self.failed = true,
         }
@@ -317,12 +319,7 @@ impl Disk {
         if fsync || self.config.fsync == FsyncPolicy::Always {
             match self.flush() {
                 Ok(()) => {
-                    self.mark = Mark {
-                        segment: self.active.id,
-                        len: self.active.len,
-                        segment_last_seq: self.active.last_seq,
-                        last_discarded: self.discarded,
-                    };
+                    self.mark = Mark::at(&self.active, self.discarded);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "publish store could not write a discard mark")
