@@ -9,9 +9,10 @@
 //! - **Connecting**: TCP, then for `tcps://` the TLS handshake (both within the connect
 //!   timeout; see [`crate::tls`]); a `tcps://` URI never falls back to plaintext. Plain and TLS
 //!   connections are split into a read half and a write half and share everything below.
-//! - **Writing** happens in a task that owns the socket's write half and takes `Bytes` (whole
-//!   encoded frames, usually many) from a channel, gathering everything queued into one
-//!   vectored write: no copy of the bodies, one system call per burst.
+//! - **Writing** happens in a task that owns the socket's write half (`write_task.rs`): it
+//!   takes this actor's frames from a channel and the publish store's encoded frames straight
+//!   from the store's buffer, gathering everything waiting into one vectored write: no copy
+//!   of the bodies, no actor hop for a publish, one system call per burst.
 //! - **Reading** is a `FramedRead` added to the actor as a stream, yielding every complete
 //!   frame of a read at once (`inbound.rs`), behind the gate the subscription side uses for
 //!   flow control. Deliveries, SOW results and acks of subscription commands go, a read at a
@@ -43,7 +44,6 @@
 //!   moves to the next URI, with per-server backoff (`backoff.rs`). With a maximum
 //!   retry time, the actor gives up after that long without a logon, and pending flushes fail.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::stream::StreamExt;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -68,7 +68,9 @@ use crate::client::internal::{
 };
 use crate::client::messages::ConnectionEvent;
 use crate::client::store::actor::PublishStoreActor;
+use crate::client::store::shared::SharedStore;
 use crate::client::subscriptions::actor::{InboundBatch, SubsLoggedOn, SubscriptionActor};
+use crate::client::write_task::{write_loop, StoreOutlet};
 use crate::error::{ConnectError, GiveUpReason, ProtocolError, TlsError};
 use crate::protocol::{
     closing_reason, decode_frame, AckTypes, AmpsUri, Command, Frame, Header, Reason, Status,
@@ -94,6 +96,8 @@ enum State {
 pub struct ConnectionActor {
     config: Arc<ClientConfig>,
     store: Addr<PublishStoreActor>,
+    /// The publish store's state, whose outbound buffer each connection's write task takes.
+    shared: Arc<SharedStore>,
     router: Addr<AckRouter>,
     registry: Addr<HandlerRegistry>,
     /// The subscription side: gets deliveries, SOW results and its acks in batches.
@@ -150,6 +154,7 @@ impl ConnectionActor {
     pub(crate) fn new(
         config: Arc<ClientConfig>,
         store: Addr<PublishStoreActor>,
+        shared: Arc<SharedStore>,
         router: Addr<AckRouter>,
         registry: Addr<HandlerRegistry>,
         subscriptions: Addr<SubscriptionActor>,
@@ -159,6 +164,7 @@ impl ConnectionActor {
         ConnectionActor {
             config,
             store,
+            shared,
             router,
             registry,
             subscriptions,
@@ -341,8 +347,13 @@ impl ConnectionActor {
         let epoch = self.epoch;
         let (tx, rx) = mpsc::unbounded_channel();
         self.writer = Some(tx);
+        let outlet = StoreOutlet {
+            shared: self.shared.clone(),
+            ready: self.shared.open_writer(),
+            epoch,
+        };
         let writer = ctx.spawn(
-            fut::wrap_future::<_, Self>(write_loop(write, rx))
+            fut::wrap_future::<_, Self>(write_loop(write, rx, outlet))
                 .map(move |error, act, ctx| act.writer_ended(WriterEnded { epoch, error }, ctx)),
         );
         let frames = FramedRead::with_capacity(
@@ -632,60 +643,6 @@ impl ConnectionActor {
         });
         self.tasks.push(handle);
     }
-}
-
-/// Owns the write half: writes everything queued in one vectored write per wakeup.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut socket: W,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-) -> Option<std::io::Error> {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < 1024 {
-            match rx.try_recv() {
-                Ok(b) => batch.push(b),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = write_all_vectored(&mut socket, &mut batch).await {
-            return Some(e);
-        }
-        // A no-op for TCP; TLS may hold encrypted records until flushed.
-        if let Err(e) = socket.flush().await {
-            return Some(e);
-        }
-        batch.clear();
-    }
-    let _ = socket.shutdown().await;
-    None
-}
-
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    socket: &mut W,
-    bufs: &mut [Bytes],
-) -> std::io::Result<()> {
-    let mut first = 0;
-    while first < bufs.len() {
-        let slices: Vec<IoSlice<'_>> = bufs[first..]
-            .iter()
-            .take(64)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        let mut n = socket.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while first < bufs.len() && n >= bufs[first].len() {
-            n -= bufs[first].len();
-            first += 1;
-        }
-        if n > 0 {
-            let rest = bufs[first].slice(n..);
-            bufs[first] = rest;
-        }
-    }
-    Ok(())
 }
 
 impl Actor for ConnectionActor {

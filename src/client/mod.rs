@@ -94,6 +94,7 @@ mod publisher;
 pub mod store;
 pub mod subscriptions;
 mod topic;
+mod write_task;
 
 use std::sync::Arc;
 
@@ -312,6 +313,7 @@ impl Opened {
         let connection = conn_ctx.run(ConnectionActor::new(
             config,
             store_addr.clone(),
+            shared.clone(),
             router.clone(),
             registry.clone(),
             subs.clone(),

@@ -5,8 +5,6 @@
 //!
 //! | effect | done by the shell |
 //! |---|---|
-//! | `OutboundReady` | a self-notification that hands the outbound buffer to the connection once the mailbox is drained, so a burst of writes becomes one socket write |
-//! | `Send` | `SendFrames` to the connection at once (replay chunks) |
 //! | `Answer` | the write caller's channel |
 //! | `Failed`, `Unexpected` | the handler registry |
 //! | `FlushDone` | the registry, which answers after the failures queued before it |
@@ -25,6 +23,8 @@
 //! The state machine lives in a `SharedStore` (`shared.rs`): writes enter it directly from
 //! the client actor and from publisher handles, under its lock, and wake this actor (one
 //! `Wake` per burst) to carry out what they left; every other event comes through here.
+//! Frames are not an effect: the connection's write task takes them from the `SharedStore`
+//! when woken (after a handler here, or after a write, left some).
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,8 +41,8 @@ use crate::client::connection::ConnectionActor;
 use crate::client::handlers::HandlerRegistry;
 use crate::client::internal::{
     AckReceived, AckWaiter, Closing, ConnectionLost, ExpectAck, FlushAckReceived, FlushResolved,
-    GaveUp, LoggedOn, NameLost, ProtocolViolation, SendFrames, StartFlush, StopActor, StoreStats,
-    Unexpected, WriteFailed,
+    GaveUp, LoggedOn, NameLost, ProtocolViolation, StartFlush, StopActor, StoreStats, Unexpected,
+    WriteFailed,
 };
 use crate::client::messages::FlushReport;
 use crate::error::{ConnectError, FlushError};
@@ -87,11 +87,16 @@ impl PublishStoreActor {
 
     /// Carries out the effects the last event produced.
     fn run_effects(&mut self, ctx: &mut Context<Self>) {
-        self.shared.lock().take_effects(&mut self.effects);
+        let signalled = {
+            let mut state = self.shared.lock();
+            state.take_effects(&mut self.effects);
+            state.take_out_signal()
+        };
+        // The write task runs on this arbiter too, so it takes the frames only after this turn,
+        // when every effect below (a flush's expected ack, say) has been carried out.
+        self.shared.wake_writer(signalled);
         for effect in self.effects.drain(..) {
             match effect {
-                Effect::OutboundReady => ctx.notify(FlushOutbound),
-                Effect::Send { epoch, bytes } => self.conn.do_send(SendFrames { epoch, bytes }),
                 Effect::Answer { reply, result } => reply.send(result),
                 Effect::Failed(fw) => self.registry.do_send(WriteFailed(fw)),
                 Effect::Unexpected(u) => self.registry.do_send(Unexpected(u)),
@@ -131,22 +136,6 @@ impl PublishStoreActor {
 
 impl Actor for PublishStoreActor {
     type Context = Context<Self>;
-}
-
-/// Hands the outbound buffer to the connection (self-notification, after the mailbox drains).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct FlushOutbound;
-
-impl Handler<FlushOutbound> for PublishStoreActor {
-    type Result = ();
-
-    fn handle(&mut self, _: FlushOutbound, _: &mut Context<Self>) {
-        let outbound = self.shared.lock().take_outbound();
-        if let Some((epoch, bytes)) = outbound {
-            self.conn.do_send(SendFrames { epoch, bytes });
-        }
-    }
 }
 
 /// Group commit (self-notification).

@@ -464,8 +464,11 @@ struct World {
     /// failure again, flagged as a predecessor's.
     unproven_handover: bool,
     flushes_ok: u64,
-    /// Frames were lost in flight by a disconnect since the last logon.
+    /// Frames were lost in flight by a disconnect since the last replay reached the server.
     frames_lost: bool,
+    /// A logon queued its replay and no writer has taken it yet: frames lost before the
+    /// logon are re-sent only when it is taken.
+    replay_owed: bool,
     /// Another publisher used the client name.
     foreign_writer: bool,
     /// Writes whose failure one process reported without proving it read it.
@@ -505,6 +508,7 @@ impl World {
             unproven_handover: false,
             flushes_ok: 0,
             frames_lost: false,
+            replay_owed: false,
             foreign_writer: false,
             allowed_repeats: HashMap::new(),
         }
@@ -519,10 +523,12 @@ impl World {
     fn effects(&mut self) {
         let mut effects = Vec::new();
         self.proc.state.take_effects(&mut effects);
+        if self.proc.state.take_out_signal() {
+            // The write task runs on a later turn, like the real one.
+            self.proc.tasks.push_back(Task::Outbound);
+        }
         for e in effects {
             match e {
-                Effect::OutboundReady => self.proc.tasks.push_back(Task::Outbound),
-                Effect::Send { epoch, bytes } => self.client_sent(epoch, bytes),
                 Effect::Answer { reply, result } => self.answered(reply, result),
                 Effect::Failed(fw) => self.failed(fw),
                 Effect::Unexpected(u) => panic!("unexpected with a store: {u:?}"),
@@ -623,8 +629,19 @@ impl World {
             let now = self.tick();
             match task {
                 Task::Outbound => {
-                    if let Some((epoch, bytes)) = self.proc.state.take_outbound() {
-                        self.client_sent(epoch, bytes);
+                    // The writer of the connection the process last opened (the store hands
+                    // nothing to any other).
+                    if let Some(epoch) = self.proc.epoch {
+                        let mut frames = Vec::new();
+                        self.proc.state.take_outbound(epoch, &mut frames);
+                        if self.replay_owed && !frames.is_empty() {
+                            // The first take after a logon holds the whole replay.
+                            self.replay_owed = false;
+                            self.frames_lost = false;
+                        }
+                        for bytes in frames {
+                            self.client_sent(epoch, bytes);
+                        }
                     }
                 }
                 Task::Resume => self.proc.state.resume(now),
@@ -784,7 +801,7 @@ impl World {
             ))));
         }
         self.server.conn = Some(conn);
-        self.frames_lost = false;
+        self.replay_owed = true;
         self.proc.epoch = Some(epoch);
         let now = self.tick();
         let result = self.proc.state.logged_on(epoch, self.server.last_seq, now);

@@ -23,7 +23,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::encode::encode;
-use super::state::{Effect, PublishState};
+use super::state::PublishState;
 use super::StoredMessage;
 use crate::client::messages::LocalReason;
 use crate::error::ConnectError;
@@ -60,7 +60,7 @@ impl<W, F> PublishState<W, F> {
         self.next_seq = self.next_seq.max(server_last.saturating_add(1));
         // Anything still buffered belonged to an older connection; the replay re-sends it.
         self.clear_outbound();
-        let replayed = self.replay(epoch);
+        let replayed = self.replay();
         tracing::info!(
             server_last,
             replayed,
@@ -116,8 +116,9 @@ impl<W, F> PublishState<W, F> {
         }
     }
 
-    /// Re-sends every stored message on connection `epoch`; returns how many.
-    fn replay(&mut self, epoch: u64) -> usize {
+    /// Queues every durable stored message for the connection that just logged on (taken by
+    /// its writer before any later write); returns how many.
+    fn replay(&mut self) -> usize {
         let Some(store) = &self.store else { return 0 };
         let mut replayed = 0;
         let mut chunk = BytesMut::with_capacity(REPLAY_CHUNK.min(store.bytes() + 4096));
@@ -129,20 +130,18 @@ impl<W, F> PublishState<W, F> {
             }
             let cid = self.waited.get(&m.seq).map(String::as_str);
             encode(m, cid, &mut chunk, &mut self.template);
-            self.highest_sent = self.highest_sent.max(m.seq);
+            // Sent once the writer takes it (a connection lost first never had it).
+            self.out_highest = self.out_highest.max(m.seq);
             replayed += 1;
             if chunk.len() >= REPLAY_CHUNK {
-                self.effects.push(Effect::Send {
-                    epoch,
-                    bytes: chunk.split().freeze(),
-                });
+                self.out_queue.push_back(chunk.split().freeze());
             }
         }
         if !chunk.is_empty() {
-            self.effects.push(Effect::Send {
-                epoch,
-                bytes: chunk.freeze(),
-            });
+            self.out_queue.push_back(chunk.freeze());
+        }
+        if replayed > 0 {
+            self.signal_outbound();
         }
         replayed
     }

@@ -12,19 +12,25 @@
 //!   ([`SharedStore::submit`], [`SharedStore::try_submit`]);
 //! - **every other event** (acks, logons, losses, flushes, timers) comes from the store actor;
 //! - **effects** are carried out by the store actor only, in the order the state machine
-//!   produced them. A write that left effects (the first frame of a burst, an answer that
-//!   waits for a group commit, a refusal to report) wakes the actor with one `Wake` message,
-//!   unless a wake is already on its way: one mailbox message per burst, not per write.
+//!   produced them. A write that left effects (an answer that waits for a group commit, a
+//!   refusal to report) wakes the actor with one `Wake` message, unless a wake is already on
+//!   its way: one mailbox message per burst, not per write;
+//! - **frames** go straight to the socket: the connection's write task takes the outbound
+//!   buffer itself ([`SharedStore::take_outbound`]). The first frame after a take wakes the
+//!   writer (a [`Notify`], no actor hop); frames written while it is busy on the socket pile
+//!   up in the buffer and go out in its next write. So a burst becomes one socket write when
+//!   it ends, and a lone write goes out at once: no timer is involved.
 //!
 //! Order, bounds and the exactly-once rules are the state machine's and unchanged: the lock
 //! makes every event atomic, and effects keep their order because one actor runs them all.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify};
 
 use super::actor::PublishStoreActor;
 use super::state::{Outcome, PublishState, WriteMode, WriteResult};
@@ -84,6 +90,8 @@ pub(crate) struct SharedStore {
     /// A `Wake` is queued for the store actor and has not run yet.
     wake_pending: AtomicBool,
     actor: Addr<PublishStoreActor>,
+    /// Wakes the write task of the newest connection (see [`SharedStore::open_writer`]).
+    writer: Mutex<Option<Arc<Notify>>>,
 }
 
 impl SharedStore {
@@ -94,6 +102,32 @@ impl SharedStore {
             state: Mutex::new(state),
             wake_pending: AtomicBool::new(false),
             actor,
+            writer: Mutex::new(None),
+        }
+    }
+
+    /// A new connection's write task registers here: from now on it is the one woken when
+    /// frames wait. Each connection gets its own `Notify`, so a write task of an older
+    /// connection still winding down can never swallow the wake meant for the new one.
+    pub(crate) fn open_writer(&self) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(notify.clone());
+        notify
+    }
+
+    /// Moves what waits for connection `epoch` into `into` (see
+    /// [`PublishState::take_outbound`]).
+    pub(crate) fn take_outbound(&self, epoch: u64, into: &mut Vec<Bytes>) {
+        self.lock().take_outbound(epoch, into);
+    }
+
+    /// Wakes the writer if the events just applied left frames for it (call after the lock
+    /// is released, with what [`PublishState::take_out_signal`] returned).
+    pub(crate) fn wake_writer(&self, signalled: bool) {
+        if signalled {
+            if let Some(w) = &*self.writer.lock().unwrap_or_else(|p| p.into_inner()) {
+                w.notify_one();
+            }
         }
     }
 
@@ -148,9 +182,15 @@ impl SharedStore {
                     None
                 }
             };
-            (answered, state.outbound_len(), state.has_effects())
+            let signalled = state.take_out_signal();
+            (
+                answered,
+                state.outbound_len(),
+                (state.has_effects(), signalled),
+            )
         };
-        if wake {
+        self.wake_writer(wake.1);
+        if wake.0 {
             self.wake();
         }
         Submitted { answered, outbound }
@@ -161,9 +201,11 @@ impl SharedStore {
         let (result, outbound, wake) = {
             let mut state = self.lock();
             let r = state.try_write_one(w, Instant::now);
-            (r, state.outbound_len(), state.has_effects())
+            let signalled = state.take_out_signal();
+            (r, state.outbound_len(), (state.has_effects(), signalled))
         };
-        if wake {
+        self.wake_writer(wake.1);
+        if wake.0 {
             self.wake();
         }
         (result, outbound)

@@ -35,7 +35,7 @@
 //! and replay (`replay.rs`), flushes and the read proof (`flush.rs`), losing the connection,
 //! giving up, losing the name and closing (`stop.rs`), encoding (`encode.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,12 +102,6 @@ pub(crate) enum FlushAck {
 /// Something the shell must do.
 #[derive(Debug)]
 pub(crate) enum Effect<W, F> {
-    /// Frames wait in the outbound buffer: call [`PublishState::take_outbound`] once the
-    /// current burst of events is handled, and send what it returns.
-    OutboundReady,
-    /// Send these bytes (whole frames) on connection `epoch` now, before any later outbound
-    /// buffer (replay).
-    Send { epoch: u64, bytes: Bytes },
     /// Answer a write request.
     Answer { reply: W, result: WriteResult },
     /// Report a failed write to the failed-write subscribers.
@@ -184,10 +178,16 @@ pub(crate) struct PublishState<W, F> {
     pub(super) first_own: Option<u64>,
     /// Epoch of the logged-on, replayed connection.
     pub(super) live: Option<u64>,
+    /// Whole chunks of frames for the live connection that go before `out` (a replay).
+    pub(super) out_queue: VecDeque<Bytes>,
+    /// Frames for the live connection, appended by writes (one buffer per burst).
     pub(super) out: BytesMut,
-    /// The highest sequence encoded into `out` (sent once `out` is handed over).
+    /// The highest sequence waiting in `out_queue` or `out` (sent once the writer takes them).
     pub(super) out_highest: u64,
+    /// Something waits to be taken and the writer was (or is being) told so.
     pub(super) out_signalled: bool,
+    /// The writer must be told: see [`PublishState::take_out_signal`].
+    pub(super) out_notify: bool,
     pub(super) template: Template,
     pub(super) last_topic: Option<Arc<str>>,
     /// Highest sequence acknowledged as persisted (for publish-gap detection).
@@ -245,9 +245,11 @@ impl<W, F> PublishState<W, F> {
             next_seq,
             first_own: None,
             live: None,
+            out_queue: VecDeque::new(),
             out: BytesMut::with_capacity(64 * 1024),
             out_highest: 0,
             out_signalled: false,
+            out_notify: false,
             template: None,
             last_topic: None,
             highest_persisted,
@@ -284,30 +286,42 @@ impl<W, F> PublishState<W, F> {
         std::mem::swap(&mut self.effects, into);
     }
 
-    /// The outbound buffer for the live connection, if it holds anything. What it holds
-    /// counts as sent from now on.
-    pub fn take_outbound(&mut self) -> Option<(u64, Bytes)> {
-        self.out_signalled = false;
-        if self.out.is_empty() {
-            return None;
+    /// Moves what waits for connection `epoch` (replay chunks, then the outbound buffer) into
+    /// `into`, in order; what it moves counts as sent from now on. Nothing moves unless `epoch`
+    /// is the live connection: a writer of a connection the store saw end takes nothing, and
+    /// what waits for the live one stays for its own writer.
+    pub fn take_outbound(&mut self, epoch: u64, into: &mut Vec<Bytes>) {
+        if self.live != Some(epoch) {
+            return;
         }
-        let bytes = self.out.split().freeze();
-        let epoch = self.live?;
+        self.out_signalled = false;
+        into.extend(self.out_queue.drain(..));
+        if !self.out.is_empty() {
+            into.push(self.out.split().freeze());
+        }
         self.highest_sent = self.highest_sent.max(std::mem::take(&mut self.out_highest));
-        Some((epoch, bytes))
     }
 
-    /// Drops what the outbound buffer holds: it was meant for a connection that is gone (the
-    /// replay after the next logon re-sends every stored message in it).
+    /// Whether the connection's writer must be woken to call [`PublishState::take_outbound`]
+    /// (once per burst: the first frame after a take sets it). Whoever drives an event reads
+    /// it afterwards and wakes the writer outside the lock.
+    pub fn take_out_signal(&mut self) -> bool {
+        std::mem::take(&mut self.out_notify)
+    }
+
+    /// Drops what waits to be sent: it was meant for a connection that is gone (the replay
+    /// after the next logon re-sends every stored message in it).
     pub(super) fn clear_outbound(&mut self) {
+        self.out_queue.clear();
         self.out.clear();
         self.out_highest = 0;
+        self.out_signalled = false;
     }
 
     pub(super) fn signal_outbound(&mut self) {
         if !self.out_signalled {
             self.out_signalled = true;
-            self.effects.push(Effect::OutboundReady);
+            self.out_notify = true;
         }
     }
 
