@@ -11,7 +11,7 @@
 //! | `ExpectFlushAck` | registers the flush's command id with the ack actor, which routes its ack back through this mailbox |
 //! | `FlushTimer` | a timer that calls back with the deadline |
 //! | `Violation` | the connection, which closes and reconnects |
-//! | `ResumeLater`, `CommitLater` | self-notifications (later turns) |
+//! | `ResumeLater`, `CommitLater`, `SendLater` | self-notifications (later turns) |
 //! | `Closed` | the callers of a graceful close |
 //!
 //! Time enters here (`Instant::now()` for each event that needs it) and nowhere in the state
@@ -121,6 +121,7 @@ impl PublishStoreActor {
                 }
                 Effect::ResumeLater => ctx.notify(ResumeAdmission),
                 Effect::CommitLater => ctx.notify(Commit),
+                Effect::SendLater => ctx.notify(SendMore),
                 Effect::Closed => {
                     // A graceful close ends with everything stored (and every discard) on disk,
                     // so the next process does not replay what this one settled.
@@ -148,6 +149,20 @@ impl Handler<Commit> for PublishStoreActor {
 
     fn handle(&mut self, _: Commit, ctx: &mut Context<Self>) {
         self.shared.lock().commit(Instant::now());
+        self.run_effects(ctx);
+    }
+}
+
+/// Send the next slice of a durable batch (self-notification).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SendMore;
+
+impl Handler<SendMore> for PublishStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: SendMore, ctx: &mut Context<Self>) {
+        self.shared.lock().send_more();
         self.run_effects(ctx);
     }
 }

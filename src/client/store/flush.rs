@@ -248,6 +248,9 @@ impl<W, F> PublishState<W, F> {
         if self.live.is_none() || !self.flushes.command_wanted() {
             return;
         }
+        // The flush goes after every durable write, not between the slices of a batch: its
+        // ack then covers them and the flush needs no later conflated ack.
+        self.send_durable(usize::MAX);
         let cid = self.flushes.command_sent();
         let ack = if self.store.is_some() {
             AckType::Persisted

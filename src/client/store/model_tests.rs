@@ -421,6 +421,7 @@ enum Fate {
 #[derive(Debug)]
 enum Task {
     Outbound,
+    SendMore,
     Resume,
     Commit,
 }
@@ -540,6 +541,7 @@ impl World {
                 }
                 Effect::ResumeLater => self.proc.tasks.push_back(Task::Resume),
                 Effect::CommitLater => self.proc.tasks.push_back(Task::Commit),
+                Effect::SendLater => self.proc.tasks.push_back(Task::SendMore),
                 Effect::Closed => self.proc.closed = true,
             }
         }
@@ -646,6 +648,7 @@ impl World {
                 }
                 Task::Resume => self.proc.state.resume(now),
                 Task::Commit => self.proc.state.commit(now),
+                Task::SendMore => self.proc.state.send_more(),
             }
             self.effects();
         }

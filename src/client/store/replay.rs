@@ -140,6 +140,8 @@ impl<W, F> PublishState<W, F> {
         if !chunk.is_empty() {
             self.out_queue.push_back(chunk.freeze());
         }
+        // Everything durable is in the replay: slices of a batch not sent yet are in it too.
+        self.sent_through = self.committed_through;
         if replayed > 0 {
             self.signal_outbound();
         }

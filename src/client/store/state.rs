@@ -56,6 +56,12 @@ use crate::protocol::{AckType, AckTypes, Command, Header, Reason, Status};
 /// Most turns a group commit waits for queued admission before it syncs anyway.
 const MAX_COMMIT_DEFERRALS: u32 = 64;
 
+/// Most durable writes encoded for the socket in one turn once their sync completes: a group
+/// commit can make thousands durable at once, and encoding them all in one turn would hold the
+/// arbiter thread (and every other actor on it) for about a millisecond. Unit tests use
+/// slices of 2, so the model test's small batches are sliced too.
+const SEND_SLICE: usize = if cfg!(test) { 2 } else { 256 };
+
 /// Capacity and size limits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -124,6 +130,9 @@ pub(crate) enum Effect<W, F> {
     ResumeLater,
     /// Call [`PublishState::commit`] on a later turn.
     CommitLater,
+    /// Call [`PublishState::send_more`] on a later turn: a large durable batch is being sent
+    /// a slice per turn.
+    SendLater,
     /// The graceful close asked for with [`PublishState::close`] may proceed.
     Closed,
 }
@@ -202,6 +211,11 @@ pub(crate) struct PublishState<W, F> {
     /// Highest sequence that may be sent: every message of a memory store; of a durable store,
     /// what a sync made durable.
     pub(super) committed_through: u64,
+    /// Highest durable sequence encoded for the live connection (or replayed at its logon):
+    /// below `committed_through` while a large durable batch goes out a slice per turn.
+    pub(super) sent_through: u64,
+    /// A `SendLater` is queued.
+    pub(super) send_scheduled: bool,
     /// Command ids of stored sow_deletes whose callers wait for stats, by sequence: a replay
     /// re-sends them under the same id so the stats still reach the caller.
     pub(super) waited: BTreeMap<u64, String>,
@@ -257,6 +271,8 @@ impl<W, F> PublishState<W, F> {
             poisoned: None,
             highest_sent: last_assigned,
             committed_through: last_assigned,
+            sent_through: last_assigned,
+            send_scheduled: false,
             waited: BTreeMap::new(),
             admission: Admission::default(),
             uncommitted: Vec::new(),
@@ -476,26 +492,55 @@ impl<W, F> PublishState<W, F> {
         }
     }
 
-    /// Sends the messages a sync just made durable, up to `last`.
+    /// Sends the messages a sync just made durable, up to `last`: the first slice now, the
+    /// rest on later turns.
     fn send_committed(&mut self, last: u64) {
-        let from = self.committed_through.saturating_add(1);
         self.committed_through = self.committed_through.max(last);
-        if self.live.is_none() {
+        self.send_durable(SEND_SLICE);
+    }
+
+    /// Sends the next slice of durable writes not sent yet (after a `SendLater`).
+    pub fn send_more(&mut self) {
+        self.send_scheduled = false;
+        self.send_durable(SEND_SLICE);
+    }
+
+    /// Encodes up to `limit` durable writes above `sent_through` for the live connection, and
+    /// asks for a later turn if more remain. Without a live connection nothing is sent: the
+    /// replay after the next logon sends everything durable.
+    pub(super) fn send_durable(&mut self, limit: usize) {
+        let through = self.committed_through;
+        // A memory store sends each write as it is stored (or in the replay).
+        if !self.durable || self.live.is_none() || self.sent_through >= through {
             return;
         }
         let Some(store) = &self.store else { return };
-        let mut sent = None;
-        for m in store.iter_from(from) {
-            if m.seq > last {
+        let mut last_encoded = None;
+        // Everything durable was sent unless the slice filled up first.
+        let mut reached = through;
+        for (encoded, m) in store
+            .iter_from(self.sent_through.saturating_add(1))
+            .enumerate()
+        {
+            if m.seq > through {
+                break;
+            }
+            if encoded == limit {
+                reached = last_encoded.unwrap_or(self.sent_through);
                 break;
             }
             let cid = self.waited.get(&m.seq).map(String::as_str);
             encode(m, cid, &mut self.out, &mut self.template);
-            sent = Some(m.seq);
+            last_encoded = Some(m.seq);
         }
-        if let Some(seq) = sent {
+        self.sent_through = reached;
+        if let Some(seq) = last_encoded {
             self.out_highest = self.out_highest.max(seq);
             self.signal_outbound();
+        }
+        if self.sent_through < through && !self.send_scheduled {
+            self.send_scheduled = true;
+            self.effects.push(Effect::SendLater);
         }
     }
 

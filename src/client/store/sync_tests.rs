@@ -229,3 +229,93 @@ fn a_reconnect_while_a_sync_is_in_flight_sends_the_write_once_on_the_new_connect
     assert_eq!(taken(&mut s, 1), "", "nothing goes to the lost connection");
     assert_eq!(taken(&mut s, 2).matches("body-once").count(), 1);
 }
+
+/// The bodies of the frames the writer of connection 1 would take now, in order.
+fn bodies(s: &mut PublishState<u64, u64>) -> Vec<String> {
+    use tokio_util::codec::Decoder;
+    let mut frames = Vec::new();
+    s.take_outbound(1, &mut frames);
+    let mut buf = bytes::BytesMut::new();
+    for f in frames {
+        buf.extend_from_slice(&f);
+    }
+    let mut codec = crate::protocol::AmpsCodec::default();
+    let mut out = Vec::new();
+    while let Some(frame) = codec
+        .decode(&mut buf)
+        .expect("the store encodes valid frames")
+    {
+        out.push(String::from_utf8_lossy(&frame.body).into_owned());
+    }
+    out
+}
+
+#[test]
+fn a_large_durable_batch_goes_out_a_slice_per_turn_in_order() {
+    // Unit tests slice by 2 (`SEND_SLICE`).
+    let (mut s, outcome) = state();
+    s.logged_on(1, 0, Instant::now()).unwrap();
+    effects(&mut s);
+    for (reply, body) in ["w1", "w2", "w3", "w4", "w5"].iter().enumerate() {
+        write(&mut s, reply as u64, body);
+    }
+    s.commit(Instant::now());
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    let first = effects(&mut s);
+    assert_eq!(answers(&first).len(), 5, "every write is answered at once");
+    let later =
+        |e: &[Effect<u64, u64>]| e.iter().filter(|e| matches!(e, Effect::SendLater)).count();
+    assert_eq!(later(&first), 1, "the rest waits for a later turn");
+    assert_eq!(bodies(&mut s), ["w1", "w2"]);
+    s.send_more();
+    assert_eq!(later(&effects(&mut s)), 1);
+    assert_eq!(bodies(&mut s), ["w3", "w4"]);
+    s.send_more();
+    assert_eq!(later(&effects(&mut s)), 0, "all sent");
+    assert_eq!(bodies(&mut s), ["w5"]);
+    s.send_more();
+    assert!(bodies(&mut s).is_empty(), "nothing is sent twice");
+}
+
+#[test]
+fn a_flush_goes_after_every_durable_write_and_a_replay_takes_the_unsent_slices() {
+    let (mut s, outcome) = state();
+    s.logged_on(1, 0, Instant::now()).unwrap();
+    effects(&mut s);
+    for (reply, body) in ["w1", "w2", "w3", "w4", "w5"].iter().enumerate() {
+        write(&mut s, reply as u64, body);
+    }
+    s.commit(Instant::now());
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    effects(&mut s);
+    s.start_flush(
+        9,
+        Instant::now() + std::time::Duration::from_secs(1),
+        Instant::now(),
+    );
+    let sent = outbound(&mut s);
+    let flush_at = sent
+        .find("\"c\":\"flush\"")
+        .expect("a flush command was sent");
+    assert!(sent.rfind("w5").is_some_and(|w5| w5 < flush_at), "{sent}");
+    assert_eq!(sent.matches("w3").count(), 1);
+
+    // A reconnect in the middle of a batch: the replay holds the unsent slices once.
+    write(&mut s, 10, "x1");
+    write(&mut s, 11, "x2");
+    write(&mut s, 12, "x3");
+    s.commit(Instant::now());
+    *outcome.lock().unwrap() = Some(Ok(()));
+    s.synced(Instant::now());
+    effects(&mut s);
+    assert_eq!(bodies(&mut s), ["x1", "x2"]);
+    s.connection_lost(1);
+    s.logged_on(2, 0, Instant::now()).unwrap();
+    s.send_more();
+    let replay = taken(&mut s, 2);
+    for body in ["w1", "w5", "x1", "x3"] {
+        assert_eq!(replay.matches(body).count(), 1, "{body} in {replay}");
+    }
+}
