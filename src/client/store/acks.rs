@@ -63,7 +63,10 @@ impl<W, F> PublishState<W, F> {
                 frame: Frame::header_only(ack),
             }));
         }
-        self.admit_waiting(received_at);
+        // The room the ack freed is taken on a later turn: a failure must not wait behind
+        // the encoding of the writes it lets in (64 per ack, a whole batch for a durable
+        // store), and a burst of acks then admits once, not once per ack.
+        self.admit_later();
         self.check_flushes();
     }
 

@@ -13,7 +13,8 @@
 //! | `ExpectFlushAck` | registers the flush's command id with the ack actor, which routes its ack back through this mailbox |
 //! | `FlushTimer` | a timer that calls back with the deadline |
 //! | `Violation` | the connection, which closes and reconnects |
-//! | `ResumeLater`, `CommitLater` | self-notifications (later turns) |
+//! | `ResumeLater` | admission continued after a real yield of this actor's task, so every other actor of the arbiter runs between two slices |
+//! | `CommitLater` | a self-notification (a later turn) |
 //! | `Closed` | the callers of a graceful close |
 //!
 //! Time enters here (`Instant::now()` for each event that needs it) and nowhere in the state
@@ -114,7 +115,15 @@ impl PublishStoreActor {
                 Effect::Violation { epoch, error } => {
                     self.conn.do_send(ProtocolViolation { epoch, error })
                 }
-                Effect::ResumeLater => ctx.notify(ResumeAdmission),
+                // After a real yield: a notification (or a message to itself) runs in the same
+                // poll of this actor, so the other actors of the arbiter, the ack path among
+                // them, would wait until every slice of a big backlog was admitted.
+                Effect::ResumeLater => {
+                    ctx.spawn(
+                        fut::wrap_future::<_, Self>(tokio::task::yield_now())
+                            .map(|(), act, ctx| act.handle(ResumeAdmission, ctx)),
+                    );
+                }
                 Effect::CommitLater => ctx.notify(Commit),
                 Effect::Closed => {
                     // A graceful close ends with everything stored (and every discard) on disk,
