@@ -63,7 +63,10 @@ impl<W, F> PublishState<W, F> {
                 frame: Frame::header_only(ack),
             }));
         }
-        self.admit_waiting(received_at);
+        // The room the ack freed is taken on a later turn: a failure must not wait behind
+        // the encoding of the writes it lets in (64 per ack, a whole batch for a durable
+        // store), and a burst of acks then admits once, not once per ack.
+        self.admit_later();
         self.check_flushes();
     }
 
@@ -177,5 +180,95 @@ impl<W, F> PublishState<W, F> {
         if !self.waited.is_empty() {
             self.waited.split_off(&from);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
+    use super::super::state::{Effect, Limits, Outcome, PublishState, WriteMode};
+    use super::super::{MemoryStore, Operation};
+    use crate::client::config::FullPolicy;
+    use crate::client::internal::NewWrite;
+    use crate::protocol::{AckType, AckTypes, Command, Header, Reason, Status};
+
+    fn ack(seq: u64, status: Status) -> Header {
+        Header {
+            command: Some(Command::Ack),
+            ack_type: AckTypes::only(AckType::Persisted),
+            reason: (status == Status::Failure).then_some(Reason::NotEntitled),
+            status: Some(status),
+            seq: Some(seq),
+            ..Header::default()
+        }
+    }
+
+    fn effects(s: &mut PublishState<u64, u64>) -> Vec<Effect<u64, u64>> {
+        let mut e = Vec::new();
+        s.take_effects(&mut e);
+        e
+    }
+
+    /// An ack is handled in a turn of its own: the writes waiting behind a big batch are
+    /// admitted on the later turn it schedules, never inside the ack's turn, so a failure is
+    /// reported without waiting for their encoding.
+    #[test]
+    fn an_ack_reports_before_admitting_the_writes_waiting_for_room() {
+        let limits = Limits {
+            max_messages: 10_000,
+            max_bytes: 1 << 24,
+            when_full: FullPolicy::Wait,
+            max_frame: 1 << 20,
+            error_on_publish_gap: false,
+        };
+        let mut s: PublishState<u64, u64> =
+            PublishState::new(Some(Box::new(MemoryStore::new())), limits, 1);
+        s.logged_on(1, 0, Instant::now()).unwrap();
+        let writes = (0..1000)
+            .map(|i| NewWrite {
+                operation: Operation::Publish,
+                topic: "t".into(),
+                data: Bytes::from(format!("m{i}")),
+                options: None,
+            })
+            .collect();
+        let outcome = s.write(writes, None, WriteMode::Awaited, Instant::now());
+        assert!(matches!(outcome, Outcome::Pending), "{outcome:?}");
+        s.attach(7);
+        let first_slice = s.store_len();
+        assert!(first_slice > 0 && first_slice < 1000, "{first_slice}");
+        assert!(effects(&mut s)
+            .iter()
+            .any(|e| matches!(e, Effect::ResumeLater)));
+
+        s.ack(1, ack(1, Status::Failure), Instant::now());
+        let after_failure = effects(&mut s);
+        assert!(
+            after_failure
+                .iter()
+                .any(|e| matches!(e, Effect::Failed(f) if f.sequence == 1)),
+            "the failure is reported in the ack's turn"
+        );
+        assert_eq!(
+            s.store_len(),
+            first_slice - 1,
+            "nothing admitted in the ack's turn"
+        );
+        s.ack(1, ack(10, Status::Success), Instant::now());
+        assert_eq!(s.store_len(), first_slice - 10, "nor in a success's");
+
+        // The resume that was already scheduled admits the next slice, and keeps going.
+        let mut turns = 0;
+        while s.stats().unacknowledged != s.store_len() as u64 {
+            s.resume(Instant::now());
+            turns += 1;
+            assert!(turns < 1000, "admission never finished");
+        }
+        assert!(turns > 1, "admitted in slices, {turns} turn(s)");
+        assert_eq!(s.store_len(), 990);
+        assert_eq!(s.stats().failed, 1);
     }
 }

@@ -11,7 +11,8 @@
 //! | `ExpectFlushAck` | registers the flush's command id with the ack actor, which routes its ack back through this mailbox |
 //! | `FlushTimer` | a timer that calls back with the deadline |
 //! | `Violation` | the connection, which closes and reconnects |
-//! | `ResumeLater`, `CommitLater`, `SendLater` | self-notifications (later turns) |
+//! | `ResumeLater`, `SendLater` | admission (sending a durable batch) continued after a real yield of this actor's task, so every other actor of the arbiter runs between two slices |
+//! | `CommitLater` | a self-notification (a later turn) |
 //! | `Closed` | the callers of a graceful close |
 //!
 //! Time enters here (`Instant::now()` for each event that needs it) and nowhere in the state
@@ -119,9 +120,12 @@ impl PublishStoreActor {
                 Effect::Violation { epoch, error } => {
                     self.conn.do_send(ProtocolViolation { epoch, error })
                 }
-                Effect::ResumeLater => ctx.notify(ResumeAdmission),
+                // After a real yield: a notification (or a message to itself) runs in the same
+                // poll of this actor, so the other actors of the arbiter, the ack path among
+                // them, would wait until every slice of a big backlog was admitted.
+                Effect::ResumeLater => after_yield(ctx, ResumeAdmission),
                 Effect::CommitLater => ctx.notify(Commit),
-                Effect::SendLater => ctx.notify(SendMore),
+                Effect::SendLater => after_yield(ctx, SendMore),
                 Effect::Closed => {
                     // A graceful close ends with everything stored (and every discard) on disk,
                     // so the next process does not replay what this one settled.
@@ -133,6 +137,20 @@ impl PublishStoreActor {
             }
         }
     }
+}
+
+/// Handles `msg` once this actor's task has really given the thread up, so every other actor
+/// of the arbiter (acks, failure delivery, the user's) runs first. `ctx.notify` would not do:
+/// actix handles notifications and the whole mailbox in the same poll.
+fn after_yield<M>(ctx: &mut Context<PublishStoreActor>, msg: M)
+where
+    M: Message<Result = ()> + 'static,
+    PublishStoreActor: Handler<M, Result = ()>,
+{
+    ctx.spawn(
+        fut::wrap_future::<_, PublishStoreActor>(tokio::task::yield_now())
+            .map(move |(), act, ctx| act.handle(msg, ctx)),
+    );
 }
 
 impl Actor for PublishStoreActor {

@@ -10,7 +10,7 @@
 //!   cannot fail half way: the room is there, and nothing else is admitted ahead of it.
 //! - A memory store admits at most `ADMIT_SLICE` writes per turn; the rest of a big batch
 //!   continues on later turns, so acks and failure notifications wait behind at most that much
-//!   work. A durable store admits a request in one turn (its appends only encode into a
+//!   work. Room an ack frees is taken on a later turn too, never in the ack's own turn. A durable store admits a request in one turn (its appends only encode into a
 //!   buffer), so a group commit never covers half a request.
 //! - A memory store sends a write as it is admitted; a durable store sends it after the group
 //!   commit that made it durable (see `state.rs`).
@@ -400,6 +400,13 @@ impl<W, F> PublishState<W, F> {
         self.admission.resume_scheduled = false;
         self.admit_waiting(now);
         self.check_flushes();
+    }
+
+    /// Schedules admission for a later turn if any write waits (after an ack freed room).
+    pub(super) fn admit_later(&mut self) {
+        if !self.admission.waiting.is_empty() && self.stopped.is_none() {
+            self.schedule_resume();
+        }
     }
 
     pub(super) fn schedule_resume(&mut self) {
