@@ -22,7 +22,8 @@
 //! encode.rs     how a stored message goes on the wire
 //! shared.rs     SharedStore: the state behind one short lock; writes enter it from any thread
 //! actor.rs      PublishStoreActor: the thin shell that feeds events and carries out effects
-//! memory.rs     MemoryStore (survives reconnects)
+//! memory.rs     MemoryStore (survives reconnects): 24 bytes a message plus its body, which
+//!               is copied into shared chunks; get/iter lend MessageRef views
 //! file.rs       FileStore (survives the process)
 //! ```
 //!

@@ -41,6 +41,11 @@ fn body_bound(store: &MemoryStore) -> usize {
 #[test]
 fn a_slot_is_24_bytes() {
     assert_eq!(std::mem::size_of::<Slot>(), 24);
+    assert_eq!(
+        std::mem::size_of::<Extra>(),
+        48,
+        "the docs give this figure"
+    );
 }
 
 #[test]
