@@ -117,6 +117,7 @@ impl MemoryStore {
 
     /// [`Store::append`] from a borrowed message (the body is copied or, over 4 KiB, shared):
     /// for a store that also keeps the message itself, as the file store does for its writer.
+    #[inline]
     pub fn push(&mut self, msg: &StoredMessage) -> Result<(), StoreError> {
         if msg.seq <= self.last_assigned {
             return Err(StoreError::SequenceNotIncreasing {
@@ -124,32 +125,48 @@ impl MemoryStore {
                 last: self.last_assigned,
             });
         }
+        let slots = &self.slots;
         let kind = self
             .kinds
-            .add(&msg.topic, msg.operation)
+            .add(&msg.topic, msg.operation, msg.seq, || {
+                slots.front().map_or(msg.seq, |s| s.seq)
+            })
             .ok_or_else(|| self.full())?;
-        let small = msg.data.len() <= SMALL_MAX;
-        let (place, len) = if small && !msg.data.is_empty() {
-            (self.arena.push(&msg.data), msg.data.len() as u32)
+        let len = msg.data.len();
+        if len <= SMALL_MAX && msg.options.is_none() {
+            let place = self.arena.push(&msg.data);
+            self.slots.push_back(Slot {
+                seq: msg.seq,
+                kind,
+                place,
+                len: len as u32,
+            });
+            self.bytes += msg.topic.len() + len;
         } else {
-            (self.arena.mark(), 0)
-        };
-        let extra = (!small || msg.options.is_some()).then(|| Extra {
+            self.push_extra(msg, kind);
+        }
+        self.last_assigned = msg.seq;
+        Ok(())
+    }
+
+    /// [`MemoryStore::push`] for a message with options or a body over [`SMALL_MAX`].
+    #[cold]
+    fn push_extra(&mut self, msg: &StoredMessage, kind: u32) {
+        let small = msg.data.len() <= SMALL_MAX;
+        let place = self.arena.push(if small { &msg.data } else { &[] });
+        let len = if small { msg.data.len() as u32 } else { 0 };
+        self.extras.push_back(Extra {
             seq: msg.seq,
             body: (!small).then(|| msg.data.clone()),
             options: msg.options.clone(),
         });
-        let flag = if extra.is_some() { EXTRA } else { 0 };
-        self.extras.extend(extra);
         self.slots.push_back(Slot {
             seq: msg.seq,
             kind,
             place,
-            len: len | flag,
+            len: len | EXTRA,
         });
-        self.last_assigned = msg.seq;
         self.bytes += msg.weight();
-        Ok(())
     }
 
     /// Bytes of body chunks allocated: at most `1.016 x` the body bytes held `+ 768 KiB` (the
@@ -187,18 +204,17 @@ impl MemoryStore {
         }
     }
 
-    /// Forgets one slot taken out of the deque (its extra already taken, if any).
-    fn forget(&mut self, slot: &Slot, extra: Option<Extra>) {
+    /// The weight of a slot taken out of the deque, with its extra if it has one.
+    #[inline]
+    fn weight_of(&self, slot: &Slot, extra: Option<&Extra>) -> usize {
         let topic = self.kinds.topic(slot.kind).len();
-        let rest = match &extra {
+        match extra {
+            None => topic + slot.arena_len(),
             Some(e) => {
                 let body = e.body.as_ref().map_or(slot.arena_len(), Bytes::len);
-                super::weight("", &[], e.options.as_deref()) + body
+                topic + body + super::weight("", &[], e.options.as_deref())
             }
-            None => slot.arena_len(),
-        };
-        self.bytes -= topic + rest;
-        self.kinds.remove(slot.kind);
+        }
     }
 
     fn iter_at(&self, start: usize, extras_start: usize) -> Iter<'_> {
@@ -257,7 +273,7 @@ impl Store for MemoryStore {
             } else {
                 None
             };
-            self.forget(&slot, extra);
+            self.bytes -= self.weight_of(&slot, extra.as_ref());
             n += 1;
         }
         match self.slots.front() {
@@ -302,7 +318,7 @@ impl Store for MemoryStore {
             } else {
                 None
             };
-            self.forget(&slot, extra);
+            self.bytes -= self.weight_of(&slot, extra.as_ref());
             n += 1;
         }
         match self.slots.back() {

@@ -33,10 +33,13 @@ pub(super) struct Place {
 /// The chunks (see the module docs).
 #[derive(Default)]
 pub(super) struct Arena {
-    /// `chunks[i]` has id `front_id + i` (wrapping): ids only grow, so a place's chunk is found
-    /// by subtraction. Every chunk is allocated with capacity [`CHUNK`] and never grows.
-    chunks: VecDeque<Vec<u8>>,
-    front_id: u32,
+    /// The chunk bodies are placed in, with id `current_id`. Capacity 0 until the first
+    /// non-empty body: an unused store allocates nothing.
+    current: Vec<u8>,
+    current_id: u32,
+    /// The older chunks, full: `older[i]` has id `current_id - older.len() + i` (wrapping), so
+    /// a place's chunk is found by subtraction. Every chunk has capacity [`CHUNK`].
+    older: VecDeque<Vec<u8>>,
     /// One released chunk kept for the next one needed: a store that fills and drains in a
     /// steady stream neither allocates nor faults in fresh pages.
     spare: Option<Vec<u8>>,
@@ -45,9 +48,9 @@ pub(super) struct Arena {
 impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena")
-            .field("chunks", &self.chunks.len())
-            .field("front_id", &self.front_id)
-            .field("used", &self.chunks.iter().map(Vec::len).sum::<usize>())
+            .field("chunks", &(self.older.len() + 1))
+            .field("current_id", &self.current_id)
+            .field("current_used", &self.current.len())
             .field("spare", &self.spare.is_some())
             .finish()
     }
@@ -59,100 +62,99 @@ fn after(a: u32, b: u32) -> bool {
 }
 
 impl Arena {
-    /// Where the next body would start if it fits in the newest chunk. A message whose body is
-    /// not in the arena records this place, so that places never decrease along the store.
-    pub fn mark(&self) -> Place {
-        match self.chunks.back() {
-            Some(c) => Place {
-                chunk: self.back_id(),
-                offset: c.len() as u32,
-            },
-            None => Place {
-                chunk: self.front_id,
-                offset: 0,
-            },
-        }
-    }
-
-    /// Copies `body` (at most [`SMALL_MAX`] bytes) to the end of the arena.
+    /// Copies `body` (at most [`SMALL_MAX`] bytes; empty is fine) to the end of the arena and
+    /// returns where it starts. An empty body takes no room: its place only keeps places
+    /// non-decreasing along the store.
+    #[inline]
     pub fn push(&mut self, body: &[u8]) -> Place {
         debug_assert!(body.len() <= SMALL_MAX);
-        let fits = self
-            .chunks
-            .back()
-            .is_some_and(|c| c.capacity() - c.len() >= body.len());
-        if !fits {
-            let chunk = self
-                .spare
-                .take()
-                .unwrap_or_else(|| Vec::with_capacity(CHUNK));
-            self.chunks.push_back(chunk);
+        if self.current.capacity() - self.current.len() < body.len() {
+            self.next_chunk();
         }
-        let place = self.mark();
-        if let Some(c) = self.chunks.back_mut() {
-            c.extend_from_slice(body);
-        }
+        let place = Place {
+            chunk: self.current_id,
+            offset: self.current.len() as u32,
+        };
+        self.current.extend_from_slice(body);
         place
     }
 
     /// The `len` bytes at `place`. Empty if they are not held (never, for a place this arena
     /// returned whose body the store still holds).
     pub fn get(&self, place: Place, len: usize) -> &[u8] {
-        let at = place.chunk.wrapping_sub(self.front_id) as usize;
         let start = place.offset as usize;
-        let body = self.chunks.get(at).and_then(|c| c.get(start..start + len));
+        let chunk = if place.chunk == self.current_id {
+            Some(&self.current)
+        } else {
+            let back = self.current_id.wrapping_sub(place.chunk) as usize;
+            self.older
+                .len()
+                .checked_sub(back)
+                .and_then(|i| self.older.get(i))
+        };
+        let body = chunk.and_then(|c| c.get(start..start + len));
         debug_assert!(body.is_some(), "a held body is in the arena");
         body.unwrap_or_default()
     }
 
     /// Releases every chunk before the one of `first`, the place of the oldest body held.
     pub fn release_before(&mut self, first: Place) {
-        while self.chunks.len() > 1 && after(first.chunk, self.front_id) {
-            if let Some(c) = self.chunks.pop_front() {
+        while !self.older.is_empty() && after(first.chunk, self.front_id()) {
+            if let Some(c) = self.older.pop_front() {
                 self.recycle(c);
             }
-            self.front_id = self.front_id.wrapping_add(1);
         }
     }
 
-    /// Nothing is held any more: every chunk is released but the newest, which starts over.
+    /// Nothing is held any more: every chunk is released but the current one, which starts
+    /// over.
     pub fn clear(&mut self) {
-        while self.chunks.len() > 1 {
-            if let Some(c) = self.chunks.pop_front() {
-                self.recycle(c);
-            }
-            self.front_id = self.front_id.wrapping_add(1);
+        while let Some(c) = self.older.pop_front() {
+            self.recycle(c);
         }
-        if let Some(c) = self.chunks.front_mut() {
-            c.clear();
-        }
+        self.current.clear();
     }
 
     /// Cuts the arena back so that it ends at `end` (a retract: nothing after it is held).
     pub fn truncate(&mut self, end: Place) {
-        while !self.chunks.is_empty() && after(self.back_id(), end.chunk) {
-            if let Some(c) = self.chunks.pop_back() {
-                self.recycle(c);
-            }
+        while after(self.current_id, end.chunk) {
+            let Some(prev) = self.older.pop_back() else {
+                break;
+            };
+            let cut = std::mem::replace(&mut self.current, prev);
+            self.recycle(cut);
+            self.current_id = self.current_id.wrapping_sub(1);
         }
-        if let Some(c) = self.chunks.back_mut() {
-            c.truncate(end.offset as usize);
+        if self.current_id == end.chunk {
+            self.current.truncate(end.offset as usize);
         }
     }
 
     /// Bytes of chunk memory allocated (the spare included).
     pub fn allocated(&self) -> usize {
         let spare = self.spare.as_ref().map_or(0, Vec::capacity);
-        self.chunks.iter().map(Vec::capacity).sum::<usize>() + spare
+        self.older.iter().map(Vec::capacity).sum::<usize>() + self.current.capacity() + spare
     }
 
-    fn back_id(&self) -> u32 {
-        self.front_id
-            .wrapping_add(self.chunks.len().saturating_sub(1) as u32)
+    fn front_id(&self) -> u32 {
+        self.current_id.wrapping_sub(self.older.len() as u32)
+    }
+
+    #[cold]
+    fn next_chunk(&mut self) {
+        let fresh = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        let full = std::mem::replace(&mut self.current, fresh);
+        if full.capacity() > 0 {
+            self.older.push_back(full);
+            self.current_id = self.current_id.wrapping_add(1);
+        }
     }
 
     fn recycle(&mut self, mut chunk: Vec<u8>) {
-        if self.spare.is_none() {
+        if self.spare.is_none() && chunk.capacity() > 0 {
             chunk.clear();
             self.spare = Some(chunk);
         }
@@ -209,7 +211,7 @@ mod tests {
     #[test]
     fn ids_wrap() {
         let mut a = Arena {
-            front_id: u32::MAX - 1,
+            current_id: u32::MAX - 1,
             ..Arena::default()
         };
         let big = vec![3u8; SMALL_MAX];

@@ -1,21 +1,23 @@
 //! `Kinds`: the distinct (topic, operation) pairs of the held messages, each named by a `u32`.
 //!
 //! A held message stores the 4-byte id of its pair instead of an `Arc<str>` (16 bytes) and an
-//! operation. Each pair counts the messages that use it. A pair no message uses any more stays
-//! (idle) so that a store that keeps emptying and refilling with one topic does not hash it on
-//! every write; idle pairs are swept once they outnumber the used ones (and are more than
-//! [`IDLE_KEPT`]), so the table stays within twice the used pairs plus a constant: bounded by
-//! the messages held, not by every topic ever written.
+//! operation. Each pair remembers the highest sequence that used it; a pair whose sequence is
+//! below the oldest message held is used by no held message (sequences only grow), so it can
+//! go. Nothing is counted per message: discarding costs the table nothing, and consecutive
+//! messages to one topic cost a pointer (or string) comparison. The table is swept when it has doubled
+//! since the last sweep (and holds more than [`SWEEP_AT_LEAST`] pairs), so it stays within
+//! twice the pairs in use plus a constant: bounded by the messages held, not by every topic
+//! ever written.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::client::store::Operation;
 
-/// Idle pairs kept at least, before a sweep.
-const IDLE_KEPT: usize = 32;
+/// No sweep below this many pairs.
+const SWEEP_AT_LEAST: usize = 32;
 
-/// Marks "no pair" in [`Kinds::by_topic`].
+/// Marks "no pair" in [`Kinds::by_topic`] and [`Kinds::last`].
 const NONE: u32 = u32::MAX;
 
 #[derive(Debug)]
@@ -23,8 +25,8 @@ struct Entry {
     /// The shared empty topic while the entry is free.
     topic: Arc<str>,
     operation: Operation,
-    /// Held messages of this pair; an entry in use with 0 is idle.
-    uses: usize,
+    /// The highest sequence of a message of this pair.
+    last_seq: u64,
     free: bool,
 }
 
@@ -35,7 +37,8 @@ pub(super) struct Kinds {
     /// The ids of a topic's pairs, by [`op_index`].
     by_topic: HashMap<Arc<str>, [u32; 3]>,
     free: Vec<u32>,
-    idle: usize,
+    /// Entries in use (not free) above which the next new pair sweeps first.
+    sweep_at: usize,
     /// The pair of the last message added: consecutive messages to one topic skip the hash.
     last: u32,
     /// What a free entry points to, so that every id names some topic.
@@ -48,7 +51,7 @@ impl Default for Kinds {
             entries: Vec::new(),
             by_topic: HashMap::new(),
             free: Vec::new(),
-            idle: 0,
+            sweep_at: SWEEP_AT_LEAST,
             last: NONE,
             empty: Arc::from(""),
         }
@@ -64,53 +67,29 @@ fn op_index(op: Operation) -> usize {
 }
 
 impl Kinds {
-    /// The id of `(topic, operation)`, counted once more; `None` only when 2^32 - 1 pairs are
-    /// in use (unreachable in practice: each needs a held message).
-    pub fn add(&mut self, topic: &Arc<str>, operation: Operation) -> Option<u32> {
-        let hit = self.entries.get(self.last as usize).is_some_and(|e| {
-            !e.free
-                && e.operation == operation
-                && (Arc::ptr_eq(&e.topic, topic) || e.topic == *topic)
-        });
-        let id = if hit {
-            self.last
-        } else {
-            let known = self
-                .by_topic
-                .get(&**topic)
-                .map_or(NONE, |ids| ids[op_index(operation)]);
-            if known == NONE {
-                self.insert(topic, operation)?
-            } else {
-                known
-            }
-        };
-        let e = &mut self.entries[id as usize];
-        if e.uses == 0 {
-            self.idle -= 1;
-        }
-        e.uses += 1;
-        self.last = id;
-        Some(id)
-    }
-
-    /// One message of pair `id` is no longer held.
-    pub fn remove(&mut self, id: u32) {
-        let Some(e) = self.entries.get_mut(id as usize) else {
-            debug_assert!(false, "a held message's pair exists");
-            return;
-        };
-        debug_assert!(e.uses > 0 && !e.free);
-        e.uses = e.uses.saturating_sub(1);
-        if e.uses == 0 {
-            self.idle += 1;
-            if self.idle > IDLE_KEPT && self.idle > self.in_use() {
-                self.sweep();
+    /// The id of `(topic, operation)` for the message `seq`, the highest so far. `oldest` is
+    /// the sequence of the oldest message still held (or `seq` when none is): pairs used only
+    /// below it may be swept. `None` only when 2^32 - 1 pairs are in use (unreachable in
+    /// practice: each needs a held message).
+    #[inline]
+    pub fn add(
+        &mut self,
+        topic: &Arc<str>,
+        operation: Operation,
+        seq: u64,
+        oldest: impl FnOnce() -> u64,
+    ) -> Option<u32> {
+        if let Some(e) = self.entries.get_mut(self.last as usize) {
+            if e.operation == operation && (Arc::ptr_eq(&e.topic, topic) || e.topic == *topic) {
+                e.last_seq = seq;
+                return Some(self.last);
             }
         }
+        self.add_slow(topic, operation, seq, oldest())
     }
 
     /// The topic of pair `id`.
+    #[inline]
     pub fn topic(&self, id: u32) -> &Arc<str> {
         self.entries
             .get(id as usize)
@@ -124,21 +103,47 @@ impl Kinds {
             .map_or(Operation::Publish, |e| e.operation)
     }
 
-    /// Entries allocated (used, idle and free), for the bound tests.
+    /// Entries allocated (used and free), for the bound tests.
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.entries.len()
     }
 
-    fn in_use(&self) -> usize {
-        self.entries.len() - self.free.len() - self.idle
+    #[cold]
+    fn add_slow(
+        &mut self,
+        topic: &Arc<str>,
+        operation: Operation,
+        seq: u64,
+        oldest: u64,
+    ) -> Option<u32> {
+        let known = self
+            .by_topic
+            .get(&**topic)
+            .map_or(NONE, |ids| ids[op_index(operation)]);
+        let id = if known != NONE {
+            known
+        } else {
+            if self.entries.len() - self.free.len() >= self.sweep_at {
+                self.sweep(oldest);
+            }
+            self.insert(topic, operation)?
+        };
+        self.entries[id as usize].last_seq = seq;
+        self.last = id;
+        Some(id)
     }
 
     fn insert(&mut self, topic: &Arc<str>, operation: Operation) -> Option<u32> {
+        // One allocation per topic, whatever its operations.
+        let topic = match self.by_topic.get_key_value(&**topic) {
+            Some((known, _)) => Arc::clone(known),
+            None => Arc::clone(topic),
+        };
         let entry = Entry {
-            topic: Arc::clone(topic),
+            topic: Arc::clone(&topic),
             operation,
-            uses: 0,
+            last_seq: 0,
             free: false,
         };
         let id = match self.free.pop() {
@@ -154,15 +159,14 @@ impl Kinds {
                 id
             }
         };
-        self.by_topic.entry(Arc::clone(topic)).or_insert([NONE; 3])[op_index(operation)] = id;
-        self.idle += 1;
+        self.by_topic.entry(topic).or_insert([NONE; 3])[op_index(operation)] = id;
         Some(id)
     }
 
-    /// Frees every idle pair.
-    fn sweep(&mut self) {
+    /// Frees every pair used only by messages below `oldest`.
+    fn sweep(&mut self, oldest: u64) {
         for (id, e) in self.entries.iter_mut().enumerate() {
-            if e.free || e.uses > 0 {
+            if e.free || e.last_seq >= oldest {
                 continue;
             }
             if let Some(ids) = self.by_topic.get_mut(&*e.topic) {
@@ -175,20 +179,21 @@ impl Kinds {
             e.free = true;
             self.free.push(id as u32);
         }
-        self.idle = 0;
         // Trailing free entries are dropped, so the table shrinks after a burst of topics.
         while self.entries.last().is_some_and(|e| e.free) {
             self.entries.pop();
         }
         let len = self.entries.len() as u32;
         self.free.retain(|&id| id < len);
-        if self.entries.capacity() > 2 * self.entries.len() + IDLE_KEPT {
-            self.entries.shrink_to(self.entries.len() + IDLE_KEPT);
+        let in_use = self.entries.len() - self.free.len();
+        self.sweep_at = (2 * in_use).max(SWEEP_AT_LEAST);
+        if self.entries.capacity() > 2 * self.sweep_at {
+            self.entries.shrink_to(self.sweep_at);
         }
-        if self.free.capacity() > 2 * self.free.len() + IDLE_KEPT {
-            self.free.shrink_to(self.free.len() + IDLE_KEPT);
+        if self.free.capacity() > 2 * self.sweep_at {
+            self.free.shrink_to(self.sweep_at);
         }
-        self.by_topic.shrink_to(self.by_topic.len() + IDLE_KEPT);
+        self.by_topic.shrink_to(self.sweep_at);
         self.last = NONE;
     }
 }
@@ -198,35 +203,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pairs_are_shared_counted_and_swept() {
+    fn pairs_are_shared_and_swept_once_unused() {
         let mut k = Kinds::default();
         let a: Arc<str> = "a".into();
         let a2: Arc<str> = "a".into();
-        let ida = k.add(&a, Operation::Publish).unwrap();
-        assert_eq!(k.add(&a2, Operation::Publish), Some(ida), "by content");
-        let idd = k.add(&a, Operation::DeltaPublish).unwrap();
+        let ida = k.add(&a, Operation::Publish, 1, || 1).unwrap();
+        assert_eq!(
+            k.add(&a2, Operation::Publish, 2, || 1),
+            Some(ida),
+            "by content"
+        );
+        let idd = k.add(&a, Operation::DeltaPublish, 3, || 1).unwrap();
         assert_ne!(ida, idd);
-        assert_eq!(k.add(&a, Operation::Publish), Some(ida), "through the hash");
+        assert_eq!(
+            k.add(&a, Operation::Publish, 4, || 1),
+            Some(ida),
+            "through the hash"
+        );
         assert_eq!(&**k.topic(idd), "a");
         assert_eq!(k.operation(idd), Operation::DeltaPublish);
-        // Many topics used once each: the table stays bounded by the pairs in use.
-        for i in 0..10_000 {
-            let t: Arc<str> = format!("t{i}").into();
-            let id = k.add(&t, Operation::SowDelete).unwrap();
-            k.remove(id);
-            assert!(k.capacity() <= 2 * 2 + IDLE_KEPT + 2, "{}", k.capacity());
+        // Many topics, each used by one message discarded before the next: the table stays
+        // bounded by the pairs in use.
+        let mut k = Kinds::default();
+        for seq in 1..10_000u64 {
+            let t: Arc<str> = format!("t{seq}").into();
+            k.add(&t, Operation::SowDelete, seq, || seq).unwrap();
+            assert!(k.capacity() <= SWEEP_AT_LEAST + 1, "{}", k.capacity());
         }
-        assert_eq!(&**k.topic(ida), "a", "pairs in use survive sweeps");
-        for _ in 0..3 {
-            k.remove(ida);
+        // Held messages keep their pairs: a front that stays at 1 keeps every pair.
+        let mut k = Kinds::default();
+        let ids: Vec<u32> = (1..100u64)
+            .map(|seq| {
+                let t: Arc<str> = format!("t{seq}").into();
+                k.add(&t, Operation::Publish, seq, || 1).unwrap()
+            })
+            .collect();
+        for (seq, id) in (1..100u64).zip(ids) {
+            assert_eq!(&**k.topic(id), format!("t{seq}"));
         }
-        k.remove(idd);
-        for i in 0..100 {
-            let t: Arc<str> = format!("u{i}").into();
-            let id = k.add(&t, Operation::Publish).unwrap();
-            k.remove(id);
-        }
-        assert!(k.capacity() <= IDLE_KEPT + 1, "{}", k.capacity());
-        assert!(k.by_topic.len() <= IDLE_KEPT + 1);
     }
 }
