@@ -106,7 +106,7 @@ pub use config::{Backoff, ClientConfig, FullPolicy, ReconnectPolicy, StoreKind};
 pub use connection::CLIENT_VERSION;
 pub use messages::*;
 pub use publisher::{FromRange, GetPublisher, Publisher, Written};
-pub use store::{FsyncPolicy, MessageOptions, Operation, StoredMessage};
+pub use store::{FsyncPolicy, MessageOptions, MessageRef, Operation, StoredMessage};
 pub use subscriptions::*;
 pub use topic::Topic;
 

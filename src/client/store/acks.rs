@@ -127,7 +127,10 @@ impl<W, F> PublishState<W, F> {
 
     fn on_failure(&mut self, seq: u64, ack: Header, received_at: Instant) {
         self.forget_waited(seq);
-        let stored = self.store.as_ref().and_then(|s| s.get(seq).cloned());
+        let stored = self
+            .store
+            .as_ref()
+            .and_then(|s| s.get(seq).map(|m| m.to_message()));
         let in_store = stored.is_some();
         let message = match stored {
             Some(m) => Some(m),

@@ -512,7 +512,12 @@ impl<W, F> PublishState<W, F> {
         let mark = self.out.len();
         let send_now = !self.durable && self.live.is_some();
         if send_now {
-            encode(&msg, cid.as_deref(), &mut self.out, &mut self.template);
+            encode(
+                msg.view(),
+                cid.as_deref(),
+                &mut self.out,
+                &mut self.template,
+            );
         }
         if let Some(store) = &mut self.store {
             if let Err(e) = store.append(msg) {
@@ -556,7 +561,9 @@ impl<W, F> PublishState<W, F> {
         tracing::error!(error = %e, "publish store append failed; the request is refused");
         if self.durable {
             let reported: Vec<StoredMessage> = match (mode, &self.store) {
-                (WriteMode::Reported, Some(store)) => store.iter_from(from).cloned().collect(),
+                (WriteMode::Reported, Some(store)) => {
+                    store.iter_from(from).map(StoredMessage::from).collect()
+                }
                 _ => Vec::new(),
             };
             self.refuse_uncommitted(&e, now);

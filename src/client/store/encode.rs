@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{Operation, StoredMessage};
+use super::{MessageRef, Operation};
 use crate::client::internal::NewWrite;
 use crate::protocol::{AckType, AckTypes, Command, Frame, Header, PublishHeader, SeqTemplate};
 
@@ -33,25 +33,29 @@ pub(super) type Template = Option<(Arc<str>, Operation, SeqTemplate)>;
 
 /// Encodes a stored message as sent and replayed (see the module docs).
 pub(super) fn encode(
-    msg: &StoredMessage,
+    msg: MessageRef<'_>,
     cid: Option<&str>,
     dst: &mut BytesMut,
     template: &mut Template,
 ) {
     if cid.is_none() && msg.options.is_none() {
         let hit = matches!(template, Some((t, op, _)) if *op == msg.operation
-            && (Arc::ptr_eq(t, &msg.topic) || **t == *msg.topic));
+            && (Arc::ptr_eq(t, msg.topic) || **t == **msg.topic));
         if !hit {
             let header = PublishHeader {
                 command: Some(command_of(msg.operation)),
-                topic: &msg.topic,
+                topic: msg.topic,
                 ack_type: AckTypes::PERSISTED,
                 ..PublishHeader::default()
             };
-            *template = Some((msg.topic.clone(), msg.operation, SeqTemplate::new(&header)));
+            *template = Some((
+                Arc::clone(msg.topic),
+                msg.operation,
+                SeqTemplate::new(&header),
+            ));
         }
         if let Some((_, _, t)) = template {
-            t.encode(msg.seq, &msg.data, dst);
+            t.encode(msg.seq, msg.data, dst);
             return;
         }
     }
@@ -66,7 +70,7 @@ pub(super) fn encode(
     PublishHeader {
         command: Some(command_of(msg.operation)),
         cid,
-        topic: &msg.topic,
+        topic: msg.topic,
         ack_type,
         expiration: o.expiration,
         correlation_id: o.correlation_id.as_deref(),
@@ -75,7 +79,7 @@ pub(super) fn encode(
         sow_keys: o.sow_keys.as_deref(),
         filter: o.filter.as_deref(),
     }
-    .encode(&msg.data, dst);
+    .encode(msg.data, dst);
 }
 
 /// Encodes a write without a store: no sequence, no ack unless `cid` waits for the stats.

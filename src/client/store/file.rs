@@ -528,7 +528,7 @@ impl Store for FileStore {
                 max_bytes: u32::MAX as usize,
             });
         }
-        self.mem.append(msg.clone())?;
+        self.mem.push(&msg)?;
         self.pending.push(msg);
         Ok(())
     }
@@ -598,16 +598,12 @@ impl Store for FileStore {
         let kept: Vec<StoredMessage> = self
             .mem
             .iter_from(self.durable_seq.saturating_add(1))
-            .cloned()
+            .map(StoredMessage::from)
             .collect();
         let kept_last = kept.last().map_or(0, |m| m.seq);
         self.submitted_seq = self.durable_seq.max(kept_last);
         self.send(writer::Cmd::Retract { kept, kept_last });
         Ok(n)
-    }
-
-    fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
-        self.mem.iter_from(from)
     }
 
     fn is_durable(&self) -> bool {
@@ -1662,7 +1658,10 @@ mod tests {
         drop(store);
 
         let store = open(dir.path());
-        assert_eq!(store.iter().cloned().collect::<Vec<_>>(), written);
+        assert_eq!(
+            store.iter().map(StoredMessage::from).collect::<Vec<_>>(),
+            written
+        );
         assert_eq!(store.len(), 5);
         assert_eq!(
             store.bytes(),
@@ -1670,9 +1669,9 @@ mod tests {
         );
         assert_eq!(store.last_assigned(), 1_000_000_000_007);
         assert_eq!(store.last_discarded(), 0);
-        assert_eq!(store.get(1_000_000_000_005), Some(&written[2]));
+        assert_eq!(store.get(1_000_000_000_005), Some(written[2].view()));
         // Consecutive messages to the same topic share one allocation after reload.
-        let topics: Vec<_> = store.iter().map(|m| Arc::clone(&m.topic)).collect();
+        let topics: Vec<_> = store.iter().map(|m| Arc::clone(m.topic)).collect();
         assert!(Arc::ptr_eq(&topics[0], &topics[1]));
         assert!(Arc::ptr_eq(&topics[3], &topics[4]));
     }

@@ -22,7 +22,8 @@
 //! encode.rs     how a stored message goes on the wire
 //! shared.rs     SharedStore: the state behind one short lock; writes enter it from any thread
 //! actor.rs      PublishStoreActor: the thin shell that feeds events and carries out effects
-//! memory.rs     MemoryStore (survives reconnects)
+//! memory.rs     MemoryStore (survives reconnects): 24 bytes a message plus its body, which
+//!               is copied into shared chunks; get/iter lend MessageRef views
 //! file.rs       FileStore (survives the process)
 //! ```
 //!
@@ -33,11 +34,17 @@
 /// the file store and the test stores keep their messages in one and differ only in writing.
 macro_rules! reads_from_memory {
     ($field:ident) => {
-        fn get(&self, seq: u64) -> Option<&StoredMessage> {
+        fn get(&self, seq: u64) -> Option<$crate::client::store::MessageRef<'_>> {
             self.$field.get(seq)
         }
-        fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+        fn iter(&self) -> Box<dyn Iterator<Item = $crate::client::store::MessageRef<'_>> + '_> {
             self.$field.iter()
+        }
+        fn iter_from(
+            &self,
+            from: u64,
+        ) -> Box<dyn Iterator<Item = $crate::client::store::MessageRef<'_>> + '_> {
+            self.$field.iter_from(from)
         }
         fn len(&self) -> usize {
             self.$field.len()
@@ -172,14 +179,93 @@ impl StoredMessage {
 
     /// The options, or the empty defaults.
     pub fn opts(&self) -> &MessageOptions {
-        static EMPTY: MessageOptions = MessageOptions {
-            correlation_id: None,
-            expiration: None,
-            sow_key: None,
-            filter: None,
-            sow_keys: None,
-        };
-        self.options.as_deref().unwrap_or(&EMPTY)
+        self.options.as_deref().unwrap_or(&NO_OPTIONS)
+    }
+
+    /// This message as a [`MessageRef`], the form [`Store::get`] and [`Store::iter`] yield.
+    pub fn view(&self) -> MessageRef<'_> {
+        MessageRef {
+            seq: self.seq,
+            operation: self.operation,
+            topic: &self.topic,
+            data: &self.data,
+            options: self.options.as_deref(),
+        }
+    }
+}
+
+static NO_OPTIONS: MessageOptions = MessageOptions {
+    correlation_id: None,
+    expiration: None,
+    sow_key: None,
+    filter: None,
+    sow_keys: None,
+};
+
+/// A message held by a store, borrowed from it: what [`Store::get`] and [`Store::iter`] yield.
+///
+/// A store keeps its messages in a compact form of its own (the [`MemoryStore`] copies small
+/// bodies into shared chunks), so it lends views rather than [`StoredMessage`]s. Encoding a view
+/// for the wire reads it in place; [`MessageRef::to_message`] copies one out, for a message that
+/// must outlive its place in the store (a failure report, say), so that nothing handed out
+/// keeps a store's chunk alive.
+///
+/// ```
+/// use actix_amps::client::store::{MemoryStore, Operation, Store, StoredMessage};
+///
+/// let mut store = MemoryStore::new();
+/// let msg = StoredMessage {
+///     seq: 1,
+///     operation: Operation::Publish,
+///     topic: "orders".into(),
+///     data: bytes::Bytes::from_static(b"{\"id\":1}"),
+///     options: None,
+/// };
+/// store.append(msg.clone()).unwrap();
+/// let held = store.get(1).unwrap();
+/// assert_eq!(held, msg.view());
+/// assert_eq!(held.to_message(), msg);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// The sequence number the store assigned.
+    pub seq: u64,
+    /// The command.
+    pub operation: Operation,
+    /// The topic.
+    pub topic: &'a Arc<str>,
+    /// The body.
+    pub data: &'a [u8],
+    /// Correlation id, expiration, SOW key, filter, keys: `None` when all absent.
+    pub options: Option<&'a MessageOptions>,
+}
+
+impl MessageRef<'_> {
+    /// Bytes this message counts against the store's byte capacity (topic + body + options).
+    pub fn weight(&self) -> usize {
+        weight(self.topic, self.data, self.options)
+    }
+
+    /// The options, or the empty defaults.
+    pub fn opts(&self) -> &MessageOptions {
+        self.options.unwrap_or(&NO_OPTIONS)
+    }
+
+    /// An owned copy (the body copied, the topic shared).
+    pub fn to_message(&self) -> StoredMessage {
+        StoredMessage {
+            seq: self.seq,
+            operation: self.operation,
+            topic: Arc::clone(self.topic),
+            data: Bytes::copy_from_slice(self.data),
+            options: self.options.map(|o| Box::new(o.clone())),
+        }
+    }
+}
+
+impl From<MessageRef<'_>> for StoredMessage {
+    fn from(m: MessageRef<'_>) -> StoredMessage {
+        m.to_message()
     }
 }
 
@@ -209,14 +295,15 @@ pub trait Store: Send + 'static {
     /// Discards every message with `seq <= up_to`; returns how many were discarded.
     fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError>;
 
-    /// The message with this sequence, if still held.
-    fn get(&self, seq: u64) -> Option<&StoredMessage>;
+    /// The message with this sequence, if still held (a view into the store;
+    /// [`MessageRef::to_message`] copies it out).
+    fn get(&self, seq: u64) -> Option<MessageRef<'_>>;
 
     /// Every held message in sequence order (for replay).
-    fn iter(&self) -> Box<dyn Iterator<Item = &StoredMessage> + '_>;
+    fn iter(&self) -> Box<dyn Iterator<Item = MessageRef<'_>> + '_>;
 
     /// Every held message with `seq >= from`, in sequence order.
-    fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
+    fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = MessageRef<'_>> + '_> {
         Box::new(self.iter().skip_while(move |m| m.seq < from))
     }
 

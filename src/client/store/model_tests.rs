@@ -201,9 +201,6 @@ impl Store for SimStore {
         }
         self.mem.discard_up_to(up_to)
     }
-    fn iter_from(&self, from: u64) -> Box<dyn Iterator<Item = &StoredMessage> + '_> {
-        self.mem.iter_from(from)
-    }
     fn retract(&mut self, from: u64) -> Result<usize, StoreError> {
         self.pending
             .retain(|op| !matches!(op, PendingOp::Append(m) if m.seq >= from));

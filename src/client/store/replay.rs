@@ -80,7 +80,7 @@ impl<W, F> PublishState<W, F> {
         let covered: Vec<StoredMessage> = store
             .iter()
             .take_while(|m| m.seq <= server_last)
-            .cloned()
+            .map(StoredMessage::from)
             .collect();
         if covered.is_empty() {
             // Nothing to discard, but the mark still moves up to `server_last` and is made

@@ -556,7 +556,7 @@ impl<W, F> PublishState<W, F> {
             .any(|u| u.mode == WriteMode::Reported)
         {
             if let Some(store) = &self.store {
-                reported = store.iter_from(from).cloned().collect();
+                reported = store.iter_from(from).map(StoredMessage::from).collect();
             }
         }
         self.retract(from);

@@ -80,7 +80,7 @@ impl<W, F> PublishState<W, F> {
         let held: Vec<StoredMessage> = self
             .store
             .as_ref()
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(StoredMessage::from).collect())
             .unwrap_or_default();
         let report: Vec<StoredMessage> = if on_live_connection {
             held
