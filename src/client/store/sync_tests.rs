@@ -250,9 +250,8 @@ fn bodies(s: &mut PublishState<u64, u64>) -> Vec<String> {
     out
 }
 
-#[test]
-fn a_large_durable_batch_goes_out_a_slice_per_turn_in_order() {
-    // Unit tests slice by 2 (`SEND_SLICE`).
+/// A live connection and writes `w1`..`w5` made durable by one sync (effects not yet taken).
+fn five_durable_writes() -> (PublishState<u64, u64>, Outcomes) {
     let (mut s, outcome) = state();
     s.logged_on(1, 0, Instant::now()).unwrap();
     effects(&mut s);
@@ -262,6 +261,13 @@ fn a_large_durable_batch_goes_out_a_slice_per_turn_in_order() {
     s.commit(Instant::now());
     *outcome.lock().unwrap() = Some(Ok(()));
     s.synced(Instant::now());
+    (s, outcome)
+}
+
+#[test]
+fn a_large_durable_batch_goes_out_a_slice_per_turn_in_order() {
+    // Unit tests slice by 2 (`SEND_SLICE`).
+    let (mut s, _outcome) = five_durable_writes();
     let first = effects(&mut s);
     assert_eq!(answers(&first).len(), 5, "every write is answered at once");
     let later =
@@ -280,15 +286,7 @@ fn a_large_durable_batch_goes_out_a_slice_per_turn_in_order() {
 
 #[test]
 fn a_flush_goes_after_every_durable_write_and_a_replay_takes_the_unsent_slices() {
-    let (mut s, outcome) = state();
-    s.logged_on(1, 0, Instant::now()).unwrap();
-    effects(&mut s);
-    for (reply, body) in ["w1", "w2", "w3", "w4", "w5"].iter().enumerate() {
-        write(&mut s, reply as u64, body);
-    }
-    s.commit(Instant::now());
-    *outcome.lock().unwrap() = Some(Ok(()));
-    s.synced(Instant::now());
+    let (mut s, outcome) = five_durable_writes();
     effects(&mut s);
     s.start_flush(
         9,
