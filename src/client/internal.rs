@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! ClientActor, Publisher --(writes, under the SharedStore lock; Wake once per burst)--> PublishStoreActor
-//! ClientActor --StartFlush--> PublishStoreActor --SendFrames--> ConnectionActor
+//! ClientActor --StartFlush--> PublishStoreActor
+//! SharedStore --(encoded frames, taken by the write task when its Notify fires)--> socket
+//! SubscriptionActor --SendFrames--> ConnectionActor
 //! ConnectionActor --Inbound--> AckRouter --AckReceived--> PublishStoreActor
 //! ConnectionActor --LoggedOn/ConnectionLost--> PublishStoreActor, AckRouter
 //! PublishStoreActor --WriteFailed--> HandlerRegistry; AckRouter --Unexpected--> HandlerRegistry

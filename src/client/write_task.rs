@@ -10,7 +10,7 @@
 //! - the **publish store's outbound buffer**, taken directly from the
 //!   [`SharedStore`] by this task ([`SharedStore::take_outbound`]): a replay after the logon,
 //!   then every publish, sow_delete and flush command, already encoded back to back in one
-//!   buffer. The first frame written into an empty buffer wakes the task through its
+//!   buffer. The first frame written after the task's last take wakes it through its
 //!   [`Notify`]; frames written while the task is busy on the socket pile up and go out in its
 //!   next write. So a burst costs one wake-up and one system call when it ends, and a lone
 //!   message goes out at once: no timer holds anything back.
@@ -45,8 +45,8 @@ pub(crate) struct StoreOutlet {
     pub epoch: u64,
 }
 
-/// Writes until the channel closes (then shuts the write half down) or the socket fails
-/// (returns the error).
+/// Writes until the channel closes (then writes what the store left for this connection and
+/// shuts the write half down) or the socket fails (returns the error).
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut socket: W,
     mut rx: mpsc::UnboundedReceiver<Bytes>,
@@ -58,7 +58,18 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             biased;
             frame = rx.recv() => match frame {
                 Some(b) => batch.push(b),
-                None => break,
+                None => {
+                    // The actor closed the channel (stopping): what the store left for this
+                    // connection goes out before the write half is shut, as the channel's
+                    // frames did.
+                    outlet.shared.take_outbound(outlet.epoch, &mut batch);
+                    if !batch.is_empty() {
+                        if let Err(e) = write_all_vectored(&mut socket, &mut batch).await {
+                            return Some(e);
+                        }
+                    }
+                    break;
+                }
             },
             () = outlet.ready.notified() => {}
         }

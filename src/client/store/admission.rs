@@ -10,8 +10,9 @@
 //!   cannot fail half way: the room is there, and nothing else is admitted ahead of it.
 //! - A memory store admits at most `ADMIT_SLICE` writes per turn; the rest of a big batch
 //!   continues on later turns, so acks and failure notifications wait behind at most that much
-//!   work. Room an ack frees is taken on a later turn too, never in the ack's own turn. A durable store admits a request in one turn (its appends only encode into a
-//!   buffer), so a group commit never covers half a request.
+//!   work. Room an ack frees is taken on a later turn too, never in the ack's own turn. A
+//!   durable store admits a request in one turn (its appends only encode into a buffer), so a
+//!   group commit never covers half a request.
 //! - A memory store sends a write as it is admitted; a durable store sends it after the group
 //!   commit that made it durable (see `state.rs`).
 //! - When the client has given up or lost its name, every later write, and every write still

@@ -249,8 +249,12 @@ impl<W, F> PublishState<W, F> {
             return;
         }
         // The flush goes after every durable write, not between the slices of a batch: its
-        // ack then covers them and the flush needs no later conflated ack.
-        self.send_durable(usize::MAX);
+        // ack then covers them and the flush needs no later conflated ack. While slices are
+        // still to go, the last one sends it (`send_durable`), rather than this turn encoding
+        // the rest of the batch (a failure ack's turn must stay short).
+        if self.sent_through < self.committed_through && self.durable {
+            return;
+        }
         let cid = self.flushes.command_sent();
         let ack = if self.store.is_some() {
             AckType::Persisted

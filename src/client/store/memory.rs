@@ -190,7 +190,8 @@ impl MemoryStore {
     }
 
     fn view<'a>(&'a self, slot: &Slot, extra: Option<&'a Extra>) -> MessageRef<'a> {
-        let data = match extra.and_then(|e| e.body.as_ref()) {
+        let shared_data = extra.and_then(|e| e.body.as_ref());
+        let data = match shared_data {
             Some(body) => &body[..],
             None if slot.arena_len() == 0 => &[],
             None => self.arena.get(slot.place, slot.arena_len()),
@@ -200,6 +201,7 @@ impl MemoryStore {
             operation: self.kinds.operation(slot.kind),
             topic: self.kinds.topic(slot.kind),
             data,
+            shared_data,
             options: extra.and_then(|e| e.options.as_deref()),
         }
     }

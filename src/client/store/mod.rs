@@ -189,6 +189,7 @@ impl StoredMessage {
             operation: self.operation,
             topic: &self.topic,
             data: &self.data,
+            shared_data: Some(&self.data),
             options: self.options.as_deref(),
         }
     }
@@ -226,7 +227,7 @@ static NO_OPTIONS: MessageOptions = MessageOptions {
 /// assert_eq!(held, msg.view());
 /// assert_eq!(held.to_message(), msg);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct MessageRef<'a> {
     /// The sequence number the store assigned.
     pub seq: u64,
@@ -236,9 +237,26 @@ pub struct MessageRef<'a> {
     pub topic: &'a Arc<str>,
     /// The body.
     pub data: &'a [u8],
+    /// The same body as a shared buffer, when the store holds it as one (a large body, or a
+    /// store of `StoredMessage`s): [`MessageRef::to_message`] then shares it instead of copying.
+    /// `None` for a body kept in the memory store's chunks.
+    pub shared_data: Option<&'a Bytes>,
     /// Correlation id, expiration, SOW key, filter, keys: `None` when all absent.
     pub options: Option<&'a MessageOptions>,
 }
+
+/// Two views are equal when they show the same message, however each store keeps the body.
+impl PartialEq for MessageRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+            && self.operation == other.operation
+            && self.topic == other.topic
+            && self.data == other.data
+            && self.options == other.options
+    }
+}
+
+impl Eq for MessageRef<'_> {}
 
 impl MessageRef<'_> {
     /// Bytes this message counts against the store's byte capacity (topic + body + options).
@@ -251,13 +269,17 @@ impl MessageRef<'_> {
         self.options.unwrap_or(&NO_OPTIONS)
     }
 
-    /// An owned copy (the body copied, the topic shared).
+    /// An owned copy: the topic shared, the body shared when the store holds it as a shared
+    /// buffer, else copied (so an owned message never pins a chunk of the memory store).
     pub fn to_message(&self) -> StoredMessage {
         StoredMessage {
             seq: self.seq,
             operation: self.operation,
             topic: Arc::clone(self.topic),
-            data: Bytes::copy_from_slice(self.data),
+            data: match self.shared_data {
+                Some(b) => b.clone(),
+                None => Bytes::copy_from_slice(self.data),
+            },
             options: self.options.map(|o| Box::new(o.clone())),
         }
     }

@@ -5,14 +5,16 @@
 //! Events come in as method calls: a write request ([`PublishState::write`]), a persisted ack,
 //! a logon with the server's last sequence, a lost connection, a flush request, its ack and its
 //! deadline, a group commit, "name in use", "gave up", a graceful close. Each call appends
-//! [`Effect`]s: frames to send, callers to answer, failures to report, timers to set. The
+//! [`Effect`]s (callers to answer, failures to report, timers to set) and encodes frames into
+//! the outbound buffer, raising a signal the shell turns into one wake of the connection's
+//! writer ([`PublishState::take_out_signal`], [`PublishState::take_outbound`]). The
 //! state machine reads no clock (time comes in with the events), does no actix and no socket
 //! I/O; its one dependency is the [`Store`].
 //!
 //! A group commit has two phases. `commit_now` hands every request stored since the last sync
 //! to [`Store::start_sync`], which returns at once; the file store's I/O thread makes them
 //! durable and wakes the shell, which calls [`PublishState::synced`]: only then are the writes
-//! answered `Ok` and sent (or, if the sync failed, retracted and answered `Err`, together with
+//! answered `Ok` and sent, a slice of `SEND_SLICE` per turn (or, if the sync failed, retracted and answered `Err`, together with
 //! everything admitted after them). One sync is in flight at a time; requests admitted
 //! meanwhile form the next batch, started as soon as the previous one resolves, so one fsync
 //! covers everything that arrived during the last. A replay after a logon sends only what is
@@ -506,8 +508,9 @@ impl<W, F> PublishState<W, F> {
     }
 
     /// Encodes up to `limit` durable writes above `sent_through` for the live connection, and
-    /// asks for a later turn if more remain. Without a live connection nothing is sent: the
-    /// replay after the next logon sends everything durable.
+    /// asks for a later turn if more remain; after the last slice, a flush command held back
+    /// behind them. Without a live connection nothing is sent: the replay after the next logon
+    /// sends everything durable.
     pub(super) fn send_durable(&mut self, limit: usize) {
         let through = self.committed_through;
         // A memory store sends each write as it is stored (or in the replay).
@@ -538,9 +541,14 @@ impl<W, F> PublishState<W, F> {
             self.out_highest = self.out_highest.max(seq);
             self.signal_outbound();
         }
-        if self.sent_through < through && !self.send_scheduled {
-            self.send_scheduled = true;
-            self.effects.push(Effect::SendLater);
+        if self.sent_through < through {
+            if !self.send_scheduled {
+                self.send_scheduled = true;
+                self.effects.push(Effect::SendLater);
+            }
+        } else {
+            // A flush command held back behind the slices goes out after the last one.
+            self.pump_flush();
         }
     }
 

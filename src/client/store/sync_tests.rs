@@ -293,10 +293,19 @@ fn a_flush_goes_after_every_durable_write_and_a_replay_takes_the_unsent_slices()
         Instant::now() + std::time::Duration::from_secs(1),
         Instant::now(),
     );
-    let sent = outbound(&mut s);
+    // The flush waits for the last slice instead of encoding the rest of the batch now.
+    let now = outbound(&mut s);
+    assert!(!now.contains("\"c\":\"flush\""), "{now}");
+    assert!(now.contains("w2") && !now.contains("w3"), "{now}");
+    let mut sent = now;
+    for _ in 0..2 {
+        s.send_more();
+        effects(&mut s);
+        sent.push_str(&outbound(&mut s));
+    }
     let flush_at = sent
         .find("\"c\":\"flush\"")
-        .expect("a flush command was sent");
+        .expect("the last slice sent the flush command");
     assert!(sent.rfind("w5").is_some_and(|w5| w5 < flush_at), "{sent}");
     assert_eq!(sent.matches("w3").count(), 1);
 
