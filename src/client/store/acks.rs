@@ -193,6 +193,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::super::state::{Effect, Limits, Outcome, PublishState, WriteMode};
+    use super::super::sync_tests::effects;
     use super::super::{MemoryStore, Operation};
     use crate::client::config::FullPolicy;
     use crate::client::internal::NewWrite;
@@ -207,12 +208,6 @@ mod tests {
             seq: Some(seq),
             ..Header::default()
         }
-    }
-
-    fn effects(s: &mut PublishState<u64, u64>) -> Vec<Effect<u64, u64>> {
-        let mut e = Vec::new();
-        s.take_effects(&mut e);
-        e
     }
 
     /// An ack is handled in a turn of its own: the writes waiting behind a big batch are

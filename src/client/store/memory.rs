@@ -206,6 +206,33 @@ impl MemoryStore {
         }
     }
 
+    /// Removes slots from one end while `take(seq)` holds, each with its extra (extras are in
+    /// the same order, so the one of an end slot is at the same end), and stops counting their
+    /// bytes; returns how many. Discards take from the front, retractions from the back.
+    fn pop_while(&mut self, end: End, take: impl Fn(u64) -> bool) -> usize {
+        let mut n = 0;
+        loop {
+            let slot = match end {
+                End::Front => self.slots.front(),
+                End::Back => self.slots.back(),
+            };
+            let Some(slot) = slot.copied().filter(|s| take(s.seq)) else {
+                return n;
+            };
+            let extra = match (end, slot.has_extra()) {
+                (_, false) => None,
+                (End::Front, true) => self.extras.pop_front(),
+                (End::Back, true) => self.extras.pop_back(),
+            };
+            match end {
+                End::Front => self.slots.pop_front(),
+                End::Back => self.slots.pop_back(),
+            };
+            self.bytes -= self.weight_of(&slot, extra.as_ref());
+            n += 1;
+        }
+    }
+
     /// The weight of a slot taken out of the deque, with its extra if it has one.
     #[inline]
     fn weight_of(&self, slot: &Slot, extra: Option<&Extra>) -> usize {
@@ -229,6 +256,13 @@ impl MemoryStore {
 }
 
 /// [`MemoryStore::iter`]: the slots, with the extras beside the flagged ones.
+/// Which end of the store [`MemoryStore::pop_while`] takes from.
+#[derive(Clone, Copy)]
+enum End {
+    Front,
+    Back,
+}
+
 struct Iter<'a> {
     store: &'a MemoryStore,
     slots: std::collections::vec_deque::Iter<'a, Slot>,
@@ -264,20 +298,7 @@ impl Store for MemoryStore {
     }
 
     fn discard_up_to(&mut self, up_to: u64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        while let Some(slot) = self.slots.front().copied() {
-            if slot.seq > up_to {
-                break;
-            }
-            self.slots.pop_front();
-            let extra = if slot.has_extra() {
-                self.extras.pop_front()
-            } else {
-                None
-            };
-            self.bytes -= self.weight_of(&slot, extra.as_ref());
-            n += 1;
-        }
+        let n = self.pop_while(End::Front, |seq| seq <= up_to);
         match self.slots.front() {
             Some(first) => self.arena.release_before(first.place),
             None => self.arena.clear(),
@@ -309,20 +330,7 @@ impl Store for MemoryStore {
     }
 
     fn retract(&mut self, from: u64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        while let Some(slot) = self.slots.back().copied() {
-            if slot.seq < from {
-                break;
-            }
-            self.slots.pop_back();
-            let extra = if slot.has_extra() {
-                self.extras.pop_back()
-            } else {
-                None
-            };
-            self.bytes -= self.weight_of(&slot, extra.as_ref());
-            n += 1;
-        }
+        let n = self.pop_while(End::Back, |seq| seq >= from);
         match self.slots.back() {
             Some(last) => self.arena.truncate(last.end()),
             None => self.arena.clear(),

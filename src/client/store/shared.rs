@@ -161,7 +161,7 @@ impl SharedStore {
         waiter: R,
         attach: impl FnOnce(R) -> Reply,
     ) -> Submitted<R> {
-        let (answered, outbound, wake) = {
+        let (answered, outbound, left) = {
             let mut state = self.lock();
             // The clock is read only where an event needs it: not for the common single write.
             let outcome = match writes {
@@ -182,33 +182,46 @@ impl SharedStore {
                     None
                 }
             };
-            let signalled = state.take_out_signal();
-            (
-                answered,
-                state.outbound_len(),
-                (state.has_effects(), signalled),
-            )
+            (answered, state.outbound_len(), Left::read(&mut state))
         };
-        self.wake_writer(wake.1);
-        if wake.0 {
-            self.wake();
-        }
+        self.carry_out(left);
         Submitted { answered, outbound }
     }
 
     /// A write that never waits (see [`PublishState::try_write_one`]).
     pub(crate) fn try_submit(&self, w: NewWrite) -> (WriteResult, usize) {
-        let (result, outbound, wake) = {
+        let (result, outbound, left) = {
             let mut state = self.lock();
             let r = state.try_write_one(w, Instant::now);
-            let signalled = state.take_out_signal();
-            (r, state.outbound_len(), (state.has_effects(), signalled))
+            (r, state.outbound_len(), Left::read(&mut state))
         };
-        self.wake_writer(wake.1);
-        if wake.0 {
+        self.carry_out(left);
+        (result, outbound)
+    }
+
+    /// Wakes whoever must act on what a write left (outside the lock).
+    fn carry_out(&self, left: Left) {
+        self.wake_writer(left.frames);
+        if left.effects {
             self.wake();
         }
-        (result, outbound)
+    }
+}
+
+/// What a write left behind, read under the lock.
+struct Left {
+    /// Effects for the store actor.
+    effects: bool,
+    /// Frames for the connection's writer, which was not told yet.
+    frames: bool,
+}
+
+impl Left {
+    fn read(state: &mut State) -> Left {
+        Left {
+            effects: state.has_effects(),
+            frames: state.take_out_signal(),
+        }
     }
 }
 

@@ -14,8 +14,9 @@
 //! A group commit has two phases. `commit_now` hands every request stored since the last sync
 //! to [`Store::start_sync`], which returns at once; the file store's I/O thread makes them
 //! durable and wakes the shell, which calls [`PublishState::synced`]: only then are the writes
-//! answered `Ok` and sent, a slice of `SEND_SLICE` per turn (or, if the sync failed, retracted and answered `Err`, together with
-//! everything admitted after them). One sync is in flight at a time; requests admitted
+//! answered `Ok` and sent, a slice of `SEND_SLICE` per turn (or, if the sync failed, retracted
+//! and answered `Err`, together with everything admitted after them). One sync is in flight at
+//! a time; requests admitted
 //! meanwhile form the next batch, started as soon as the previous one resolves, so one fsync
 //! covers everything that arrived during the last. A replay after a logon sends only what is
 //! durable; the rest is sent by its sync. Losing the client name and stopping (terminal, rare)
@@ -498,20 +499,20 @@ impl<W, F> PublishState<W, F> {
     /// rest on later turns.
     fn send_committed(&mut self, last: u64) {
         self.committed_through = self.committed_through.max(last);
-        self.send_durable(SEND_SLICE);
+        self.send_durable();
     }
 
     /// Sends the next slice of durable writes not sent yet (after a `SendLater`).
     pub fn send_more(&mut self) {
         self.send_scheduled = false;
-        self.send_durable(SEND_SLICE);
+        self.send_durable();
     }
 
-    /// Encodes up to `limit` durable writes above `sent_through` for the live connection, and
-    /// asks for a later turn if more remain; after the last slice, a flush command held back
-    /// behind them. Without a live connection nothing is sent: the replay after the next logon
+    /// Encodes up to `SEND_SLICE` durable writes above `sent_through` for the live connection,
+    /// and asks for a later turn if more remain; after the last slice, a flush command held
+    /// back behind them. Without a live connection nothing is sent: the replay after the next logon
     /// sends everything durable.
-    pub(super) fn send_durable(&mut self, limit: usize) {
+    fn send_durable(&mut self) {
         let through = self.committed_through;
         // A memory store sends each write as it is stored (or in the replay).
         if !self.durable || self.live.is_none() || self.sent_through >= through {
@@ -528,7 +529,7 @@ impl<W, F> PublishState<W, F> {
             if m.seq > through {
                 break;
             }
-            if encoded == limit {
+            if encoded == SEND_SLICE {
                 reached = last_encoded.unwrap_or(self.sent_through);
                 break;
             }

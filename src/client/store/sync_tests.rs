@@ -82,7 +82,8 @@ fn write(s: &mut PublishState<u64, u64>, reply: u64, body: &str) {
     s.attach(reply);
 }
 
-fn effects(s: &mut PublishState<u64, u64>) -> Vec<Effect<u64, u64>> {
+/// The effects the events so far left (also used by the other state-machine unit tests).
+pub(super) fn effects(s: &mut PublishState<u64, u64>) -> Vec<Effect<u64, u64>> {
     let mut e = Vec::new();
     s.take_effects(&mut e);
     e
